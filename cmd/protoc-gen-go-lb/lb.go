@@ -1,0 +1,268 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/compiler/protogen"
+
+	lbpb "github.com/protoc-gen-go-lb/protoc-gen-go-lb/proto/lb"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/templates"
+)
+
+// Import paths of the generated code.
+const (
+	contextPackage = protogen.GoImportPath("context")
+	timePackage    = protogen.GoImportPath("time")
+	grpcPackage    = protogen.GoImportPath("google.golang.org/grpc")
+	codesPackage   = protogen.GoImportPath("google.golang.org/grpc/codes")
+	lbPackage      = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb")
+	staticPackage  = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static")
+	dnsPackage     = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns")
+)
+
+// fileView is what the template of a _lb.pb.go file ranges over.
+type fileView struct {
+	PluginVersion string
+	ProtocVersion string
+	Source        string
+	Package       string
+	Idents        idents
+	Services      []serviceView
+}
+
+// idents are the imported identifiers the template names.
+type idents struct {
+	SupportPackage, Service, Method, Conn, Dial, DialOption    protogen.GoIdent
+	WithTransportCredentials, WithInsecure                     protogen.GoIdent
+	Register, RegisterOption, Registration                     protogen.GoIdent
+	Context, ClientConn, Server                                protogen.GoIdent
+}
+
+type serviceView struct {
+	GoName          string
+	FullName        string
+	FullNameLiteral string
+	RegistryName    string // a Go string literal
+	VarName         string
+	Comments        string // the service's leading comments, as // lines
+	Discovery       string // a Go expression
+	Balancer        string // a Go expression
+	PoolSize        uint32
+	Methods         []string // the fields of each lb.Method literal
+	ServiceDesc     string
+}
+
+func generateFile(gen *protogen.Plugin, m *fileModel) error {
+	f := m.file
+	g := gen.NewGeneratedFile(f.GeneratedFilenamePrefix+"_lb.pb.go", f.GoImportPath)
+	ident := g.QualifiedGoIdent
+	v := fileView{
+		PluginVersion: version,
+		ProtocVersion: protocVersion(gen),
+		Source:        f.Desc.Path(),
+		Package:       string(f.GoPackageName),
+		Idents: idents{
+			SupportPackage:           lbPackage.Ident("SupportPackageIsVersion1"),
+			Service:                  lbPackage.Ident("Service"),
+			Method:                   lbPackage.Ident("Method"),
+			Conn:                     lbPackage.Ident("Conn"),
+			Dial:                     lbPackage.Ident("Dial"),
+			DialOption:               lbPackage.Ident("DialOption"),
+			WithTransportCredentials: lbPackage.Ident("WithTransportCredentials"),
+			WithInsecure:             lbPackage.Ident("WithInsecure"),
+			Register:                 lbPackage.Ident("Register"),
+			RegisterOption:           lbPackage.Ident("RegisterOption"),
+			Registration:             lbPackage.Ident("Registration"),
+			Context:                  contextPackage.Ident("Context"),
+			ClientConn:               grpcPackage.Ident("ClientConn"),
+			Server:                   grpcPackage.Ident("Server"),
+		},
+	}
+	for _, s := range m.services {
+		v.Services = append(v.Services, newServiceView(s, ident))
+	}
+	if err := templates.LB(ident).Execute(g, v); err != nil {
+		return fmt.Errorf("%s: executing template: %w", f.Desc.Path(), err)
+	}
+	return nil
+}
+
+func protocVersion(gen *protogen.Plugin) string {
+	v := gen.Request.GetCompilerVersion()
+	if v == nil {
+		return "(unknown)"
+	}
+	s := fmt.Sprintf("v%d.%d.%d", v.GetMajor(), v.GetMinor(), v.GetPatch())
+	if v.GetSuffix() != "" {
+		s += "-" + v.GetSuffix()
+	}
+	return s
+}
+
+func newServiceView(s *serviceModel, ident func(protogen.GoIdent) string) serviceView {
+	name := s.service.GoName
+	v := serviceView{
+		GoName:          name,
+		FullName:        string(s.service.Desc.FullName()),
+		FullNameLiteral: strconv.Quote(string(s.service.Desc.FullName())),
+		RegistryName:    strconv.Quote(s.registryName),
+		VarName:         "_" + name + "_lbService",
+		Comments:        strings.TrimSuffix(s.service.Comments.Leading.String(), "\n"),
+		Discovery:       discoveryExpr(s.discovery, ident),
+		Balancer:        balancerExpr(s, ident),
+		PoolSize:        s.poolSize,
+		ServiceDesc:     name + "_ServiceDesc",
+	}
+	for _, m := range s.methods {
+		v.Methods = append(v.Methods, methodFields(m, ident))
+	}
+	return v
+}
+
+// literal writes a composite literal of typ with the given fields, leaving
+// out the empty ones.
+func literal(typ string, fields ...[2]string) string {
+	var b strings.Builder
+	b.WriteString(typ + "{")
+	sep := ""
+	for _, f := range fields {
+		if f[1] == "" {
+			continue
+		}
+		b.WriteString(sep + f[0] + ": " + f[1])
+		sep = ", "
+	}
+	b.WriteString("}")
+	return b.String()
+}
+
+func discoveryExpr(d discoveryModel, ident func(protogen.GoIdent) string) string {
+	if d.dns != nil {
+		var refresh, srv, port string
+		if d.dns.refresh != 0 {
+			refresh = durationExpr(d.dns.refresh, ident)
+		}
+		if d.dns.srv {
+			srv = "true"
+		}
+		if d.dns.port != 0 {
+			port = strconv.FormatUint(uint64(d.dns.port), 10)
+		}
+		return literal(ident(dnsPackage.Ident("Config")),
+			[2]string{"Host", strconv.Quote(d.dns.host)},
+			[2]string{"Port", port},
+			[2]string{"SRV", srv},
+			[2]string{"Refresh", refresh},
+			[2]string{"Server", quoteNonEmpty(d.dns.server)})
+	}
+	quoted := make([]string, len(d.static))
+	for i, a := range d.static {
+		quoted[i] = strconv.Quote(a)
+	}
+	return literal(ident(staticPackage.Ident("Config")),
+		[2]string{"Addresses", "[]string{" + strings.Join(quoted, ", ") + "}"})
+}
+
+func balancerExpr(s *serviceModel, ident func(protogen.GoIdent) string) string {
+	lb := func(name string) string { return ident(lbPackage.Ident(name)) }
+	num := func(n uint64) string {
+		if n == 0 {
+			return ""
+		}
+		return strconv.FormatUint(n, 10)
+	}
+	switch s.policy {
+	case lbpb.Policy_PICK_FIRST:
+		return lb("PickFirst") + "{}"
+	case lbpb.Policy_RANDOM:
+		return lb("Random") + "{}"
+	case lbpb.Policy_LEAST_REQUEST:
+		return literal(lb("LeastRequest"), [2]string{"ChoiceCount", num(uint64(s.rules.GetLeastRequest().GetChoiceCount()))})
+	case lbpb.Policy_RING_HASH:
+		r := s.rules.GetRingHash()
+		return literal(lb("RingHash"),
+			[2]string{"MinRingSize", num(r.GetMinRingSize())},
+			[2]string{"MaxRingSize", num(r.GetMaxRingSize())})
+	case lbpb.Policy_WEIGHTED_ROUND_ROBIN:
+		w := s.rules.GetWeightedRoundRobin()
+		d := func(p interface{ AsDuration() time.Duration }) string {
+			if p.AsDuration() == 0 {
+				return ""
+			}
+			return durationExpr(p.AsDuration(), ident)
+		}
+		var oob, penalty string
+		if w.GetEnableOobLoadReport() {
+			oob = "true"
+		}
+		if w.GetErrorUtilizationPenalty() != 0 {
+			penalty = strconv.FormatFloat(float64(w.GetErrorUtilizationPenalty()), 'g', -1, 32)
+		}
+		return literal(lb("WeightedRoundRobin"),
+			[2]string{"EnableOOBLoadReport", oob},
+			[2]string{"OOBReportingPeriod", d(w.GetOobReportingPeriod())},
+			[2]string{"BlackoutPeriod", d(w.GetBlackoutPeriod())},
+			[2]string{"WeightExpirationPeriod", d(w.GetWeightExpirationPeriod())},
+			[2]string{"WeightUpdatePeriod", d(w.GetWeightUpdatePeriod())},
+			[2]string{"ErrorUtilizationPenalty", penalty})
+	default:
+		return lb("RoundRobin") + "{}"
+	}
+}
+
+func methodFields(m *methodModel, ident func(protogen.GoIdent) string) string {
+	var timeout, retry, idempotent string
+	if m.timeout != 0 {
+		timeout = durationExpr(m.timeout, ident)
+	}
+	if r := m.retry; r != nil {
+		cs := make([]string, len(r.codes))
+		for i, c := range r.codes {
+			cs[i] = ident(codesPackage.Ident(c.String()))
+		}
+		retry = "&" + literal(ident(lbPackage.Ident("Retry")),
+			[2]string{"MaxAttempts", strconv.FormatUint(uint64(r.maxAttempts), 10)},
+			[2]string{"InitialBackoff", durationExpr(r.initialBackoff, ident)},
+			[2]string{"MaxBackoff", durationExpr(r.maxBackoff, ident)},
+			[2]string{"BackoffMultiplier", strconv.FormatFloat(r.multiplier, 'g', -1, 64)},
+			[2]string{"RetryableCodes", "[]" + ident(codesPackage.Ident("Code")) + "{" + strings.Join(cs, ", ") + "}"})
+	}
+	if m.idempotent {
+		idempotent = "true"
+	}
+	l := literal("",
+		[2]string{"Name", strconv.Quote(string(m.method.Desc.Name()))},
+		[2]string{"Timeout", timeout},
+		[2]string{"Retry", retry},
+		[2]string{"HashKey", quoteNonEmpty(m.hashKey)},
+		[2]string{"Idempotent", idempotent})
+	return strings.TrimSuffix(strings.TrimPrefix(l, "{"), "}")
+}
+
+func quoteNonEmpty(s string) string {
+	if s == "" {
+		return ""
+	}
+	return strconv.Quote(s)
+}
+
+// durationExpr writes d in the largest whole unit: "2 * time.Second".
+func durationExpr(d time.Duration, ident func(protogen.GoIdent) string) string {
+	units := []struct {
+		d    time.Duration
+		name string
+	}{{time.Hour, "Hour"}, {time.Minute, "Minute"}, {time.Second, "Second"}, {time.Millisecond, "Millisecond"}, {time.Microsecond, "Microsecond"}, {time.Nanosecond, "Nanosecond"}}
+	for _, u := range units {
+		if d%u.d == 0 {
+			unit := ident(timePackage.Ident(u.name))
+			if d == u.d {
+				return unit
+			}
+			return fmt.Sprintf("%d * %s", d/u.d, unit)
+		}
+	}
+	return "" // unreachable: every duration is a whole number of nanoseconds
+}

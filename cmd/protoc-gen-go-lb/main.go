@@ -1,0 +1,72 @@
+// protoc-gen-go-lb generates discovery-aware, load-balanced gRPC clients and
+// self-registering servers for services annotated with (lb.service); see
+// proto/lb/options.proto. Install it on your PATH and run it beside
+// protoc-gen-go and protoc-gen-go-grpc:
+//
+//	protoc --go_out=. --go-grpc_out=. --go-lb_out=. path/to/file.proto
+//
+// For every file with an annotated service it writes path/to/file_lb.pb.go.
+// Options are checked before anything is written; every problem is reported
+// with its file and element, through the CodeGeneratorResponse.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"google.golang.org/protobuf/compiler/protogen"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/pluginpb"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
+)
+
+// version is the plugin's version: the version of the runtime it targets.
+const version = lb.Version
+
+func main() {
+	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-version") {
+		fmt.Printf("protoc-gen-go-lb v%s\n", version)
+		return
+	}
+	if len(os.Args) > 1 {
+		fmt.Fprintln(os.Stderr, "protoc-gen-go-lb: this is a protoc plugin: run it through protoc or buf, or with --version")
+		os.Exit(2)
+	}
+	// The plugin has no parameters of its own (protogen handles paths,
+	// module and M); an empty flag set rejects any other with an error.
+	var flags flag.FlagSet
+	protogen.Options{ParamFunc: flags.Set}.Run(generate)
+}
+
+// supportedFeatures are the CodeGeneratorResponse features the plugin
+// supports.
+const supportedFeatures = uint64(pluginpb.CodeGeneratorResponse_FEATURE_PROTO3_OPTIONAL | pluginpb.CodeGeneratorResponse_FEATURE_SUPPORTS_EDITIONS)
+
+// generate checks the options of every file to generate and, if all are
+// valid, writes a _lb.pb.go for each file with an annotated service.
+func generate(gen *protogen.Plugin) error {
+	gen.SupportedFeatures = supportedFeatures
+	gen.SupportedEditionsMinimum = descriptorpb.Edition_EDITION_PROTO2
+	gen.SupportedEditionsMaximum = descriptorpb.Edition_EDITION_2023
+	var files []*fileModel
+	var errs errorList
+	for _, f := range gen.Files {
+		if !f.Generate {
+			continue
+		}
+		if m := readFile(f, &errs); m != nil {
+			files = append(files, m)
+		}
+	}
+	if err := errs.err(); err != nil {
+		return err
+	}
+	for _, m := range files {
+		if err := generateFile(gen, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,383 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/compiler/protogen"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	lbpb "github.com/protoc-gen-go-lb/protoc-gen-go-lb/proto/lb"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+)
+
+// This file reads the (lb.service) and (lb.method) options of a file once,
+// checks them, and returns plain models that lb.go generates code from.
+
+// Limits that the checks enforce.
+const (
+	maxPoolSize       = 64
+	maxRingSize       = 8 * 1024 * 1024 // gRPC's cap
+	defaultMinRing    = 1024
+	defaultMaxRing    = 4096
+	minRetryAttempts  = 2
+	maxRetryAttempts  = 5 // gRPC caps retries at 5 attempts
+	minChoiceCount    = 2
+	maxChoiceCount    = 10
+	defaultBackoff    = 100 * time.Millisecond
+	defaultMaxBackoff = time.Second
+	defaultMultiplier = 2.0
+)
+
+// errorList collects every problem of a run, each naming its file and
+// element.
+type errorList []error
+
+func (l *errorList) add(f *protogen.File, elem protoreflect.FullName, format string, args ...any) {
+	*l = append(*l, fmt.Errorf("%s: %s: %s", f.Desc.Path(), elem, fmt.Sprintf(format, args...)))
+}
+
+func (l errorList) err() error { return errors.Join(l...) }
+
+type fileModel struct {
+	file     *protogen.File
+	services []*serviceModel
+}
+
+type serviceModel struct {
+	service      *protogen.Service
+	registryName string
+	discovery    discoveryModel
+	policy       lbpb.Policy
+	rules        *lbpb.ServiceRules // for the policy parameters
+	poolSize     uint32
+	methods      []*methodModel
+}
+
+// discoveryModel holds exactly one backend.
+type discoveryModel struct {
+	static []string
+	dns    *dnsModel
+}
+
+type dnsModel struct {
+	host    string
+	port    uint32
+	srv     bool
+	refresh time.Duration
+	server  string
+}
+
+type methodModel struct {
+	method     *protogen.Method
+	timeout    time.Duration
+	retry      *retryModel
+	hashKey    string
+	idempotent bool
+}
+
+type retryModel struct {
+	maxAttempts    uint32
+	initialBackoff time.Duration
+	maxBackoff     time.Duration
+	multiplier     float64
+	codes          []codes.Code
+}
+
+// readFile returns the model of f's annotated services, or nil when it has
+// none. Problems go to errs.
+func readFile(f *protogen.File, errs *errorList) *fileModel {
+	m := &fileModel{file: f}
+	for _, s := range f.Services {
+		rules, _ := proto.GetExtension(s.Desc.Options(), lbpb.E_Service).(*lbpb.ServiceRules)
+		if rules == nil {
+			for _, meth := range s.Methods {
+				if methodRules(meth) != nil {
+					errs.add(f, meth.Desc.FullName(), "(lb.method) needs (lb.service) on %s", s.Desc.FullName())
+				}
+			}
+			continue
+		}
+		m.services = append(m.services, readService(f, s, rules, errs))
+	}
+	if len(m.services) == 0 {
+		return nil
+	}
+	return m
+}
+
+func methodRules(m *protogen.Method) *lbpb.MethodRules {
+	r, _ := proto.GetExtension(m.Desc.Options(), lbpb.E_Method).(*lbpb.MethodRules)
+	return r
+}
+
+var registryNameRE = regexp.MustCompile(`^[A-Za-z0-9._/-]+$`)
+
+func readService(f *protogen.File, s *protogen.Service, rules *lbpb.ServiceRules, errs *errorList) *serviceModel {
+	name := s.Desc.FullName()
+	bad := func(format string, args ...any) { errs.add(f, name, format, args...) }
+	m := &serviceModel{service: s, registryName: string(name), rules: rules, poolSize: rules.GetPoolSize()}
+	if n := rules.GetName(); n != "" {
+		if !registryNameRE.MatchString(n) {
+			bad("(lb.service).name %q: only letters, digits, '.', '-', '_' and '/' are allowed", n)
+		}
+		m.registryName = n
+	}
+	m.discovery = readDiscovery(rules.GetDiscovery(), bad)
+	if m.poolSize > maxPoolSize {
+		bad("(lb.service).pool_size %d is more than %d", m.poolSize, maxPoolSize)
+	}
+	m.policy = rules.GetPolicy()
+	if m.policy == lbpb.Policy_POLICY_UNSPECIFIED {
+		m.policy = lbpb.Policy_ROUND_ROBIN
+	}
+	checkPolicy(m.policy, rules, bad)
+	for _, meth := range s.Methods {
+		if mm := readMethod(f, meth, m.policy, errs); mm != nil {
+			m.methods = append(m.methods, mm)
+		}
+	}
+	return m
+}
+
+func readDiscovery(d *lbpb.Discovery, bad func(string, ...any)) discoveryModel {
+	var m discoveryModel
+	switch b := d.GetBackend().(type) {
+	case nil:
+		bad("(lb.service).discovery is required: set one of static, dns, etcd, consul")
+	case *lbpb.Discovery_Static:
+		if len(b.Static.GetAddresses()) == 0 {
+			bad("(lb.service).discovery.static.addresses is empty")
+		}
+		for i, a := range b.Static.GetAddresses() {
+			addr, err := discovery.ParseAddress(a)
+			if err != nil {
+				bad("(lb.service).discovery.static.addresses[%d]: %v", i, err)
+			}
+			m.static = append(m.static, addr)
+		}
+	case *lbpb.Discovery_Dns:
+		m.dns = readDNS(b.Dns, bad)
+	case *lbpb.Discovery_Etcd:
+		bad("(lb.service).discovery.etcd is not available in protoc-gen-go-lb v%s yet: use static or dns", version)
+	case *lbpb.Discovery_Consul:
+		bad("(lb.service).discovery.consul is not available in protoc-gen-go-lb v%s yet: use static or dns (Consul's DNS interface works through dns with record: SRV)", version)
+	}
+	return m
+}
+
+var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?$`)
+
+func readDNS(d *lbpb.DNS, bad func(string, ...any)) *dnsModel {
+	m := &dnsModel{host: d.GetHost(), port: d.GetPort(), srv: d.GetRecord() == lbpb.DNS_SRV, server: d.GetServer()}
+	switch {
+	case m.host == "":
+		bad("(lb.service).discovery.dns.host is required")
+	case !hostnameRE.MatchString(m.host):
+		bad("(lb.service).discovery.dns.host %q is not a DNS name", m.host)
+	}
+	switch r := d.GetRecord(); {
+	case r != lbpb.DNS_RECORD_TYPE_UNSPECIFIED && r != lbpb.DNS_A && r != lbpb.DNS_SRV:
+		bad("(lb.service).discovery.dns.record %d is not A or SRV", r)
+	case m.srv && m.port != 0:
+		bad("(lb.service).discovery.dns.port must be unset with record SRV: the SRV records give the ports")
+	case !m.srv && (m.port == 0 || m.port > math.MaxUint16):
+		bad("(lb.service).discovery.dns.port %d is not in 1-65535 (required for A records)", m.port)
+	}
+	m.refresh = positiveDuration(d.GetRefreshInterval(), "(lb.service).discovery.dns.refresh_interval", bad)
+	if m.server != "" {
+		if _, err := discovery.ParseAddress(m.server); err != nil {
+			bad("(lb.service).discovery.dns.server: %v", err)
+		}
+	}
+	return m
+}
+
+// positiveDuration returns d, reporting it when it is set but not a valid,
+// positive duration.
+func positiveDuration(d *durationpb.Duration, what string, bad func(string, ...any)) time.Duration {
+	if d == nil {
+		return 0
+	}
+	if err := d.CheckValid(); err != nil {
+		bad("%s: %v", what, err)
+		return 0
+	}
+	if d.AsDuration() <= 0 {
+		bad("%s %v must be positive", what, d.AsDuration())
+		return 0
+	}
+	return d.AsDuration()
+}
+
+// policyParams maps each policy with parameters to the name of its
+// parameters field.
+var policyParams = map[lbpb.Policy]string{
+	lbpb.Policy_RING_HASH:            "ring_hash",
+	lbpb.Policy_P2C_EWMA:             "p2c_ewma",
+	lbpb.Policy_LEAST_REQUEST:        "least_request",
+	lbpb.Policy_WEIGHTED_ROUND_ROBIN: "weighted_round_robin",
+}
+
+func checkPolicy(p lbpb.Policy, rules *lbpb.ServiceRules, bad func(string, ...any)) {
+	if _, ok := lbpb.Policy_name[int32(p)]; !ok {
+		bad("(lb.service).policy %d is not a known policy", p)
+		return
+	}
+	if p == lbpb.Policy_P2C_EWMA {
+		bad("(lb.service).policy P2C_EWMA is not available in protoc-gen-go-lb v%s yet", version)
+	}
+	if params := rules.GetPolicyParams(); params != nil {
+		field := rules.ProtoReflect().WhichOneof(rules.ProtoReflect().Descriptor().Oneofs().ByName("policy_params"))
+		if policyParams[p] != string(field.Name()) {
+			bad("(lb.service).%s is set but the policy is %s", field.Name(), p)
+			return
+		}
+	}
+	const pre = "(lb.service)."
+	switch p {
+	case lbpb.Policy_RING_HASH:
+		lo, hi := rules.GetRingHash().GetMinRingSize(), rules.GetRingHash().GetMaxRingSize()
+		if lo > maxRingSize || hi > maxRingSize {
+			bad(pre+"ring_hash: ring sizes must be at most %d", maxRingSize)
+		}
+		if lo == 0 {
+			lo = defaultMinRing
+		}
+		if hi == 0 {
+			hi = defaultMaxRing
+		}
+		if lo > hi {
+			bad(pre+"ring_hash.min_ring_size %d is more than max_ring_size %d", lo, hi)
+		}
+	case lbpb.Policy_LEAST_REQUEST:
+		if n := rules.GetLeastRequest().GetChoiceCount(); n != 0 && (n < minChoiceCount || n > maxChoiceCount) {
+			bad(pre+"least_request.choice_count %d is not in %d-%d", n, minChoiceCount, maxChoiceCount)
+		}
+	case lbpb.Policy_WEIGHTED_ROUND_ROBIN:
+		w := rules.GetWeightedRoundRobin()
+		positiveDuration(w.GetOobReportingPeriod(), pre+"weighted_round_robin.oob_reporting_period", bad)
+		positiveDuration(w.GetBlackoutPeriod(), pre+"weighted_round_robin.blackout_period", bad)
+		positiveDuration(w.GetWeightExpirationPeriod(), pre+"weighted_round_robin.weight_expiration_period", bad)
+		positiveDuration(w.GetWeightUpdatePeriod(), pre+"weighted_round_robin.weight_update_period", bad)
+		if p := w.GetErrorUtilizationPenalty(); p < 0 || math.IsNaN(float64(p)) || math.IsInf(float64(p), 0) {
+			bad(pre+"weighted_round_robin.error_utilization_penalty %v must be a finite number, not negative", p)
+		}
+	}
+}
+
+func readMethod(f *protogen.File, meth *protogen.Method, policy lbpb.Policy, errs *errorList) *methodModel {
+	name := meth.Desc.FullName()
+	bad := func(format string, args ...any) { errs.add(f, name, format, args...) }
+	rules := methodRules(meth)
+	m := &methodModel{method: meth, hashKey: rules.GetHashKey()}
+	switch meth.Desc.Options().(*descriptorpb.MethodOptions).GetIdempotencyLevel() {
+	case descriptorpb.MethodOptions_IDEMPOTENT, descriptorpb.MethodOptions_NO_SIDE_EFFECTS:
+		m.idempotent = true
+	}
+	if rules != nil && rules.Idempotent != nil {
+		m.idempotent = rules.GetIdempotent()
+	}
+	m.timeout = positiveDuration(rules.GetTimeout(), "(lb.method).timeout", bad)
+	if rules.GetRetry() != nil {
+		m.retry = readRetry(rules.GetRetry(), m.idempotent, bad)
+	}
+	hashable := !meth.Desc.IsStreamingClient()
+	switch {
+	case m.hashKey != "" && policy != lbpb.Policy_RING_HASH:
+		bad("(lb.method).hash_key is set but the service's policy is %s: hash_key only applies to RING_HASH", policy)
+	case m.hashKey != "" && !hashable:
+		bad("(lb.method).hash_key on a client-streaming method: the request is not known when the instance is picked")
+	case m.hashKey != "":
+		checkFieldPath(meth.Input, m.hashKey, bad)
+	case policy == lbpb.Policy_RING_HASH && hashable:
+		bad("(lb.method).hash_key is required: the service's policy is RING_HASH")
+	}
+	if m.timeout == 0 && m.retry == nil && m.hashKey == "" && !m.idempotent {
+		return nil
+	}
+	return m
+}
+
+func readRetry(r *lbpb.Retry, idempotent bool, bad func(string, ...any)) *retryModel {
+	const pre = "(lb.method).retry."
+	m := &retryModel{
+		maxAttempts:    r.GetMaxAttempts(),
+		initialBackoff: positiveDuration(r.GetInitialBackoff(), pre+"initial_backoff", bad),
+		maxBackoff:     positiveDuration(r.GetMaxBackoff(), pre+"max_backoff", bad),
+		multiplier:     r.GetBackoffMultiplier(),
+	}
+	if m.maxAttempts < minRetryAttempts || m.maxAttempts > maxRetryAttempts {
+		bad(pre+"max_attempts %d is not in %d-%d", m.maxAttempts, minRetryAttempts, maxRetryAttempts)
+	}
+	if m.initialBackoff == 0 {
+		m.initialBackoff = defaultBackoff
+	}
+	if m.maxBackoff == 0 {
+		m.maxBackoff = max(defaultMaxBackoff, m.initialBackoff)
+	}
+	if m.initialBackoff > m.maxBackoff {
+		bad(pre+"initial_backoff %v is more than max_backoff %v", m.initialBackoff, m.maxBackoff)
+	}
+	switch {
+	case m.multiplier == 0:
+		m.multiplier = defaultMultiplier
+	case m.multiplier < 0 || math.IsNaN(m.multiplier) || math.IsInf(m.multiplier, 0):
+		bad(pre+"backoff_multiplier %v must be a positive number", m.multiplier)
+	}
+	names := r.GetRetryableCodes()
+	if len(names) == 0 {
+		names = []string{"UNAVAILABLE"}
+	}
+	for _, n := range names {
+		var c codes.Code
+		if err := c.UnmarshalJSON([]byte(strconv.Quote(n))); err != nil || c == codes.OK {
+			bad(pre+"retryable_codes: %q is not a gRPC status code name other than OK (e.g. UNAVAILABLE)", n)
+			continue
+		}
+		if c != codes.Unavailable && !idempotent {
+			bad(pre+"retryable_codes: retrying on %s needs an idempotent method: set (lb.method).idempotent or the method's idempotency_level", n)
+		}
+		m.codes = append(m.codes, c)
+	}
+	return m
+}
+
+// checkFieldPath reports whether path names a singular scalar field of
+// msg through singular message fields.
+func checkFieldPath(msg *protogen.Message, path string, bad func(string, ...any)) {
+	segs := strings.Split(path, ".")
+	for i, seg := range segs {
+		var field *protogen.Field
+		for _, f := range msg.Fields {
+			if string(f.Desc.Name()) == seg {
+				field = f
+				break
+			}
+		}
+		last := i == len(segs)-1
+		switch {
+		case field == nil:
+			bad("(lb.method).hash_key %q: %q is not a field of %s", path, seg, msg.Desc.FullName())
+		case field.Desc.IsList() || field.Desc.IsMap():
+			bad("(lb.method).hash_key %q: %s is repeated; hash_key needs a singular field", path, field.Desc.FullName())
+		case last && field.Message != nil:
+			bad("(lb.method).hash_key %q: %s is a message field; hash_key must end at a scalar, string, bytes or enum field", path, field.Desc.FullName())
+		case !last && field.Message == nil:
+			bad("(lb.method).hash_key %q: %s is not a message field, so it has no field %q", path, field.Desc.FullName(), segs[i+1])
+		default:
+			msg = field.Message
+			continue
+		}
+		return
+	}
+}

@@ -1,0 +1,175 @@
+// Package discovery holds what every discovery backend shares: the Config a
+// generated client passes to the lb core, the Registrar a server registers
+// itself with, the metadata an instance carries, and the one way a resolver
+// turns instances into a resolver.State.
+//
+// Backends live in sub-packages (static, dns, ...). Each registers its gRPC
+// resolver scheme when imported, so plain grpc.NewClient can use it too:
+//
+//	import _ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
+//
+//	conn, err := grpc.NewClient("static:///10.0.0.1:50051,10.0.0.2:50051", ...)
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc/attributes"
+	"google.golang.org/grpc/resolver"
+)
+
+// Config is a backend's settings as declared in (lb.service).discovery. The
+// generated code holds one as a struct literal of the backend's package.
+type Config interface {
+	// Target returns the gRPC dial target that resolves service. A
+	// non-empty registry replaces the registry address of the settings
+	// (the etcd or Consul address, the DNS server, the static address list).
+	// Targets never carry secrets.
+	Target(service, registry string) (string, error)
+}
+
+// RegistrarConfig is a Config of a backend that servers can register
+// themselves in (etcd, Consul). Static and DNS discovery do not implement it.
+type RegistrarConfig interface {
+	Config
+	// NewRegistrar returns a Registrar for inst in the registry of these
+	// settings, or at registry when that is not empty.
+	NewRegistrar(inst Instance, registry string) (Registrar, error)
+}
+
+// Registrar keeps one instance registered.
+type Registrar interface {
+	// Register adds the instance to the registry and keeps it there until
+	// Deregister. It returns when the first attempt is done; if that attempt
+	// failed it returns the error and keeps trying in the background.
+	Register(ctx context.Context) error
+	// Deregister removes the instance and stops all background work.
+	Deregister(ctx context.Context) error
+}
+
+// Instance is one server as it is registered.
+type Instance struct {
+	// Service is the registry name of the service.
+	Service string
+	// ID is unique among the service's instances.
+	ID string
+	// Address is the "host:port" clients dial.
+	Address string
+	// Metadata is published with the instance.
+	Metadata Metadata
+}
+
+// Metadata is what a registry says of an instance beyond its address. It
+// reaches the balancers as an attribute of the resolver.Endpoint (see
+// MetadataOf).
+type Metadata struct {
+	// Weight is the instance's relative weight; 0 means unset.
+	Weight uint32
+	// Zone is the instance's zone or datacenter.
+	Zone string
+	// Version is the version of the instance's software.
+	Version string
+	// Custom holds every other key.
+	Custom map[string]string
+}
+
+// IsZero reports whether m holds nothing.
+func (m Metadata) IsZero() bool {
+	return m.Weight == 0 && m.Zone == "" && m.Version == "" && len(m.Custom) == 0
+}
+
+// Equal reports whether m and o are the same. attributes.Attributes.Equal
+// calls it, so an unchanged instance set does not churn connections.
+func (m Metadata) Equal(o any) bool {
+	om, ok := o.(Metadata)
+	return ok && m.Weight == om.Weight && m.Zone == om.Zone && m.Version == om.Version && maps.Equal(m.Custom, om.Custom)
+}
+
+type metadataKey struct{}
+
+// MetadataOf returns the metadata a resolver attached to an endpoint.
+func MetadataOf(ep resolver.Endpoint) (Metadata, bool) {
+	m, ok := ep.Attributes.Value(metadataKey{}).(Metadata)
+	return m, ok
+}
+
+// Endpoint returns an endpoint for one address, carrying md unless it is
+// zero.
+func Endpoint(addr string, md Metadata) resolver.Endpoint {
+	ep := resolver.Endpoint{Addresses: []resolver.Address{{Addr: addr}}}
+	if !md.IsZero() {
+		ep.Attributes = attributes.New(metadataKey{}, md)
+	}
+	return ep
+}
+
+// State returns the resolver.State of eps: de-duplicated by first address
+// (the first one wins), sorted by address so that an unchanged set compares
+// equal, with both Endpoints and the flat Addresses list filled in (some
+// balancers still read only Addresses).
+func State(eps []resolver.Endpoint) resolver.State {
+	seen := make(map[string]bool, len(eps))
+	out := make([]resolver.Endpoint, 0, len(eps))
+	for _, ep := range eps {
+		if len(ep.Addresses) == 0 || seen[ep.Addresses[0].Addr] {
+			continue
+		}
+		seen[ep.Addresses[0].Addr] = true
+		out = append(out, ep)
+	}
+	slices.SortFunc(out, func(a, b resolver.Endpoint) int {
+		return strings.Compare(a.Addresses[0].Addr, b.Addresses[0].Addr)
+	})
+	addrs := make([]resolver.Address, 0, len(out))
+	for _, ep := range out {
+		for _, a := range ep.Addresses {
+			a.BalancerAttributes = ep.Attributes
+			addrs = append(addrs, a)
+		}
+	}
+	return resolver.State{Endpoints: out, Addresses: addrs}
+}
+
+// EqualStates reports whether a and b publish the same endpoints with the
+// same attributes, so a resolver can skip an update that changes nothing.
+func EqualStates(a, b resolver.State) bool {
+	return slices.EqualFunc(a.Endpoints, b.Endpoints, func(x, y resolver.Endpoint) bool {
+		return slices.EqualFunc(x.Addresses, y.Addresses, func(p, q resolver.Address) bool {
+			return p.Equal(q)
+		}) && x.Attributes.Equal(y.Attributes)
+	})
+}
+
+// ErrBadAddress is wrapped by the errors of ParseAddress.
+var ErrBadAddress = errors.New("bad address")
+
+// ParseAddress checks that s is "host:port" with a non-empty host and a port
+// in 1-65535, and returns it with an IPv6 host in canonical form.
+func ParseAddress(s string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", fmt.Errorf("%w %q: want host:port", ErrBadAddress, s)
+	}
+	if host == "" {
+		return "", fmt.Errorf("%w %q: empty host", ErrBadAddress, s)
+	}
+	if strings.ContainsAny(host, " \t\r\n/?#@") {
+		return "", fmt.Errorf("%w %q: host %q has a character not allowed in a host name", ErrBadAddress, s, host)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return "", fmt.Errorf("%w %q: port %q is not in 1-65535", ErrBadAddress, s, port)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return netip.AddrPortFrom(ip, uint16(p)).String(), nil
+	}
+	return net.JoinHostPort(host, port), nil
+}

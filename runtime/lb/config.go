@@ -1,0 +1,120 @@
+package lb
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/balancer"
+	_ "google.golang.org/grpc/balancer/leastrequest"       // least_request_experimental
+	_ "google.golang.org/grpc/balancer/ringhash"           // ring_hash_experimental
+	_ "google.golang.org/grpc/balancer/weightedroundrobin" // weighted_round_robin
+	"google.golang.org/grpc/codes"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/random"
+)
+
+func (PickFirst) lbConfig() (string, any)  { return "pick_first", struct{}{} }
+func (RoundRobin) lbConfig() (string, any) { return "round_robin", struct{}{} }
+func (Random) lbConfig() (string, any)     { return random.Name, struct{}{} }
+
+func (l LeastRequest) lbConfig() (string, any) {
+	return "least_request_experimental", map[string]any{"choiceCount": l.ChoiceCount}
+}
+
+func (r RingHash) lbConfig() (string, any) {
+	return "ring_hash_experimental", map[string]any{"minRingSize": r.MinRingSize, "maxRingSize": r.MaxRingSize}
+}
+
+func (w WeightedRoundRobin) lbConfig() (string, any) {
+	return "weighted_round_robin", map[string]any{
+		"enableOobLoadReport":     w.EnableOOBLoadReport,
+		"oobReportingPeriod":      duration(w.OOBReportingPeriod),
+		"blackoutPeriod":          duration(w.BlackoutPeriod),
+		"weightExpirationPeriod":  duration(w.WeightExpirationPeriod),
+		"weightUpdatePeriod":      duration(w.WeightUpdatePeriod),
+		"errorUtilizationPenalty": w.ErrorUtilizationPenalty,
+	}
+}
+
+// duration formats d as a service-config duration; zero is left out so that
+// gRPC's default applies.
+func duration(d time.Duration) any {
+	if d == 0 {
+		return nil
+	}
+	return fmt.Sprintf("%.9fs", d.Seconds())
+}
+
+type methodName struct {
+	Service string `json:"service"`
+	Method  string `json:"method,omitempty"`
+}
+
+type retryPolicy struct {
+	MaxAttempts          int      `json:"maxAttempts"`
+	InitialBackoff       any      `json:"initialBackoff"`
+	MaxBackoff           any      `json:"maxBackoff"`
+	BackoffMultiplier    float64  `json:"backoffMultiplier"`
+	RetryableStatusCodes []codes.Code `json:"retryableStatusCodes"`
+}
+
+type methodConfig struct {
+	Name        []methodName `json:"name"`
+	Timeout     any          `json:"timeout,omitempty"`
+	RetryPolicy *retryPolicy `json:"retryPolicy,omitempty"`
+}
+
+// ServiceConfig returns the gRPC service config JSON of svc: its balancing
+// policy, a client-side health check of its health service, and a method
+// config for every method with a timeout or retry policy. It fails if the
+// balancing policy is not registered in this binary.
+func ServiceConfig(svc *Service) (string, error) {
+	b := svc.Balancer
+	if b == nil {
+		b = RoundRobin{}
+	}
+	name, cfg := b.lbConfig()
+	if balancer.Get(name) == nil {
+		return "", fmt.Errorf("lb: %s: balancing policy %q is not available in this runtime (v%s)", svc.FullName, name, Version)
+	}
+	if m, ok := cfg.(map[string]any); ok {
+		for k, v := range m {
+			if v == nil {
+				delete(m, k)
+			}
+		}
+	}
+	sc := struct {
+		LoadBalancingConfig []map[string]any  `json:"loadBalancingConfig"`
+		HealthCheckConfig   map[string]string `json:"healthCheckConfig"`
+		MethodConfig        []methodConfig    `json:"methodConfig,omitempty"`
+	}{
+		LoadBalancingConfig: []map[string]any{{name: cfg}},
+		HealthCheckConfig:   map[string]string{"serviceName": svc.FullName},
+	}
+	for _, m := range svc.Methods {
+		mc := methodConfig{
+			Name:    []methodName{{Service: svc.FullName, Method: m.Name}},
+			Timeout: duration(m.Timeout),
+		}
+		if r := m.Retry; r != nil {
+			mc.RetryPolicy = &retryPolicy{
+				MaxAttempts:       r.MaxAttempts,
+				InitialBackoff:    duration(r.InitialBackoff),
+				MaxBackoff:        duration(r.MaxBackoff),
+				BackoffMultiplier: r.BackoffMultiplier,
+			}
+			mc.RetryPolicy.RetryableStatusCodes = r.RetryableCodes
+		}
+		if mc.Timeout == nil && mc.RetryPolicy == nil {
+			continue
+		}
+		sc.MethodConfig = append(sc.MethodConfig, mc)
+	}
+	out, err := json.Marshal(sc)
+	if err != nil {
+		return "", fmt.Errorf("lb: %s: service config: %w", svc.FullName, err)
+	}
+	return string(out), nil
+}

@@ -1,0 +1,190 @@
+package lb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	_ "google.golang.org/grpc/health" // client-side health checking
+)
+
+// ErrNoCredentials is returned by Dial when the caller chose neither
+// WithTransportCredentials nor WithInsecure: the generated clients never
+// fall back to plaintext on their own.
+var ErrNoCredentials = errors.New("lb: no transport credentials: pass lb.WithTransportCredentials(creds) or lb.WithInsecure()")
+
+// DialOption configures Dial and the generated New<Svc>BalancedClient.
+type DialOption interface{ applyDial(*dialOptions) }
+
+// RegisterOption configures Register and the generated
+// Register<Svc>BalancedServer.
+type RegisterOption interface{ applyRegister(*registerOptions) }
+
+// Option is both a DialOption and a RegisterOption.
+type Option interface {
+	DialOption
+	RegisterOption
+}
+
+type dialOptions struct {
+	registry string
+	target   string
+	creds    credentials.TransportCredentials
+	insecure bool
+	block    bool
+	grpc     []grpc.DialOption
+}
+
+type dialFunc func(*dialOptions)
+
+func (f dialFunc) applyDial(o *dialOptions) { f(o) }
+
+type registryAddress string
+
+func (a registryAddress) applyDial(o *dialOptions)         { o.registry = string(a) }
+func (a registryAddress) applyRegister(o *registerOptions) { o.registry = string(a) }
+
+// WithRegistryAddress replaces the registry address declared in the proto:
+// the etcd or Consul address, the DNS server, or, for static discovery, the
+// comma-separated address list.
+func WithRegistryAddress(addr string) Option { return registryAddress(addr) }
+
+// WithTarget replaces the whole dial target, e.g. "static:///127.0.0.1:50051".
+// The balancing policy and method settings still apply.
+func WithTarget(target string) DialOption {
+	return dialFunc(func(o *dialOptions) { o.target = target })
+}
+
+// WithTransportCredentials secures the connections with creds.
+func WithTransportCredentials(creds credentials.TransportCredentials) DialOption {
+	return dialFunc(func(o *dialOptions) { o.creds = creds })
+}
+
+// WithInsecure makes plaintext connections, for loopback and tests.
+func WithInsecure() DialOption {
+	return dialFunc(func(o *dialOptions) { o.insecure = true })
+}
+
+// WithBlock makes Dial wait until every connection of the pool is READY or
+// the context ends.
+func WithBlock() DialOption {
+	return dialFunc(func(o *dialOptions) { o.block = true })
+}
+
+// WithDialOptions adds gRPC dial options (interceptors, resolvers, ...).
+func WithDialOptions(opts ...grpc.DialOption) DialOption {
+	return dialFunc(func(o *dialOptions) { o.grpc = append(o.grpc, opts...) })
+}
+
+// Dial opens the balanced client connections of svc: PoolSize gRPC client
+// connections to the discovery target, with the service config of svc. It
+// does not wait for a connection unless WithBlock is given; ctx bounds that
+// wait.
+func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) {
+	var o dialOptions
+	for _, opt := range opts {
+		opt.applyDial(&o)
+	}
+	var creds grpc.DialOption
+	switch {
+	case o.creds != nil && o.insecure:
+		return nil, errors.New("lb: both lb.WithTransportCredentials and lb.WithInsecure given")
+	case o.creds != nil:
+		creds = grpc.WithTransportCredentials(o.creds)
+	case o.insecure:
+		creds = grpc.WithTransportCredentials(insecure.NewCredentials())
+	default:
+		return nil, ErrNoCredentials
+	}
+	target := o.target
+	if target == "" {
+		if svc.Discovery == nil {
+			return nil, fmt.Errorf("lb: %s: no discovery backend", svc.FullName)
+		}
+		t, err := svc.Discovery.Target(svc.Name, o.registry)
+		if err != nil {
+			return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
+		}
+		target = t
+	}
+	sc, err := ServiceConfig(svc)
+	if err != nil {
+		return nil, err
+	}
+	gopts := append([]grpc.DialOption{creds, grpc.WithDefaultServiceConfig(sc)}, o.grpc...)
+	c := &Conn{}
+	for range max(svc.PoolSize, 1) {
+		cc, err := grpc.NewClient(target, gopts...)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
+		}
+		c.conns = append(c.conns, cc)
+	}
+	if o.block {
+		if err := c.waitReady(ctx); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
+		}
+	}
+	return c, nil
+}
+
+// Conn is a pool of gRPC client connections to one service. It is a
+// grpc.ClientConnInterface: each call goes to the next connection in turn,
+// and each connection balances over the instances on its own.
+type Conn struct {
+	conns []*grpc.ClientConn
+	next  atomic.Uint64
+}
+
+var _ grpc.ClientConnInterface = (*Conn)(nil)
+
+func (c *Conn) pick() *grpc.ClientConn {
+	if len(c.conns) == 1 {
+		return c.conns[0]
+	}
+	return c.conns[(c.next.Add(1)-1)%uint64(len(c.conns))]
+}
+
+// Invoke performs a unary call on the next connection.
+func (c *Conn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	return c.pick().Invoke(ctx, method, args, reply, opts...)
+}
+
+// NewStream opens a stream on the next connection.
+func (c *Conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return c.pick().NewStream(ctx, desc, method, opts...)
+}
+
+// Conn returns the first connection of the pool.
+func (c *Conn) Conn() *grpc.ClientConn { return c.conns[0] }
+
+// Conns returns every connection of the pool.
+func (c *Conn) Conns() []*grpc.ClientConn { return c.conns }
+
+// Close closes every connection.
+func (c *Conn) Close() error {
+	var errs []error
+	for _, cc := range c.conns {
+		errs = append(errs, cc.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Conn) waitReady(ctx context.Context) error {
+	for _, cc := range c.conns {
+		cc.Connect()
+		for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+			if !cc.WaitForStateChange(ctx, s) {
+				return fmt.Errorf("waiting for a ready connection (last state %s): %w", s, ctx.Err())
+			}
+		}
+	}
+	return nil
+}
