@@ -35,10 +35,10 @@ type fileView struct {
 
 // idents are the imported identifiers the template names.
 type idents struct {
-	SupportPackage, Service, Method, Conn, Dial, DialOption    protogen.GoIdent
-	WithTransportCredentials, WithInsecure                     protogen.GoIdent
-	Register, RegisterOption, Registration                     protogen.GoIdent
-	Context, ClientConn, Server                                protogen.GoIdent
+	SupportPackage, Service, Method, Conn, Dial, DialOption protogen.GoIdent
+	WithTransportCredentials, WithInsecure                  protogen.GoIdent
+	Register, RegisterOption, Registration                  protogen.GoIdent
+	Context, ClientConn, Server                             protogen.GoIdent
 }
 
 type serviceView struct {

@@ -52,10 +52,10 @@ type methodName struct {
 }
 
 type retryPolicy struct {
-	MaxAttempts          int      `json:"maxAttempts"`
-	InitialBackoff       any      `json:"initialBackoff"`
-	MaxBackoff           any      `json:"maxBackoff"`
-	BackoffMultiplier    float64  `json:"backoffMultiplier"`
+	MaxAttempts          int          `json:"maxAttempts"`
+	InitialBackoff       any          `json:"initialBackoff"`
+	MaxBackoff           any          `json:"maxBackoff"`
+	BackoffMultiplier    float64      `json:"backoffMultiplier"`
 	RetryableStatusCodes []codes.Code `json:"retryableStatusCodes"`
 }
 

@@ -32,6 +32,7 @@ type Option interface {
 }
 
 type dialOptions struct {
+	balancer Balancer
 	registry string
 	target   string
 	creds    credentials.TransportCredentials
@@ -58,6 +59,11 @@ func WithRegistryAddress(addr string) Option { return registryAddress(addr) }
 // The balancing policy and method settings still apply.
 func WithTarget(target string) DialOption {
 	return dialFunc(func(o *dialOptions) { o.target = target })
+}
+
+// WithBalancer replaces the balancing policy declared in the proto.
+func WithBalancer(b Balancer) DialOption {
+	return dialFunc(func(o *dialOptions) { o.balancer = b })
 }
 
 // WithTransportCredentials secures the connections with creds.
@@ -111,6 +117,11 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 			return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
 		}
 		target = t
+	}
+	if o.balancer != nil {
+		s := *svc
+		s.Balancer = o.balancer
+		svc = &s
 	}
 	sc, err := ServiceConfig(svc)
 	if err != nil {
