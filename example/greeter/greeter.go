@@ -1,0 +1,56 @@
+// Package greeter is the example's implementation of helloworld.Greeter: it
+// answers with the name of the backend that served the call, so a client
+// can see how its calls are spread.
+package greeter
+
+import (
+	"context"
+	"net"
+
+	"google.golang.org/grpc"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/helloworld"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
+)
+
+// Server implements helloworld.GreeterServer.
+type Server struct {
+	helloworld.UnimplementedGreeterServer
+	// Backend names this instance in replies.
+	Backend string
+}
+
+// SayHello greets req.Name.
+func (s *Server) SayHello(_ context.Context, req *helloworld.HelloRequest) (*helloworld.HelloReply, error) {
+	return &helloworld.HelloReply{Message: "Hello, " + req.GetName(), Backend: s.Backend}, nil
+}
+
+// Instance is a running greeter server.
+type Instance struct {
+	Addr         string
+	Server       *grpc.Server
+	Registration *lb.Registration
+	done         chan error
+}
+
+// Start listens on addr ("127.0.0.1:0" for a free port), registers a
+// Server named after the address it got through the generated helper, and
+// serves in the background until Stop or the Registration's Shutdown.
+func Start(addr string, opts ...lb.RegisterOption) (*Instance, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	in := &Instance{Addr: lis.Addr().String(), Server: grpc.NewServer(), done: make(chan error, 1)}
+	reg, err := helloworld.RegisterGreeterBalancedServer(in.Server, &Server{Backend: in.Addr}, opts...)
+	if reg == nil {
+		lis.Close()
+		return nil, err
+	}
+	in.Registration = reg
+	go func() { in.done <- in.Server.Serve(lis) }()
+	return in, err
+}
+
+// Wait returns Serve's result once the server has stopped.
+func (in *Instance) Wait() error { return <-in.done }

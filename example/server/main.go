@@ -1,0 +1,59 @@
+// Command server runs one greeter instance. With -advertise, and a
+// discovery backend that has a registry, it registers itself there; on
+// SIGINT or SIGTERM it goes NOT_SERVING, deregisters and stops gracefully.
+//
+//	go run ./example/server -addr 127.0.0.1:50051
+package main
+
+import (
+	"context"
+	"flag"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/greeter"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:50051", "listen address")
+	advertise := flag.String("advertise", "", "address registered for clients (default: none, no registration)")
+	registry := flag.String("registry", "", "registry address, replacing the one in the proto")
+	flag.Parse()
+
+	var opts []lb.RegisterOption
+	if *advertise != "" {
+		opts = append(opts, lb.WithAdvertiseAddress(*advertise))
+	}
+	if *registry != "" {
+		opts = append(opts, lb.WithRegistryAddress(*registry))
+	}
+	in, err := greeter.Start(*addr, opts...)
+	if err != nil {
+		log.Fatalf("server: %v", err)
+	}
+	log.Printf("greeter serving on %s", in.Addr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	select {
+	case <-ctx.Done():
+	case err := <-waitErr(in):
+		log.Fatalf("server: %v", err)
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := in.Registration.Shutdown(shutdown); err != nil {
+		log.Printf("server: shutdown: %v", err)
+	}
+	log.Printf("greeter on %s stopped", in.Addr)
+}
+
+func waitErr(in *greeter.Instance) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- in.Wait() }()
+	return ch
+}
