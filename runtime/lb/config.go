@@ -3,6 +3,7 @@ package lb
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"time"
 
 	"google.golang.org/grpc/balancer"
@@ -19,26 +20,37 @@ func (RoundRobin) lbConfig() (string, any) { return "round_robin", struct{}{} }
 func (Random) lbConfig() (string, any)     { return random.Name, struct{}{} }
 
 func (l LeastRequest) lbConfig() (string, any) {
-	return "least_request_experimental", map[string]any{"choiceCount": l.ChoiceCount}
+	return "least_request_experimental", params("choiceCount", l.ChoiceCount)
 }
 
 func (r RingHash) lbConfig() (string, any) {
-	return "ring_hash_experimental", map[string]any{"minRingSize": r.MinRingSize, "maxRingSize": r.MaxRingSize}
+	return "ring_hash_experimental", params("minRingSize", r.MinRingSize, "maxRingSize", r.MaxRingSize)
 }
 
 func (w WeightedRoundRobin) lbConfig() (string, any) {
-	return "weighted_round_robin", map[string]any{
-		"enableOobLoadReport":     w.EnableOOBLoadReport,
-		"oobReportingPeriod":      duration(w.OOBReportingPeriod),
-		"blackoutPeriod":          duration(w.BlackoutPeriod),
-		"weightExpirationPeriod":  duration(w.WeightExpirationPeriod),
-		"weightUpdatePeriod":      duration(w.WeightUpdatePeriod),
-		"errorUtilizationPenalty": w.ErrorUtilizationPenalty,
-	}
+	return "weighted_round_robin", params(
+		"enableOobLoadReport", w.EnableOOBLoadReport,
+		"oobReportingPeriod", duration(w.OOBReportingPeriod),
+		"blackoutPeriod", duration(w.BlackoutPeriod),
+		"weightExpirationPeriod", duration(w.WeightExpirationPeriod),
+		"weightUpdatePeriod", duration(w.WeightUpdatePeriod),
+		"errorUtilizationPenalty", w.ErrorUtilizationPenalty)
 }
 
-// duration formats d as a service-config duration; zero is left out so that
-// gRPC's default applies.
+// params returns a balancer config from key, value pairs, leaving out zero
+// values so that gRPC's defaults apply.
+func params(kv ...any) map[string]any {
+	m := map[string]any{}
+	for i := 0; i < len(kv); i += 2 {
+		if v := kv[i+1]; v != nil && !reflect.ValueOf(v).IsZero() {
+			m[kv[i].(string)] = v
+		}
+	}
+	return m
+}
+
+// duration formats d as a service-config duration; zero is nil, left out of
+// the config so that gRPC's default applies.
 func duration(d time.Duration) any {
 	if d == 0 {
 		return nil
@@ -77,13 +89,6 @@ func ServiceConfig(svc *Service) (string, error) {
 	name, cfg := b.lbConfig()
 	if balancer.Get(name) == nil {
 		return "", fmt.Errorf("lb: %s: balancing policy %q is not available in this runtime (v%s)", svc.FullName, name, Version)
-	}
-	if m, ok := cfg.(map[string]any); ok {
-		for k, v := range m {
-			if v == nil {
-				delete(m, k)
-			}
-		}
 	}
 	sc := struct {
 		LoadBalancingConfig []map[string]any  `json:"loadBalancingConfig"`

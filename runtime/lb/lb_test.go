@@ -1,0 +1,311 @@
+package lb
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestServiceConfigJSON(t *testing.T) {
+	svc := &Service{
+		FullName: "pkg.Svc",
+		Balancer: RingHash{MinRingSize: 2048},
+		Methods: []Method{
+			{Name: "Get", Timeout: 1500 * time.Millisecond, Retry: &Retry{MaxAttempts: 3, InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, BackoffMultiplier: 2, RetryableCodes: []codes.Code{codes.Unavailable}}},
+			{Name: "Keyed", HashKey: "id"}, // nothing for the service config
+		},
+	}
+	got, err := ServiceConfig(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{
+		"loadBalancingConfig": [{"ring_hash_experimental": {"minRingSize": 2048}}],
+		"healthCheckConfig": {"serviceName": "pkg.Svc"},
+		"methodConfig": [{
+			"name": [{"service": "pkg.Svc", "method": "Get"}],
+			"timeout": "1.500000000s",
+			"retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.100000000s", "maxBackoff": "1.000000000s",
+				"backoffMultiplier": 2, "retryableStatusCodes": [14]}
+		}]
+	}`
+	var gotV, wantV any
+	if err := json.Unmarshal([]byte(got), &gotV); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(want), &wantV); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(wantV, gotV); diff != "" {
+		t.Errorf("ServiceConfig (-want +got):\n%s", diff)
+	}
+}
+
+// TestServiceConfigAcceptedByGRPC checks every policy's config against
+// gRPC's own parser: an invalid default service config fails NewClient.
+func TestServiceConfigAcceptedByGRPC(t *testing.T) {
+	retry := &Retry{MaxAttempts: 5, InitialBackoff: time.Millisecond, MaxBackoff: time.Minute, BackoffMultiplier: 1.5, RetryableCodes: []codes.Code{codes.Unavailable, codes.ResourceExhausted}}
+	for _, b := range []Balancer{
+		nil, PickFirst{}, RoundRobin{}, Random{}, LeastRequest{}, LeastRequest{ChoiceCount: 4},
+		RingHash{}, RingHash{MinRingSize: 10, MaxRingSize: 20},
+		WeightedRoundRobin{}, WeightedRoundRobin{EnableOOBLoadReport: true, OOBReportingPeriod: time.Second, BlackoutPeriod: 2 * time.Second, WeightExpirationPeriod: time.Minute, WeightUpdatePeriod: 100 * time.Millisecond, ErrorUtilizationPenalty: 1.5},
+	} {
+		svc := &Service{FullName: "pkg.Svc", Balancer: b, Methods: []Method{{Name: "M", Timeout: time.Second, Retry: retry}}}
+		sc, err := ServiceConfig(svc)
+		if err != nil {
+			t.Errorf("ServiceConfig(%T) = %v", b, err)
+			continue
+		}
+		cc, err := grpc.NewClient("passthrough:///127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultServiceConfig(sc))
+		if err != nil {
+			t.Errorf("gRPC rejects the service config of %#v: %v\n%s", b, err, sc)
+			continue
+		}
+		cc.Close()
+	}
+}
+
+type unknownBalancer struct{}
+
+func (unknownBalancer) lbConfig() (string, any) { return "no_such_policy", struct{}{} }
+
+func TestServiceConfigUnknownPolicy(t *testing.T) {
+	_, err := ServiceConfig(&Service{FullName: "pkg.Svc", Balancer: unknownBalancer{}})
+	if err == nil || !strings.Contains(err.Error(), `"no_such_policy"`) {
+		t.Errorf("ServiceConfig(unknown policy) = %v, want an error naming it", err)
+	}
+}
+
+func TestDialErrors(t *testing.T) {
+	svc := &Service{FullName: "pkg.Svc", Discovery: static.Config{Addresses: []string{"127.0.0.1:1"}}}
+	ctx := context.Background()
+	if _, err := Dial(ctx, svc); !errors.Is(err, ErrNoCredentials) {
+		t.Errorf("Dial without credentials = %v, want ErrNoCredentials", err)
+	}
+	if _, err := Dial(ctx, svc, WithInsecure(), WithTransportCredentials(insecure.NewCredentials())); err == nil {
+		t.Error("Dial with both credentials succeeded")
+	}
+	if _, err := Dial(ctx, &Service{FullName: "pkg.Svc"}, WithInsecure()); err == nil || !strings.Contains(err.Error(), "pkg.Svc") {
+		t.Errorf("Dial without discovery = %v, want an error naming the service", err)
+	}
+	if _, err := Dial(ctx, svc, WithInsecure(), WithRegistryAddress("127.0.0.1:0")); err == nil || !strings.Contains(err.Error(), `port "0"`) {
+		t.Errorf("Dial with a bad registry address = %v, want an error naming the port", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	// Port 1 on loopback refuses: WithBlock gives up when ctx ends.
+	if _, err := Dial(wctx, svc, WithInsecure(), WithBlock()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Dial(WithBlock) to a closed port = %v, want DeadlineExceeded", err)
+	}
+}
+
+// TestPoolRotates checks that a pool of 3 sends consecutive calls to its
+// connections in turn.
+func TestPoolRotates(t *testing.T) {
+	var mu sync.Mutex
+	var seen []*grpc.ClientConn
+	record := func(_ context.Context, _ string, _, _ any, cc *grpc.ClientConn, _ grpc.UnaryInvoker, _ ...grpc.CallOption) error {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, cc)
+		return nil
+	}
+	svc := &Service{FullName: "pkg.Svc", Discovery: static.Config{Addresses: []string{"127.0.0.1:1"}}, PoolSize: 3}
+	c, err := Dial(context.Background(), svc, WithInsecure(), WithDialOptions(grpc.WithUnaryInterceptor(record)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if len(c.Conns()) != 3 {
+		t.Fatalf("pool has %d connections, want 3", len(c.Conns()))
+	}
+	for range 6 {
+		if err := c.Invoke(context.Background(), "/pkg.Svc/M", nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, cc := range seen {
+		if want := c.Conns()[i%3]; cc != want {
+			t.Errorf("call %d went to connection %p, want %p", i, cc, want)
+		}
+	}
+}
+
+// fakeRegistry is a backend with a registry, for the lb side of
+// registration; real backends are tested against real registries.
+type fakeRegistry struct {
+	static.Config
+	mu           sync.Mutex
+	instances    map[string]discovery.Instance // guarded by mu
+	registry     string                        // guarded by mu
+	registerErr  error
+	deregistered chan string
+}
+
+func (f *fakeRegistry) NewRegistrar(inst discovery.Instance, registry string) (discovery.Registrar, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.registry = registry
+	return &fakeRegistrar{f: f, inst: inst}, nil
+}
+
+type fakeRegistrar struct {
+	f    *fakeRegistry
+	inst discovery.Instance
+}
+
+func (r *fakeRegistrar) Register(context.Context) error {
+	r.f.mu.Lock()
+	defer r.f.mu.Unlock()
+	r.f.instances[r.inst.ID] = r.inst
+	return r.f.registerErr
+}
+
+func (r *fakeRegistrar) Deregister(context.Context) error {
+	r.f.mu.Lock()
+	defer r.f.mu.Unlock()
+	delete(r.f.instances, r.inst.ID)
+	r.f.deregistered <- r.inst.ID
+	return nil
+}
+
+var testDesc = grpc.ServiceDesc{ServiceName: "pkg.Svc", HandlerType: (*any)(nil)}
+
+func TestRegisterInRegistry(t *testing.T) {
+	reg := &fakeRegistry{instances: map[string]discovery.Instance{}, deregistered: make(chan string, 1)}
+	svc := &Service{Name: "svc", FullName: "pkg.Svc", Discovery: reg}
+	s := grpc.NewServer()
+	r, err := Register(s, svc, &testDesc, struct{}{}, WithAdvertiseAddress("10.0.0.5:50051"),
+		WithRegistryAddress("registry:1"), WithMetadata(discovery.Metadata{Zone: "z1"}))
+	if err != nil {
+		t.Fatalf("Register = %v", err)
+	}
+	if !r.InRegistry() {
+		t.Error("InRegistry() = false")
+	}
+	want := discovery.Instance{Service: "svc", ID: "svc-10.0.0.5-50051", Address: "10.0.0.5:50051", Metadata: discovery.Metadata{Zone: "z1"}}
+	reg.mu.Lock()
+	if diff := cmp.Diff(map[string]discovery.Instance{want.ID: want}, reg.instances); diff != "" {
+		t.Errorf("registered instances (-want +got):\n%s", diff)
+	}
+	if reg.registry != "registry:1" {
+		t.Errorf("registrar got registry %q, want the override", reg.registry)
+	}
+	reg.mu.Unlock()
+	if err := r.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if id := <-reg.deregistered; id != want.ID {
+		t.Errorf("deregistered %q, want %q", id, want.ID)
+	}
+}
+
+func TestRegisterFailureStillServes(t *testing.T) {
+	reg := &fakeRegistry{instances: map[string]discovery.Instance{}, registerErr: errors.New("registry down"), deregistered: make(chan string, 1)}
+	s := grpc.NewServer()
+	r, err := Register(s, &Service{Name: "svc", FullName: "pkg.Svc", Discovery: reg}, &testDesc, struct{}{}, WithAdvertiseAddress("10.0.0.5:1"))
+	if r == nil || err == nil || !strings.Contains(err.Error(), "registry down") {
+		t.Fatalf("Register = %v, %v; want the Registration and the error", r, err)
+	}
+	if _, ok := s.GetServiceInfo()["pkg.Svc"]; !ok {
+		t.Error("service not registered on the server after a registry failure")
+	}
+	r.Shutdown(context.Background())
+}
+
+func TestRegisterBadAdvertiseAddress(t *testing.T) {
+	s := grpc.NewServer()
+	_, err := Register(s, &Service{FullName: "pkg.Svc"}, &testDesc, struct{}{}, WithAdvertiseAddress("10.0.0.5"))
+	if err == nil || !strings.Contains(err.Error(), `"10.0.0.5"`) {
+		t.Errorf("Register(bad advertise) = %v, want an error naming it", err)
+	}
+	if len(s.GetServiceInfo()) != 0 {
+		t.Errorf("services registered despite the error: %v", s.GetServiceInfo())
+	}
+}
+
+// TestRegisterSharesHealth registers two services on one server: they share
+// one health service, and deregistering one leaves the other SERVING.
+func TestRegisterSharesHealth(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	other := grpc.ServiceDesc{ServiceName: "pkg.Other", HandlerType: (*any)(nil)}
+	r1, err := Register(s, &Service{FullName: "pkg.Svc"}, &testDesc, struct{}{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Register(s, &Service{FullName: "pkg.Other"}, &other, struct{}{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.Health() != r2.Health() {
+		t.Error("two services on one server got different health servers")
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	status := func(svc string) healthpb.HealthCheckResponse_ServingStatus {
+		resp, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil {
+			t.Fatalf("Check(%s) = %v", svc, err)
+		}
+		return resp.GetStatus()
+	}
+	if err := r1.Deregister(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := status("pkg.Svc"); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("pkg.Svc after Deregister = %v", got)
+	}
+	if got := status("pkg.Other"); got != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("pkg.Other = %v, want SERVING", got)
+	}
+	if err := r2.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v after Shutdown", err)
+	}
+}
+
+func TestRegisterHealthAlreadyRegistered(t *testing.T) {
+	s := grpc.NewServer()
+	h := health.NewServer()
+	healthpb.RegisterHealthServer(s, h)
+	if _, err := Register(s, &Service{FullName: "pkg.Svc"}, &testDesc, struct{}{}); !errors.Is(err, ErrHealthRegistered) {
+		t.Fatalf("Register on a server with its own health service = %v, want ErrHealthRegistered", err)
+	}
+	r, err := Register(s, &Service{FullName: "pkg.Svc"}, &testDesc, struct{}{}, WithHealthServer(h))
+	if err != nil {
+		t.Fatalf("Register(WithHealthServer) = %v", err)
+	}
+	if r.Health() != h {
+		t.Error("Registration does not use the given health server")
+	}
+	r.Shutdown(context.Background())
+}
