@@ -208,8 +208,9 @@ func positiveDuration(d *durationpb.Duration, what string, bad func(string, ...a
 	if d == nil {
 		return 0
 	}
-	if err := d.CheckValid(); err != nil {
-		bad("%s: %v", what, err)
+	if d.CheckValid() != nil {
+		// CheckValid's message prints the proto in an unstable format.
+		bad("%s {seconds: %d, nanos: %d} is not a valid duration: nanos must be within a second and of the sign of seconds", what, d.GetSeconds(), d.GetNanos())
 		return 0
 	}
 	if d.AsDuration() <= 0 {

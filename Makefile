@@ -1,0 +1,64 @@
+# protoc-gen-go-lb. `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+export GOTOOLCHAIN := local
+MODULE := github.com/protoc-gen-go-lb/protoc-gen-go-lb
+# Tool builds are cached by version under $HOME/.cache, so a second run (and
+# CI on the same machine) skips them.
+CACHE := $(HOME)/.cache/protoc-gen-go-lb
+BUF_VERSION := v1.75.0
+BUF := $(CACHE)/buf-$(BUF_VERSION)/buf
+# Plugins pinned by go.mod (tool directives) and built from this tree.
+BIN := $(abspath .tmp/bin)
+export PATH := $(BIN):$(PATH)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help
+help: ## Describe the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "%-15s %s\n", $$1, $$2}'
+
+.PHONY: demo
+demo: ## Run three greeter servers and a balanced client on loopback
+	go run ./example/demo
+
+.PHONY: test
+test: tools ## Vet, check formatting and generated code, run all tests with -race
+	go vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	BUF=$(BUF) LB_REQUIRE_TOOLS=1 go test -race -count=1 ./...
+	$(MAKE) checkgenerate
+
+.PHONY: generate
+generate: tools ## Regenerate proto/lb and example code with buf
+	$(BUF) generate
+
+.PHONY: checkgenerate
+checkgenerate: generate ## Fail if the committed generated code is stale
+	@git diff --exit-code -- proto example || { echo "generated code is stale: run make generate"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- proto example)" || { git status --short -- proto example; echo "make generate wrote untracked files"; exit 1; }
+
+.PHONY: update-golden
+update-golden: ## Rewrite the plugin's golden files
+	go test ./cmd/protoc-gen-go-lb -run 'TestGolden' -update
+
+.PHONY: tools
+tools: $(BUF) protoc plugins ## Install protoc, buf and the plugins
+
+.PHONY: plugins
+plugins:
+	go build -o $(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc ./cmd/protoc-gen-go-lb
+
+$(BUF):
+	GOBIN=$(dir $(BUF)) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+.PHONY: protoc
+protoc:
+	@command -v protoc >/dev/null || { echo "installing protoc (Debian protobuf-compiler)"; \
+		$(SUDO) apt-get install -y -q protobuf-compiler || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q protobuf-compiler; }; }
+
+.PHONY: clean
+clean: ## Remove built plugins
+	rm -rf .tmp
