@@ -36,9 +36,12 @@ generate: tools ## Regenerate proto/lb and example code with buf
 	$(BUF) generate
 
 .PHONY: checkgenerate
-checkgenerate: generate ## Fail if the committed generated code is stale
-	@git diff --exit-code -- proto example || { echo "generated code is stale: run make generate"; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- proto example)" || { git status --short -- proto example; echo "make generate wrote untracked files"; exit 1; }
+checkgenerate: tools ## Fail if the generated code in the tree is stale
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(BUF) generate -o "$$tmp"; \
+	fail=0; for f in $$(cd "$$tmp" && find . -name '*.go'); do \
+		cmp -s "$$tmp/$$f" "$$f" || { echo "$$f is stale: run make generate"; fail=1; }; \
+	done; exit $$fail
 
 .PHONY: update-golden
 update-golden: ## Rewrite the plugin's golden files

@@ -292,15 +292,15 @@ func readMethod(f *protogen.File, meth *protogen.Method, policy lbpb.Policy, err
 	if rules.GetRetry() != nil {
 		m.retry = readRetry(rules.GetRetry(), m.idempotent, bad)
 	}
-	hashable := !meth.Desc.IsStreamingClient()
+	unary := !meth.Desc.IsStreamingClient() && !meth.Desc.IsStreamingServer()
 	switch {
 	case m.hashKey != "" && policy != lbpb.Policy_RING_HASH:
 		bad("(lb.method).hash_key is set but the service's policy is %s: hash_key only applies to RING_HASH", policy)
-	case m.hashKey != "" && !hashable:
-		bad("(lb.method).hash_key on a client-streaming method: the request is not known when the instance is picked")
+	case m.hashKey != "" && !unary:
+		bad("(lb.method).hash_key on a streaming method: the instance is picked before the first message is sent; set the lb-hash-key header (lb.HashKeyHeader) in the call's context instead")
 	case m.hashKey != "":
 		checkFieldPath(meth.Input, m.hashKey, bad)
-	case policy == lbpb.Policy_RING_HASH && hashable:
+	case policy == lbpb.Policy_RING_HASH && unary:
 		bad("(lb.method).hash_key is required: the service's policy is RING_HASH")
 	}
 	if m.timeout == 0 && m.retry == nil && m.hashKey == "" && !m.idempotent {

@@ -82,8 +82,11 @@ const (
 	// Of a few random choices, the instance with the fewest calls in flight
 	// [least_request_experimental]. Parameters: `least_request`.
 	Policy_LEAST_REQUEST Policy = 5
-	// Consistent hashing on each method's `hash_key` [ring_hash_experimental].
-	// Every unary and server-streaming method needs `(lb.method).hash_key`.
+	// Consistent hashing on each method's `hash_key` [ring_hash_experimental]:
+	// calls with the same key go to the same instance while it is up. Every
+	// unary method needs `(lb.method).hash_key`. Streaming calls pick their
+	// instance before the first message is sent: they hash the "lb-hash-key"
+	// header when the caller sets it, and are spread at random otherwise.
 	// Parameters: `ring_hash`.
 	Policy_RING_HASH Policy = 6
 	// Round robin weighted by the load the servers report through ORCA
@@ -995,8 +998,9 @@ type MethodRules struct {
 	// The request field whose value is hashed to choose the instance under
 	// RING_HASH: a field path like "user.id". Each segment but the last names
 	// a singular message field; the last names a singular scalar, string,
-	// bytes or enum field. Only allowed with RING_HASH, and only on unary and
-	// server-streaming methods.
+	// bytes or enum field (an enum hashes by number). Only allowed with
+	// RING_HASH, and only on unary methods. The client sends the value in the
+	// "lb-hash-key" header unless the call's context already sets it.
 	HashKey string `protobuf:"bytes,3,opt,name=hash_key,json=hashKey,proto3" json:"hash_key,omitempty"`
 	// Whether the method can safely run twice. Default: the method's
 	// `idempotency_level` (IDEMPOTENT or NO_SIDE_EFFECTS mean true).

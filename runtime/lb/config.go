@@ -24,7 +24,7 @@ func (l LeastRequest) lbConfig() (string, any) {
 }
 
 func (r RingHash) lbConfig() (string, any) {
-	return "ring_hash_experimental", params("minRingSize", r.MinRingSize, "maxRingSize", r.MaxRingSize)
+	return "ring_hash_experimental", params("minRingSize", r.MinRingSize, "maxRingSize", r.MaxRingSize, "requestHashHeader", HashKeyHeader)
 }
 
 func (w WeightedRoundRobin) lbConfig() (string, any) {

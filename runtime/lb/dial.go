@@ -127,7 +127,13 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	gopts := append([]grpc.DialOption{creds, grpc.WithDefaultServiceConfig(sc)}, o.grpc...)
+	gopts := []grpc.DialOption{creds, grpc.WithDefaultServiceConfig(sc)}
+	if _, ring := svc.Balancer.(RingHash); ring {
+		if i := hashKeyInterceptor(svc); i != nil {
+			gopts = append(gopts, grpc.WithChainUnaryInterceptor(i))
+		}
+	}
+	gopts = append(gopts, o.grpc...)
 	c := &Conn{}
 	for range max(svc.PoolSize, 1) {
 		cc, err := grpc.NewClient(target, gopts...)

@@ -65,7 +65,8 @@ type Method struct {
 	Timeout time.Duration
 	// Retry is the retry policy; nil means no retries.
 	Retry *Retry
-	// HashKey is the request field path hashed under RingHash.
+	// HashKey is the request field path ("user.id") whose value RingHash
+	// hashes, for unary methods; see HashKeyHeader.
 	HashKey string
 	// Idempotent reports whether the method can safely run twice.
 	Idempotent bool
@@ -108,7 +109,8 @@ type LeastRequest struct {
 	ChoiceCount uint32
 }
 
-// RingHash is consistent hashing (gRFC A42).
+// RingHash is consistent hashing (gRFC A42, A76) on each call's
+// HashKeyHeader, which the client sets from the method's HashKey.
 type RingHash struct {
 	// MinRingSize and MaxRingSize bound the ring; 0 means 1024 and 4096.
 	MinRingSize, MaxRingSize uint64

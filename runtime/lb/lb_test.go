@@ -38,7 +38,7 @@ func TestServiceConfigJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `{
-		"loadBalancingConfig": [{"ring_hash_experimental": {"minRingSize": 2048}}],
+		"loadBalancingConfig": [{"ring_hash_experimental": {"minRingSize": 2048, "requestHashHeader": "lb-hash-key"}}],
 		"healthCheckConfig": {"serviceName": "pkg.Svc"},
 		"methodConfig": [{
 			"name": [{"service": "pkg.Svc", "method": "Get"}],

@@ -1,0 +1,135 @@
+package lb
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
+)
+
+// TestRingHashRoutesByHashKey runs three health servers and a RingHash
+// client keyed on HealthCheckRequest.service: one key always reaches the
+// same backend, and many keys reach more than one.
+func TestRingHashRoutesByHashKey(t *testing.T) {
+	var mu sync.Mutex
+	hits := map[string]map[string]int{} // key -> backend -> calls; guarded by mu
+	var addrs []string
+	for range 3 {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := lis.Addr().String()
+		record := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			key := req.(*healthpb.HealthCheckRequest).GetService()
+			md, _ := metadata.FromIncomingContext(ctx)
+			if got := md.Get(HashKeyHeader); len(got) != 1 || got[0] != key {
+				t.Errorf("%s header = %v, want [%s]", HashKeyHeader, got, key)
+			}
+			mu.Lock()
+			if hits[key] == nil {
+				hits[key] = map[string]int{}
+			}
+			hits[key][addr]++
+			mu.Unlock()
+			return h(ctx, req)
+		}
+		s := grpc.NewServer(grpc.UnaryInterceptor(record))
+		h := health.NewServer()
+		// The client health-checks the service it calls.
+		h.SetServingStatus("grpc.health.v1.Health", healthpb.HealthCheckResponse_SERVING)
+		healthpb.RegisterHealthServer(s, h)
+		go s.Serve(lis)
+		t.Cleanup(s.Stop)
+		addrs = append(addrs, addr)
+	}
+	svc := &Service{
+		FullName:  "grpc.health.v1.Health",
+		Discovery: static.Config{Addresses: addrs},
+		Balancer:  RingHash{},
+		Methods:   []Method{{Name: "Check", HashKey: "service"}},
+	}
+	c, err := Dial(context.Background(), svc, WithInsecure())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	client := healthpb.NewHealthClient(c)
+	// The health service answers NOT_FOUND for unknown names; only the
+	// routing matters here.
+	call := func(key string) {
+		t.Helper()
+		if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{Service: key}); err != nil && !strings.Contains(err.Error(), "unknown service") {
+			t.Fatalf("Check(%q) = %v", key, err)
+		}
+	}
+	for range 30 {
+		call("user-42")
+	}
+	for i := range 30 {
+		call("user-" + string(rune('a'+i)))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := len(hits["user-42"]); n != 1 {
+		t.Errorf("key user-42 reached %d backends, want 1: %v", n, hits["user-42"])
+	}
+	backends := map[string]bool{}
+	for key, m := range hits {
+		for b := range m {
+			backends[b] = true
+		}
+		if len(m) != 1 {
+			t.Errorf("key %s reached %d backends, want 1", key, len(m))
+		}
+	}
+	if len(backends) < 2 {
+		t.Errorf("31 keys all reached %v, want them spread over the ring", backends)
+	}
+}
+
+func TestFieldValue(t *testing.T) {
+	msg, err := structpb.NewStruct(map[string]any{"a": map[string]any{"b": "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := structpb.NewStringValue("s")
+	for _, tc := range []struct {
+		req    any
+		path   string
+		want   string
+		wantOK bool
+	}{
+		{v, "string_value", "s", true},
+		{structpb.NewNumberValue(2.5), "number_value", "2.5", true},
+		{structpb.NewBoolValue(true), "bool_value", "true", true},
+		{structpb.NewNullValue(), "null_value", "0", true},
+		{&structpb.ListValue{}, "values", "", false}, // repeated
+		{msg, "fields", "", false},                  // map
+		{&healthpb.HealthCheckRequest{}, "service", "", true},
+		{&healthpb.HealthCheckRequest{}, "nope", "", false},
+		{&healthpb.HealthCheckRequest{}, "service.x", "", false}, // through a scalar
+		{v, "struct_value", "", false},                           // ends at a message
+		{v, "struct_value.fields", "", false},                    // unset message on the way, then a map
+		{"not a proto", "x", "", false},
+	} {
+		var path []protoreflect.Name
+		for _, s := range strings.Split(tc.path, ".") {
+			path = append(path, protoreflect.Name(s))
+		}
+		got, ok := fieldValue(tc.req, path)
+		if got != tc.want || ok != tc.wantOK {
+			t.Errorf("fieldValue(%T, %s) = %q, %v; want %q, %v", tc.req, tc.path, got, ok, tc.want, tc.wantOK)
+		}
+	}
+}
