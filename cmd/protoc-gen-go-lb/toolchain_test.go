@@ -161,3 +161,13 @@ func TestProtocReportsErrors(t *testing.T) {
 		t.Errorf("protoc wrote %d entries despite the error", len(entries))
 	}
 }
+
+func TestVersionFlag(t *testing.T) {
+	out, err := exec.Command(filepath.Join(buildPlugins(t), "protoc-gen-go-lb"), "--version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("--version: %v\n%s", err, out)
+	}
+	if got, want := string(out), "protoc-gen-go-lb v"+version+"\n"; got != want {
+		t.Errorf("--version printed %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestDemo runs the demo: 300 calls over three backends, then over the two
+// left after one shuts down, with no failed call.
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	var out strings.Builder
+	if err := run(ctx, &out); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	rounds := strings.Split(out.String(), "shutting down")
+	if len(rounds) != 2 {
+		t.Fatalf("demo output has no shutdown:\n%s", out.String())
+	}
+	backends := func(s string) int { return strings.Count(s, "  127.0.0.1:") }
+	if got := backends(rounds[0]); got != 3 {
+		t.Errorf("first round reached %d backends, want 3:\n%s", got, out.String())
+	}
+	if got := backends(rounds[1]); got != 2 {
+		t.Errorf("after the shutdown calls reached %d backends, want 2:\n%s", got, out.String())
+	}
+}
