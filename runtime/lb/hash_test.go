@@ -115,7 +115,7 @@ func TestFieldValue(t *testing.T) {
 		{structpb.NewBoolValue(true), "bool_value", "true", true},
 		{structpb.NewNullValue(), "null_value", "0", true},
 		{&structpb.ListValue{}, "values", "", false}, // repeated
-		{msg, "fields", "", false},                  // map
+		{msg, "fields", "", false},                   // map
 		{&healthpb.HealthCheckRequest{}, "service", "", true},
 		{&healthpb.HealthCheckRequest{}, "nope", "", false},
 		{&healthpb.HealthCheckRequest{}, "service.x", "", false}, // through a scalar
