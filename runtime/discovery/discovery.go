@@ -55,6 +55,13 @@ type Registrar interface {
 	Deregister(ctx context.Context) error
 }
 
+// StatusReporter is implemented by Registrars that can tell whether the
+// instance is registered right now.
+type StatusReporter interface {
+	// Status returns nil while the instance is registered, else why not.
+	Status() error
+}
+
 // Instance is one server as it is registered.
 type Instance struct {
 	// Service is the registry name of the service.

@@ -160,6 +160,16 @@ func (r *Registration) Health() *health.Server { return r.health }
 // InRegistry reports whether the instance is kept in a registry.
 func (r *Registration) InRegistry() bool { return r.registrar != nil }
 
+// Status returns nil while the instance is in the registry (or there is no
+// registry), else why it is not; registration keeps being retried in the
+// background until Deregister.
+func (r *Registration) Status() error {
+	if sr, ok := r.registrar.(discovery.StatusReporter); ok {
+		return sr.Status()
+	}
+	return nil
+}
+
 // Deregister sets the service NOT_SERVING, so that health-checking clients
 // stop sending it calls, and removes the instance from the registry. The
 // server keeps serving calls already sent.

@@ -1,0 +1,128 @@
+// Package resolvertest is the channel side of a gRPC resolver for tests: a
+// resolver.ClientConn that records every state and error it is given, so a
+// test can wait for them with a deadline.
+package resolvertest
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/resolver"
+)
+
+// Timeout bounds every wait.
+const Timeout = 20 * time.Second
+
+// ClientConn records what a resolver reports.
+type ClientConn struct {
+	resolver.ClientConn // nil: calling anything else panics
+
+	mu      sync.Mutex
+	states  []resolver.State // guarded by mu
+	errs    []error          // guarded by mu
+	closed  bool             // guarded by mu
+	changed chan struct{}    // closed and replaced on every report
+}
+
+// New returns an empty ClientConn.
+func New() *ClientConn { return &ClientConn{changed: make(chan struct{})} }
+
+func (cc *ClientConn) report(f func()) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.closed {
+		panic("resolver reported after Close returned")
+	}
+	f()
+	close(cc.changed)
+	cc.changed = make(chan struct{})
+}
+
+// UpdateState records s.
+func (cc *ClientConn) UpdateState(s resolver.State) error {
+	cc.report(func() { cc.states = append(cc.states, s) })
+	return nil
+}
+
+// ReportError records err.
+func (cc *ClientConn) ReportError(err error) {
+	cc.report(func() { cc.errs = append(cc.errs, err) })
+}
+
+// Closed marks the resolver closed: any later report panics.
+func (cc *ClientConn) Closed() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.closed = true
+}
+
+// States returns every state so far.
+func (cc *ClientConn) States() []resolver.State {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return append([]resolver.State(nil), cc.states...)
+}
+
+// Errors returns every error so far.
+func (cc *ClientConn) Errors() []error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return append([]error(nil), cc.errs...)
+}
+
+// Wait waits until cond, called with everything reported so far, holds; it
+// fails the test after Timeout.
+func (cc *ClientConn) Wait(t testing.TB, what string, cond func(states []resolver.State, errs []error) bool) {
+	t.Helper()
+	timer := time.NewTimer(Timeout)
+	defer timer.Stop()
+	for {
+		cc.mu.Lock()
+		ok := cond(cc.states, cc.errs)
+		ch := cc.changed
+		cc.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			t.Fatalf("resolver: %s: not within %v (states %d, errors %v)", what, Timeout, len(cc.States()), cc.Errors())
+		}
+	}
+}
+
+// WaitAddrs waits until the last state's endpoints are exactly want, in
+// order.
+func (cc *ClientConn) WaitAddrs(t testing.TB, want ...string) resolver.State {
+	t.Helper()
+	var last resolver.State
+	cc.Wait(t, "state with endpoints ["+strings.Join(want, " ")+"]", func(states []resolver.State, _ []error) bool {
+		if len(states) == 0 {
+			return false
+		}
+		last = states[len(states)-1]
+		got := Addrs(last)
+		if len(got) != len(want) {
+			return false
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				return false
+			}
+		}
+		return true
+	})
+	return last
+}
+
+// Addrs returns the first address of each endpoint of s.
+func Addrs(s resolver.State) []string {
+	var out []string
+	for _, ep := range s.Endpoints {
+		out = append(out, ep.Addresses[0].Addr)
+	}
+	return out
+}

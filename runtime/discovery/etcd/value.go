@@ -1,0 +1,139 @@
+package etcd
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"strconv"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+)
+
+// endpointValue is the JSON of etcd's naming/endpoints package (its
+// internal.Update): Op 0 is Add.
+type endpointValue struct {
+	Op       int            `json:"Op"`
+	Addr     string         `json:"Addr"`
+	Metadata map[string]any `json:"Metadata,omitempty"`
+}
+
+// Metadata keys with a meaning of their own.
+const (
+	weightKey  = "weight"
+	zoneKey    = "zone"
+	versionKey = "version"
+)
+
+// parseValue reads one instance from a value in either format.
+func parseValue(v []byte) (string, discovery.Metadata, error) {
+	var md discovery.Metadata
+	if len(v) > MaxValueSize {
+		return "", md, fmt.Errorf("%w: %d bytes, more than %d", ErrValue, len(v), MaxValueSize)
+	}
+	v = bytes.TrimSpace(v)
+	addr := string(v)
+	if len(v) > 0 && v[0] == '{' {
+		var ev struct {
+			Op       *int `json:"Op"`
+			Addr     string
+			Metadata any
+		}
+		if err := json.Unmarshal(v, &ev); err != nil {
+			return "", md, fmt.Errorf("%w: bad JSON: %v", ErrValue, err)
+		}
+		if ev.Op != nil && *ev.Op != 0 {
+			return "", md, fmt.Errorf("%w: Op %d is not an add", ErrValue, *ev.Op)
+		}
+		var err error
+		if md, err = parseMetadata(ev.Metadata); err != nil {
+			return "", md, err
+		}
+		addr = ev.Addr
+	}
+	addr, err := discovery.ParseAddress(addr)
+	if err != nil {
+		return "", md, fmt.Errorf("%w: %w", ErrValue, err)
+	}
+	return addr, md, nil
+}
+
+func parseMetadata(m any) (discovery.Metadata, error) {
+	var md discovery.Metadata
+	fields, ok := m.(map[string]any)
+	if !ok {
+		return md, nil // absent, or a shape we do not read
+	}
+	for k, v := range fields {
+		switch k {
+		case weightKey:
+			w, err := parseWeight(v)
+			if err != nil {
+				return md, fmt.Errorf("%w: metadata weight %v: %v", ErrValue, v, err)
+			}
+			md.Weight = w
+		case zoneKey:
+			md.Zone = fmt.Sprint(v)
+		case versionKey:
+			md.Version = fmt.Sprint(v)
+		default:
+			if md.Custom == nil {
+				md.Custom = map[string]string{}
+			}
+			if s, ok := v.(string); ok {
+				md.Custom[k] = s
+			} else {
+				b, _ := json.Marshal(v)
+				md.Custom[k] = string(b)
+			}
+		}
+	}
+	return md, nil
+}
+
+func parseWeight(v any) (uint32, error) {
+	var f float64
+	switch w := v.(type) {
+	case float64:
+		f = w
+	case string:
+		var err error
+		if f, err = strconv.ParseFloat(w, 64); err != nil {
+			return 0, err
+		}
+	default:
+		return 0, fmt.Errorf("not a number")
+	}
+	if f < 0 || f > math.MaxUint32 || f != math.Trunc(f) {
+		return 0, fmt.Errorf("not a whole number in 0-%d", uint32(math.MaxUint32))
+	}
+	return uint32(f), nil
+}
+
+// encodeValue writes an instance as etcd's naming/endpoints JSON, or as a
+// plain address.
+func encodeValue(inst discovery.Instance, plain bool) string {
+	if plain {
+		return inst.Address
+	}
+	ev := endpointValue{Addr: inst.Address}
+	md := inst.Metadata
+	if !md.IsZero() {
+		ev.Metadata = map[string]any{}
+		for k, v := range maps.All(md.Custom) {
+			ev.Metadata[k] = v
+		}
+		if md.Weight != 0 {
+			ev.Metadata[weightKey] = md.Weight
+		}
+		if md.Zone != "" {
+			ev.Metadata[zoneKey] = md.Zone
+		}
+		if md.Version != "" {
+			ev.Metadata[versionKey] = md.Version
+		}
+	}
+	b, _ := json.Marshal(ev) // strings and numbers only: cannot fail
+	return string(b)
+}

@@ -1,0 +1,69 @@
+package etcd
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+)
+
+func TestParseValue(t *testing.T) {
+	for _, tc := range []struct {
+		name, value string
+		addr        string
+		md          discovery.Metadata
+		wantErr     string
+	}{
+		{name: "plain (go-kit)", value: "10.0.0.1:50051", addr: "10.0.0.1:50051"},
+		{name: "plain with newline", value: "10.0.0.1:50051\n", addr: "10.0.0.1:50051"},
+		{name: "naming/endpoints JSON", value: `{"Op":0,"Addr":"10.0.0.1:1","Metadata":null}`, addr: "10.0.0.1:1"},
+		{name: "JSON without Op", value: `{"Addr":"h.local:2"}`, addr: "h.local:2"},
+		{name: "metadata", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":3,"zone":"z","version":"1.2","team":"core","n":5}}`,
+			addr: "10.0.0.1:1", md: discovery.Metadata{Weight: 3, Zone: "z", Version: "1.2", Custom: map[string]string{"team": "core", "n": "5"}}},
+		{name: "string weight", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":"7"}}`, addr: "10.0.0.1:1", md: discovery.Metadata{Weight: 7}},
+		{name: "non-map metadata is ignored", value: `{"Addr":"10.0.0.1:1","Metadata":"x"}`, addr: "10.0.0.1:1"},
+		{name: "bad JSON", value: `{"Addr":`, wantErr: "bad JSON"},
+		{name: "delete op", value: `{"Op":1,"Addr":"10.0.0.1:1"}`, wantErr: "Op 1"},
+		{name: "port 0", value: "10.0.0.1:0", wantErr: `port "0"`},
+		{name: "port 70000", value: `{"Addr":"10.0.0.1:70000"}`, wantErr: `port "70000"`},
+		{name: "empty host", value: ":80", wantErr: "empty host"},
+		{name: "empty", value: "", wantErr: "want host:port"},
+		{name: "negative weight", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":-1}}`, wantErr: "weight"},
+		{name: "fractional weight", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":1.5}}`, wantErr: "weight"},
+		{name: "10 KB", value: "10.0.0.1:1" + strings.Repeat(" ", 10240), wantErr: "10250 bytes"},
+	} {
+		addr, md, err := parseValue([]byte(tc.value))
+		if tc.wantErr != "" {
+			if !errors.Is(err, ErrValue) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: parseValue() error = %v, want ErrValue containing %q", tc.name, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || addr != tc.addr {
+			t.Errorf("%s: parseValue() = %q, %v; want %q", tc.name, addr, err, tc.addr)
+		}
+		if diff := cmp.Diff(tc.md, md); diff != "" {
+			t.Errorf("%s: metadata (-want +got):\n%s", tc.name, diff)
+		}
+	}
+}
+
+func TestEncodeValueRoundTrips(t *testing.T) {
+	inst := discovery.Instance{Address: "10.0.0.1:1", Metadata: discovery.Metadata{Weight: 2, Zone: "z", Version: "v", Custom: map[string]string{"k": "v"}}}
+	for _, plain := range []bool{false, true} {
+		addr, md, err := parseValue([]byte(encodeValue(inst, plain)))
+		if err != nil || addr != inst.Address {
+			t.Fatalf("parseValue(encodeValue(plain=%v)) = %q, %v", plain, addr, err)
+		}
+		want := inst.Metadata
+		if plain {
+			want = discovery.Metadata{}
+		}
+		if diff := cmp.Diff(want, md); diff != "" {
+			t.Errorf("plain=%v: metadata (-want +got):\n%s", plain, diff)
+		}
+	}
+}
