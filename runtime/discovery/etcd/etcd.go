@@ -121,8 +121,11 @@ type target struct {
 }
 
 func parseTarget(u *url.URL) (target, error) {
+	// Errors show the target without user info or query: either could
+	// hold a secret.
+	shown := u.Scheme + "://" + u.Host + u.Path
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("etcd: target %q: %s", u.Redacted(), fmt.Sprintf(format, a...))
+		return fmt.Errorf("etcd: target %q: %s", shown, fmt.Sprintf(format, a...))
 	}
 	if u.User != nil {
 		return target{}, bad("credentials are not allowed in a target: set ETCD_USERNAME and ETCD_PASSWORD")

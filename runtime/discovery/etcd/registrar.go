@@ -44,6 +44,7 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 		ctx:       ctx,
 		cancel:    cancel,
 		status:    errors.New("etcd: not registered yet"),
+		changed:   make(chan struct{}),
 	}, nil
 }
 
@@ -62,10 +63,11 @@ type Registrar struct {
 	wg     sync.WaitGroup
 	once   sync.Once // starts the keeper
 
-	mu     sync.Mutex
-	client *clientv3.Client // guarded by mu
-	lease  clientv3.LeaseID // guarded by mu; 0 when none is held
-	status error            // guarded by mu; nil while registered
+	mu      sync.Mutex
+	client  *clientv3.Client // guarded by mu
+	lease   clientv3.LeaseID // guarded by mu; 0 when none is held
+	status  error            // guarded by mu; nil while registered
+	changed chan struct{}    // guarded by mu; closed and replaced when status changes
 }
 
 // Key is the instance's key.
@@ -78,6 +80,14 @@ func (r *Registrar) Status() error {
 	return r.status
 }
 
+// StatusChanged returns a channel that is closed when Status changes
+// between registered and not.
+func (r *Registrar) StatusChanged() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
+}
+
 func (r *Registrar) setStatus(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -87,6 +97,8 @@ func (r *Registrar) setStatus(err error) {
 		} else {
 			logger.Warningf("etcd: %s not registered: %v", r.key, err)
 		}
+		close(r.changed)
+		r.changed = make(chan struct{})
 	}
 	r.status = err
 }
