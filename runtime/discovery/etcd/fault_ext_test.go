@@ -1,0 +1,163 @@
+package etcd_test
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/resolver"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
+)
+
+// recordingBuilder wraps the etcd resolver so that the test sees every
+// state it gives the channel.
+type recordingBuilder struct {
+	resolver.Builder
+	mu      sync.Mutex
+	states  []resolver.State // guarded by mu
+	changed chan struct{}    // guarded by mu; closed and replaced on each state
+}
+
+func newRecordingBuilder() *recordingBuilder {
+	return &recordingBuilder{Builder: etcd.NewBuilder(), changed: make(chan struct{})}
+}
+
+func (b *recordingBuilder) Build(t resolver.Target, cc resolver.ClientConn, o resolver.BuildOptions) (resolver.Resolver, error) {
+	return b.Builder.Build(t, recordingCC{ClientConn: cc, b: b}, o)
+}
+
+type recordingCC struct {
+	resolver.ClientConn
+	b *recordingBuilder
+}
+
+func (c recordingCC) UpdateState(s resolver.State) error {
+	c.b.mu.Lock()
+	c.b.states = append(c.b.states, s)
+	close(c.b.changed)
+	c.b.changed = make(chan struct{})
+	c.b.mu.Unlock()
+	return c.ClientConn.UpdateState(s)
+}
+
+// waitFor waits until the last state has n endpoints.
+func (b *recordingBuilder) waitFor(t *testing.T, n int) {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		b.mu.Lock()
+		ok := len(b.states) > 0 && len(b.states[len(b.states)-1].Endpoints) == n
+		ch := b.changed
+		b.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			t.Fatalf("no state with %d endpoints within %v", n, timeout)
+		}
+	}
+}
+
+// startBackend serves grpc.health.v1 on loopback and registers it in etcd.
+func startBackend(t *testing.T, endpoint, service, id string) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	healthpb.RegisterHealthServer(s, health.NewServer())
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	register(t, etcd.Config{}, endpoint, service, id, lis.Addr().String())
+	return lis.Addr().String()
+}
+
+// TestEtcdRestart stops etcd for 10 s under load and starts it again on the
+// same data directory: no call fails, the resolver never publishes an empty
+// list, and a change made right after the restart is seen within 3 s.
+func TestEtcdRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10 s outage")
+	}
+	const outage = 10 * time.Second
+	s := startEtcd(t)
+	for _, id := range []string{"a", "b", "c"} {
+		startBackend(t, s.Endpoint(), "fault", id)
+	}
+	rb := newRecordingBuilder()
+	conn, err := grpc.NewClient("etcd://"+s.Endpoint()+"/services/fault",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithResolvers(rb),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Connect() // leave IDLE: build the resolver
+	rb.waitFor(t, 3)
+
+	var calls, failed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := healthpb.NewHealthClient(conn)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+				cancel()
+				calls.Add(1)
+				if err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+
+	s.Stop()
+	time.Sleep(outage) // the outage itself, not a wait for something to settle
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	// A fourth instance, written by a fresh client right after the restart.
+	startBackend(t, s.Endpoint(), "fault", "d")
+	rb.waitFor(t, 4)
+	converged := time.Since(restarted)
+	close(stop)
+	wg.Wait()
+
+	t.Logf("outage %v: %d calls, %d failed; view converged %v after the restart", outage, calls.Load(), failed.Load(), converged)
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d of %d calls failed during the etcd outage, want 0", n, calls.Load())
+	}
+	if converged > 3*time.Second {
+		t.Errorf("view converged %v after the restart, want within 3s", converged)
+	}
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	for i, st := range rb.states {
+		if len(st.Endpoints) == 0 {
+			t.Errorf("state %d is empty: a registry failure became an empty address list", i)
+		}
+	}
+}
