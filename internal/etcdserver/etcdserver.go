@@ -48,7 +48,7 @@ func (s *Server) start() error {
 	cfg := embed.NewConfig()
 	cfg.Name = "lb"
 	cfg.Dir = s.dir
-	cfg.LogLevel = "error"
+	cfg.LogLevel = "fatal" // its shutdown logs errors that are not
 	cfg.LogOutputs = []string{"stderr"}
 	client := url.URL{Scheme: "http", Host: s.clientAddr}
 	peer := url.URL{Scheme: "http", Host: s.peerAddr}

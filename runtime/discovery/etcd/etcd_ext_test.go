@@ -27,7 +27,12 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if spec := os.Getenv("LB_GOKIT_REGISTRAR"); spec != "" {
+		runGoKitRegistrar(spec)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 const timeout = resolvertest.Timeout
 
@@ -373,4 +378,8 @@ func TestTargets(t *testing.T) {
 	if _, err := (etcd.Config{TTL: time.Second}).NewRegistrar(discovery.Instance{ID: "x", Address: "10.0.0.1:1"}, ""); err == nil {
 		t.Error("NewRegistrar with a 1s TTL succeeded, want an error")
 	}
+}
+
+func discoveryMetadata(ep resolver.Endpoint) (discovery.Metadata, bool) {
+	return discovery.MetadataOf(ep)
 }
