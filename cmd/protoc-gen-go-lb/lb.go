@@ -21,6 +21,7 @@ const (
 	lbPackage      = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb")
 	staticPackage  = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static")
 	dnsPackage     = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns")
+	etcdPackage    = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd")
 )
 
 // fileView is what the template of a _lb.pb.go file ranges over.
@@ -140,6 +141,20 @@ func literal(typ string, fields ...[2]string) string {
 }
 
 func discoveryExpr(d discoveryModel, ident func(protogen.GoIdent) string) string {
+	if e := d.etcd; e != nil {
+		var ttl, plain string
+		if e.ttl != 0 {
+			ttl = durationExpr(e.ttl, ident)
+		}
+		if e.plain {
+			plain = "true"
+		}
+		return literal(ident(etcdPackage.Ident("Config")),
+			[2]string{"Endpoints", stringSlice(e.endpoints)},
+			[2]string{"Prefix", quoteNonEmpty(e.prefix)},
+			[2]string{"TTL", ttl},
+			[2]string{"PlainValue", plain})
+	}
 	if d.dns != nil {
 		var refresh, srv, port string
 		if d.dns.refresh != 0 {
@@ -158,12 +173,19 @@ func discoveryExpr(d discoveryModel, ident func(protogen.GoIdent) string) string
 			[2]string{"Refresh", refresh},
 			[2]string{"Server", quoteNonEmpty(d.dns.server)})
 	}
-	quoted := make([]string, len(d.static))
-	for i, a := range d.static {
-		quoted[i] = strconv.Quote(a)
+	return literal(ident(staticPackage.Ident("Config")), [2]string{"Addresses", stringSlice(d.static)})
+}
+
+// stringSlice writes a []string literal, or "" for none.
+func stringSlice(ss []string) string {
+	if len(ss) == 0 {
+		return ""
 	}
-	return literal(ident(staticPackage.Ident("Config")),
-		[2]string{"Addresses", "[]string{" + strings.Join(quoted, ", ") + "}"})
+	quoted := make([]string, len(ss))
+	for i, s := range ss {
+		quoted[i] = strconv.Quote(s)
+	}
+	return "[]string{" + strings.Join(quoted, ", ") + "}"
 }
 
 func balancerExpr(s *serviceModel, ident func(protogen.GoIdent) string) string {

@@ -67,6 +67,14 @@ type serviceModel struct {
 type discoveryModel struct {
 	static []string
 	dns    *dnsModel
+	etcd   *etcdModel
+}
+
+type etcdModel struct {
+	endpoints []string
+	prefix    string
+	ttl       time.Duration
+	plain     bool
 }
 
 type dnsModel struct {
@@ -168,9 +176,31 @@ func readDiscovery(d *lbpb.Discovery, bad func(string, ...any)) discoveryModel {
 	case *lbpb.Discovery_Dns:
 		m.dns = readDNS(b.Dns, bad)
 	case *lbpb.Discovery_Etcd:
-		bad("(lb.service).discovery.etcd is not available in protoc-gen-go-lb v%s yet: use static or dns", version)
+		m.etcd = readEtcd(b.Etcd, bad)
 	case *lbpb.Discovery_Consul:
-		bad("(lb.service).discovery.consul is not available in protoc-gen-go-lb v%s yet: use static or dns (Consul's DNS interface works through dns with record: SRV)", version)
+		bad("(lb.service).discovery.consul is not available in protoc-gen-go-lb v%s yet: use static, dns or etcd (Consul's DNS interface works through dns with record: SRV)", version)
+	}
+	return m
+}
+
+const minLeaseTTL = 2 * time.Second
+
+func readEtcd(e *lbpb.Etcd, bad func(string, ...any)) *etcdModel {
+	const pre = "(lb.service).discovery.etcd."
+	m := &etcdModel{prefix: e.GetPrefix(), plain: e.GetPlainValue()}
+	for i, ep := range e.GetEndpoints() {
+		addr, err := discovery.ParseAddress(ep)
+		if err != nil {
+			bad(pre+"endpoints[%d]: %v", i, err)
+		}
+		m.endpoints = append(m.endpoints, addr)
+	}
+	if m.prefix != "" && (m.prefix[0] != '/' || strings.ContainsAny(m.prefix, " \t\r\n")) {
+		bad(pre+"prefix %q must start with '/' and have no spaces", m.prefix)
+	}
+	m.ttl = positiveDuration(e.GetLeaseTtl(), pre+"lease_ttl", bad)
+	if m.ttl != 0 && (m.ttl < minLeaseTTL || m.ttl%time.Second != 0) {
+		bad(pre+"lease_ttl %v must be whole seconds, at least %v", m.ttl, minLeaseTTL)
 	}
 	return m
 }

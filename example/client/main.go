@@ -1,7 +1,7 @@
 // Command client calls helloworld.Greeter through the generated balanced
 // client and prints how many calls each backend answered.
 //
-//	go run ./example/client -registry 127.0.0.1:50051,127.0.0.1:50052 -n 100
+//	go run ./example/client -registry 127.0.0.1:2379 -n 100
 package main
 
 import (
@@ -18,7 +18,7 @@ import (
 )
 
 func main() {
-	registry := flag.String("registry", "", "registry address, replacing the one in the proto (static: the address list)")
+	registry := flag.String("registry", "", "etcd endpoints, replacing the proto's 127.0.0.1:2379")
 	n := flag.Int("n", 100, "number of calls")
 	flag.Parse()
 

@@ -1,11 +1,14 @@
-// Command demo runs three greeter servers and a balanced client on
-// loopback, prints how the client's calls spread over the backends, stops
-// one server and shows its traffic moving to the others. It ends by
-// itself: `make demo`.
+// Command demo runs an embedded etcd, three greeter servers that register
+// themselves in it through the generated helper, and a balanced client that
+// finds them there. It prints how the client's calls spread over the
+// backends, shuts one server down (NOT_SERVING, deregistered, graceful
+// stop) and shows its traffic moving to the others. It ends by itself:
+// `make demo`. With -etcd it uses an etcd you run instead.
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -16,42 +19,60 @@ import (
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/greeter"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/helloworld"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
 
 const callsPerRound = 300
 
 func main() {
+	endpoint := flag.String("etcd", "", "etcd endpoint (default: start an embedded etcd on a free port)")
+	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
-	if err := run(ctx, os.Stdout); err != nil {
+	if err := run(ctx, os.Stdout, *endpoint); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, w io.Writer) error {
+func run(ctx context.Context, w io.Writer, endpoint string) error {
+	if endpoint == "" {
+		dir, err := os.MkdirTemp("", "lb-demo-etcd")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		etcd, err := etcdserver.Start(dir, "")
+		if err != nil {
+			return err
+		}
+		defer etcd.Stop()
+		endpoint = etcd.Endpoint()
+		fmt.Fprintf(w, "started an embedded etcd on %s\n", endpoint)
+	}
+
 	var servers []*greeter.Instance
 	defer func() {
 		for _, s := range servers {
-			s.Server.Stop()
+			s.Registration.Shutdown(ctx)
 		}
 	}()
 	var addrs []string
 	for range 3 {
-		s, err := greeter.Start("127.0.0.1:0")
+		s, err := greeter.Start("127.0.0.1:0", greeter.Options{Registry: endpoint})
+		if s != nil {
+			servers = append(servers, s)
+		}
 		if err != nil {
 			return err
 		}
-		servers = append(servers, s)
 		addrs = append(addrs, s.Addr)
 	}
-	fmt.Fprintf(w, "started %d greeter servers: %s\n", len(addrs), strings.Join(addrs, ", "))
+	fmt.Fprintf(w, "started %d greeter servers, registered in etcd under /services/%s/: %s\n",
+		len(addrs), helloworld.GreeterServiceName, strings.Join(addrs, ", "))
 
-	// The proto declares static discovery on fixed ports; the servers got
-	// free ones, so the demo passes them as the registry's address list.
-	client, err := helloworld.NewGreeterBalancedClient(ctx, lb.WithInsecure(),
-		lb.WithRegistryAddress(strings.Join(addrs, ",")), lb.WithBlock())
+	client, err := helloworld.NewGreeterBalancedClient(ctx, lb.WithInsecure(), lb.WithRegistryAddress(endpoint), lb.WithBlock())
 	if err != nil {
 		return err
 	}
@@ -61,7 +82,8 @@ func run(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	stopped := servers[0]
-	fmt.Fprintf(w, "shutting down %s (NOT_SERVING, then graceful stop)\n", stopped.Addr)
+	servers = servers[1:]
+	fmt.Fprintf(w, "shutting down %s (NOT_SERVING, deregistered from etcd, graceful stop)\n", stopped.Addr)
 	if err := stopped.Registration.Shutdown(ctx); err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
 	var out strings.Builder
-	if err := run(ctx, &out); err != nil {
+	if err := run(ctx, &out, ""); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	rounds := strings.Split(out.String(), "shutting down")

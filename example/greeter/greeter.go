@@ -33,15 +33,40 @@ type Instance struct {
 	done         chan error
 }
 
+// Options say where an instance registers.
+type Options struct {
+	// Registry is the etcd endpoint list; empty means the proto's.
+	Registry string
+	// Advertise is the address put in the registry; empty means the listen
+	// address. With NoRegistry, nothing is registered.
+	Advertise string
+	// NoRegistry serves without registering in the registry.
+	NoRegistry bool
+}
+
 // Start listens on addr ("127.0.0.1:0" for a free port), registers a
-// Server named after the address it got through the generated helper, and
-// serves in the background until Stop or the Registration's Shutdown.
-func Start(addr string, opts ...lb.RegisterOption) (*Instance, error) {
+// Server named after the address it got through the generated helper
+// (in etcd too, unless o.NoRegistry), and serves in the background until
+// Stop or the Registration's Shutdown. When the registry cannot be reached
+// it returns the running Instance and the error; registration goes on in
+// the background.
+func Start(addr string, o Options) (*Instance, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	in := &Instance{Addr: lis.Addr().String(), Server: grpc.NewServer(), done: make(chan error, 1)}
+	var opts []lb.RegisterOption
+	if o.Registry != "" {
+		opts = append(opts, lb.WithRegistryAddress(o.Registry))
+	}
+	if !o.NoRegistry {
+		advertise := o.Advertise
+		if advertise == "" {
+			advertise = in.Addr
+		}
+		opts = append(opts, lb.WithAdvertiseAddress(advertise))
+	}
 	reg, err := helloworld.RegisterGreeterBalancedServer(in.Server, &Server{Backend: in.Addr}, opts...)
 	if reg == nil {
 		lis.Close()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/greeter"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/helloworld"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
@@ -30,17 +31,22 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const testTimeout = 20 * time.Second
 
 // startServers starts n greeter servers on loopback and returns their
-// addresses; they stop when the test ends.
-func startServers(t *testing.T, n int) ([]*greeter.Instance, []string) {
+// addresses; they stop when the test ends. With a registry they register
+// in it, else they are not put in any registry.
+func startServers(t *testing.T, n int, registry ...string) ([]*greeter.Instance, []string) {
 	t.Helper()
 	var ins []*greeter.Instance
 	var addrs []string
+	o := greeter.Options{NoRegistry: true}
+	if len(registry) > 0 {
+		o = greeter.Options{Registry: registry[0]}
+	}
 	for range n {
-		in, err := greeter.Start("127.0.0.1:0")
+		in, err := greeter.Start("127.0.0.1:0", o)
 		if err != nil {
 			t.Fatalf("greeter.Start: %v", err)
 		}
-		t.Cleanup(in.Server.Stop)
+		t.Cleanup(func() { in.Registration.Shutdown(context.Background()) })
 		ins = append(ins, in)
 		addrs = append(addrs, in.Addr)
 	}
@@ -103,7 +109,7 @@ func count(t *testing.T, c *helloworld.GreeterBalancedClient, n int) map[string]
 
 func TestRoundRobinSpreadsEvenly(t *testing.T) {
 	_, addrs := startServers(t, 3)
-	c := newClient(t, lb.WithRegistryAddress(strings.Join(addrs, ",")))
+	c := newClient(t, staticTarget(addrs))
 	waitForBackends(t, c, addrs...)
 	got := count(t, c, 300)
 	for _, a := range addrs {
@@ -115,7 +121,7 @@ func TestRoundRobinSpreadsEvenly(t *testing.T) {
 
 func TestPickFirstSticksToOneBackend(t *testing.T) {
 	_, addrs := startServers(t, 3)
-	c := newClient(t, lb.WithRegistryAddress(strings.Join(addrs, ",")), lb.WithBalancer(lb.PickFirst{}))
+	c := newClient(t, staticTarget(addrs), lb.WithBalancer(lb.PickFirst{}))
 	got := count(t, c, 300)
 	if len(got) != 1 {
 		t.Errorf("pick_first: calls went to %d backends, want 1: %v", len(got), got)
@@ -124,7 +130,7 @@ func TestPickFirstSticksToOneBackend(t *testing.T) {
 
 func TestRandomReachesAll(t *testing.T) {
 	_, addrs := startServers(t, 3)
-	c := newClient(t, lb.WithRegistryAddress(strings.Join(addrs, ",")), lb.WithBalancer(lb.Random{}))
+	c := newClient(t, staticTarget(addrs), lb.WithBalancer(lb.Random{}))
 	// Random picks only among READY backends: wait until all three are.
 	waitForBackends(t, c, addrs...)
 	got := count(t, c, 300)
@@ -138,7 +144,7 @@ func TestRandomReachesAll(t *testing.T) {
 
 func TestPoolSpreadsOverConnections(t *testing.T) {
 	_, addrs := startServers(t, 2)
-	c := newClient(t, lb.WithRegistryAddress(strings.Join(addrs, ",")))
+	c := newClient(t, staticTarget(addrs))
 	if c.Conn() == nil {
 		t.Fatal("Conn() = nil")
 	}
@@ -224,7 +230,7 @@ func TestDNSSeesNewBackendAfterRefresh(t *testing.T) {
 // hard (failures only among the calls in flight on it).
 func TestStoppingBackendFailsOnlyInFlightCalls(t *testing.T) {
 	ins, addrs := startServers(t, 3)
-	c := newClient(t, lb.WithRegistryAddress(strings.Join(addrs, ",")))
+	c := newClient(t, staticTarget(addrs))
 	waitForBackends(t, c, addrs...)
 
 	const callers = 4
@@ -326,6 +332,65 @@ func TestStoppingBackendFailsOnlyInFlightCalls(t *testing.T) {
 	t.Logf("calls per backend %v, failed %d", final, failed.Load())
 }
 
+// staticTarget points the client at addrs, bypassing the proto's etcd.
+func staticTarget(addrs []string) lb.DialOption {
+	return lb.WithTarget("static:///" + strings.Join(addrs, ","))
+}
+
+func startEtcd(t *testing.T) string {
+	t.Helper()
+	s, err := etcdserver.Start(t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s.Endpoint()
+}
+
+// TestEtcdRegisteredServersGetCalls registers three servers in a real etcd
+// through the generated helper: the generated client, finding them there,
+// spreads its calls; a deregistered server stops getting calls.
+func TestEtcdRegisteredServersGetCalls(t *testing.T) {
+	endpoint := startEtcd(t)
+	ins, addrs := startServers(t, 3, endpoint)
+	for _, in := range ins {
+		if err := in.Registration.Status(); err != nil {
+			t.Fatalf("%s not registered: %v", in.Addr, err)
+		}
+	}
+	c := newClient(t, lb.WithRegistryAddress(endpoint))
+	waitForBackends(t, c, addrs...)
+	got := count(t, c, 300)
+	for _, a := range addrs {
+		if got[a] < 90 || got[a] > 110 {
+			t.Errorf("backend %s got %d of 300 calls, want 100±10%% (all: %v)", a, got[a], got)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := ins[0].Registration.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The deregistered server keeps serving calls already sent to it; wait
+	// until the client has stopped sending more, then it must get none.
+	for run := 0; run < 50; {
+		reply, err := c.SayHello(ctx, &helloworld.HelloRequest{Name: "drain"})
+		if err != nil {
+			t.Fatalf("SayHello while deregistering = %v", err)
+		}
+		if reply.GetBackend() == addrs[0] {
+			run = 0
+		} else {
+			run++
+		}
+	}
+	got = count(t, c, 300)
+	if got[addrs[0]] != 0 {
+		t.Errorf("deregistered backend %s got %d of 300 calls, want 0 (all: %v)", addrs[0], got[addrs[0]], got)
+	}
+}
+
 func TestNoCredentialsIsAnError(t *testing.T) {
 	_, err := helloworld.NewGreeterBalancedClient(context.Background())
 	if !errors.Is(err, lb.ErrNoCredentials) {
@@ -334,7 +399,7 @@ func TestNoCredentialsIsAnError(t *testing.T) {
 }
 
 func TestBadRegistryAddressNamesIt(t *testing.T) {
-	_, err := helloworld.NewGreeterBalancedClient(context.Background(), lb.WithInsecure(), lb.WithRegistryAddress("127.0.0.1:1,nohost"))
+	_, err := helloworld.NewGreeterBalancedClient(context.Background(), lb.WithInsecure(), lb.WithRegistryAddress("127.0.0.1:2379,nohost"))
 	if err == nil || !strings.Contains(err.Error(), `"nohost"`) {
 		t.Fatalf("NewGreeterBalancedClient(bad address) = %v, want an error naming \"nohost\"", err)
 	}
@@ -369,7 +434,7 @@ func TestRegisterServesHealth(t *testing.T) {
 		t.Errorf("health after Deregister = %v, want NOT_SERVING", got)
 	}
 	if ins[0].Registration.InRegistry() {
-		t.Error("InRegistry() = true for static discovery, want false")
+		t.Error("InRegistry() = true for a server started without a registry, want false")
 	}
 }
 

@@ -27,8 +27,9 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // Greeter says hello from whichever instance the balancer picks. Its
-// instances are three servers on loopback; the demo overrides the addresses
-// with the ports it got.
+// instances register themselves in etcd under
+// /services/helloworld.Greeter/; the demo runs an embedded etcd and passes
+// its address.
 type GreeterClient interface {
 	// SayHello greets by name and says which backend answered.
 	SayHello(ctx context.Context, in *HelloRequest, opts ...grpc.CallOption) (*HelloReply, error)
@@ -57,8 +58,9 @@ func (c *greeterClient) SayHello(ctx context.Context, in *HelloRequest, opts ...
 // for forward compatibility.
 //
 // Greeter says hello from whichever instance the balancer picks. Its
-// instances are three servers on loopback; the demo overrides the addresses
-// with the ports it got.
+// instances register themselves in etcd under
+// /services/helloworld.Greeter/; the demo runs an embedded etcd and passes
+// its address.
 type GreeterServer interface {
 	// SayHello greets by name and says which backend answered.
 	SayHello(context.Context, *HelloRequest) (*HelloReply, error)

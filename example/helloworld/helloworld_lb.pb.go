@@ -8,7 +8,7 @@ package helloworld
 
 import (
 	context "context"
-	static "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
+	etcd "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 	lb "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
@@ -26,7 +26,7 @@ const GreeterServiceName = "helloworld.Greeter"
 var _Greeter_lbService = lb.Service{
 	Name:      GreeterServiceName,
 	FullName:  "helloworld.Greeter",
-	Discovery: static.Config{Addresses: []string{"127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053"}},
+	Discovery: etcd.Config{Endpoints: []string{"127.0.0.1:2379"}, Prefix: "/services"},
 	Balancer:  lb.RoundRobin{},
 	Methods: []lb.Method{
 		{Name: "SayHello", Timeout: 2 * time.Second, Retry: &lb.Retry{MaxAttempts: 3, InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, BackoffMultiplier: 2, RetryableCodes: []codes.Code{codes.Unavailable}}, Idempotent: true},
@@ -37,8 +37,9 @@ var _Greeter_lbService = lb.Service{
 // the instances of helloworld.Greeter that its (lb.service) discovery finds.
 //
 // Greeter says hello from whichever instance the balancer picks. Its
-// instances are three servers on loopback; the demo overrides the addresses
-// with the ports it got.
+// instances register themselves in etcd under
+// /services/helloworld.Greeter/; the demo runs an embedded etcd and passes
+// its address.
 type GreeterBalancedClient struct {
 	GreeterClient
 	conn *lb.Conn

@@ -1,8 +1,7 @@
-// Command server runs one greeter instance. With -advertise, and a
-// discovery backend that has a registry, it registers itself there; on
+// Command server runs one greeter instance and registers it in etcd; on
 // SIGINT or SIGTERM it goes NOT_SERVING, deregisters and stops gracefully.
 //
-//	go run ./example/server -addr 127.0.0.1:50051
+//	go run ./example/server -addr 127.0.0.1:50051 -registry 127.0.0.1:2379
 package main
 
 import (
@@ -15,25 +14,20 @@ import (
 	"time"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/greeter"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:50051", "listen address")
-	advertise := flag.String("advertise", "", "address registered for clients (default: none, no registration)")
-	registry := flag.String("registry", "", "registry address, replacing the one in the proto")
+	advertise := flag.String("advertise", "", "address registered for clients (default: the listen address)")
+	registry := flag.String("registry", "", "etcd endpoints, replacing the proto's 127.0.0.1:2379")
 	flag.Parse()
 
-	var opts []lb.RegisterOption
-	if *advertise != "" {
-		opts = append(opts, lb.WithAdvertiseAddress(*advertise))
-	}
-	if *registry != "" {
-		opts = append(opts, lb.WithRegistryAddress(*registry))
-	}
-	in, err := greeter.Start(*addr, opts...)
-	if err != nil {
+	in, err := greeter.Start(*addr, greeter.Options{Registry: *registry, Advertise: *advertise})
+	if in == nil {
 		log.Fatalf("server: %v", err)
+	}
+	if err != nil {
+		log.Printf("server: %v", err)
 	}
 	log.Printf("greeter serving on %s", in.Addr)
 

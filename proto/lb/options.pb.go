@@ -606,14 +606,24 @@ func (x *DNS) GetServer() string {
 	return ""
 }
 
-// Etcd finds instances under a key prefix in etcd.
+// Etcd finds instances under a key prefix in etcd, and registers servers
+// there with a lease. Credentials never go here: they come from
+// ETCD_USERNAME and ETCD_PASSWORD.
 type Etcd struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "host:port" client endpoints. Default: "127.0.0.1:2379".
 	Endpoints []string `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
-	// The key prefix; instances live under "<prefix>/<service name>/".
+	// The key prefix; instances live under "<prefix>/<service name>/<id>".
 	// Default: "/services". Must start with '/'.
-	Prefix        string `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Prefix string `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// The TTL of a registered server's lease: its key disappears this long
+	// after the server stops renewing it. Default 10s; at least 2s, whole
+	// seconds.
+	LeaseTtl *durationpb.Duration `protobuf:"bytes,3,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
+	// Register plain "host:port" values, as go-kit's sd/etcdv3 reads them,
+	// instead of etcd's naming/endpoints JSON (which etcd's own resolver and
+	// metadata need). The resolver reads both.
+	PlainValue    bool `protobuf:"varint,4,opt,name=plain_value,json=plainValue,proto3" json:"plain_value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -660,6 +670,20 @@ func (x *Etcd) GetPrefix() string {
 		return x.Prefix
 	}
 	return ""
+}
+
+func (x *Etcd) GetLeaseTtl() *durationpb.Duration {
+	if x != nil {
+		return x.LeaseTtl
+	}
+	return nil
+}
+
+func (x *Etcd) GetPlainValue() bool {
+	if x != nil {
+		return x.PlainValue
+	}
+	return false
 }
 
 // Consul finds instances through a Consul agent's health API.
@@ -1225,10 +1249,13 @@ const file_lb_options_proto_rawDesc = "" +
 	"RecordType\x12\x1b\n" +
 	"\x17RECORD_TYPE_UNSPECIFIED\x10\x00\x12\x05\n" +
 	"\x01A\x10\x01\x12\a\n" +
-	"\x03SRV\x10\x02\"<\n" +
+	"\x03SRV\x10\x02\"\x95\x01\n" +
 	"\x04Etcd\x12\x1c\n" +
 	"\tendpoints\x18\x01 \x03(\tR\tendpoints\x12\x16\n" +
-	"\x06prefix\x18\x02 \x01(\tR\x06prefix\"\xa3\x01\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x126\n" +
+	"\tlease_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\x12\x1f\n" +
+	"\vplain_value\x18\x04 \x01(\bR\n" +
+	"plainValue\"\xa3\x01\n" +
 	"\x06Consul\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04tags\x18\x02 \x03(\tR\x04tags\x12\x1e\n" +
@@ -1327,24 +1354,25 @@ var file_lb_options_proto_depIdxs = []int32{
 	7,  // 9: lb.Discovery.consul:type_name -> lb.Consul
 	1,  // 10: lb.DNS.record:type_name -> lb.DNS.RecordType
 	14, // 11: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
-	14, // 12: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
-	14, // 13: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
-	14, // 14: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
-	14, // 15: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
-	14, // 16: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
-	14, // 17: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
-	13, // 18: lb.MethodRules.retry:type_name -> lb.Retry
-	14, // 19: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
-	14, // 20: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
-	15, // 21: lb.service:extendee -> google.protobuf.ServiceOptions
-	16, // 22: lb.method:extendee -> google.protobuf.MethodOptions
-	2,  // 23: lb.service:type_name -> lb.ServiceRules
-	12, // 24: lb.method:type_name -> lb.MethodRules
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	23, // [23:25] is the sub-list for extension type_name
-	21, // [21:23] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	14, // 12: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
+	14, // 13: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
+	14, // 14: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
+	14, // 15: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
+	14, // 16: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
+	14, // 17: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
+	14, // 18: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
+	13, // 19: lb.MethodRules.retry:type_name -> lb.Retry
+	14, // 20: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
+	14, // 21: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
+	15, // 22: lb.service:extendee -> google.protobuf.ServiceOptions
+	16, // 23: lb.method:extendee -> google.protobuf.MethodOptions
+	2,  // 24: lb.service:type_name -> lb.ServiceRules
+	12, // 25: lb.method:type_name -> lb.MethodRules
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	24, // [24:26] is the sub-list for extension type_name
+	22, // [22:24] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_lb_options_proto_init() }

@@ -11,6 +11,11 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checking
+
+	// The light schemes are always there for WithTarget; etcd and Consul
+	// come with the generated code that uses them.
+	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
+	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
 )
 
 // ErrNoCredentials is returned by Dial when the caller chose neither
@@ -56,7 +61,9 @@ func (a registryAddress) applyRegister(o *registerOptions) { o.registry = string
 func WithRegistryAddress(addr string) Option { return registryAddress(addr) }
 
 // WithTarget replaces the whole dial target, e.g. "static:///127.0.0.1:50051".
-// The balancing policy and method settings still apply.
+// The balancing policy and method settings still apply. The static and
+// lbdns schemes are always available; others need their discovery package
+// imported (or grpc.WithResolvers).
 func WithTarget(target string) DialOption {
 	return dialFunc(func(o *dialOptions) { o.target = target })
 }
