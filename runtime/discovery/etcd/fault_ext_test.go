@@ -49,7 +49,7 @@ func (c recordingCC) UpdateState(s resolver.State) error {
 }
 
 // waitFor waits until the last state has n endpoints.
-func (b *recordingBuilder) waitFor(t *testing.T, n int) {
+func (b *recordingBuilder) waitFor(t testing.TB, n int) {
 	t.Helper()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
