@@ -70,6 +70,10 @@ type Instance struct {
 	ID string
 	// Address is the "host:port" clients dial.
 	Address string
+	// HealthService is the service name the instance reports in its
+	// grpc.health.v1 service (the proto service's full name); registries
+	// that check health call it.
+	HealthService string
 	// Metadata is published with the instance.
 	Metadata Metadata
 }

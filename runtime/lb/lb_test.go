@@ -201,7 +201,7 @@ func TestRegisterInRegistry(t *testing.T) {
 	if !r.InRegistry() {
 		t.Error("InRegistry() = false")
 	}
-	want := discovery.Instance{Service: "svc", ID: "svc-10.0.0.5-50051", Address: "10.0.0.5:50051", Metadata: discovery.Metadata{Zone: "z1"}}
+	want := discovery.Instance{Service: "svc", ID: "svc-10.0.0.5-50051", Address: "10.0.0.5:50051", HealthService: "pkg.Svc", Metadata: discovery.Metadata{Zone: "z1"}}
 	reg.mu.Lock()
 	if diff := cmp.Diff(map[string]discovery.Instance{want.ID: want}, reg.instances); diff != "" {
 		t.Errorf("registered instances (-want +got):\n%s", diff)

@@ -112,7 +112,7 @@ func Register(s *grpc.Server, svc *Service, desc *grpc.ServiceDesc, impl any, op
 			return nil, fmt.Errorf("lb: %s: advertise address: %w", svc.FullName, err)
 		}
 		if rc, ok := svc.Discovery.(discovery.RegistrarConfig); ok {
-			inst := discovery.Instance{Service: svc.Name, ID: o.id, Address: addr, Metadata: o.metadata}
+			inst := discovery.Instance{Service: svc.Name, ID: o.id, Address: addr, HealthService: svc.FullName, Metadata: o.metadata}
 			if inst.ID == "" {
 				inst.ID = defaultInstanceID(svc.Name, addr)
 			}

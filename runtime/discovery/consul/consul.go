@@ -1,0 +1,243 @@
+// Package consul is discovery through a Consul agent: a resolver that
+// follows a service's healthy instances with blocking queries, and a
+// registrar that registers a server with a gRPC health check (Consul calls
+// the grpc.health.v1 service that lb.Register serves) and registers it again
+// when the agent forgets it.
+//
+// Importing it registers the "consul" resolver scheme:
+//
+//	import _ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
+//
+//	conn, err := grpc.NewClient("consul://127.0.0.1:8500/helloworld", ...)
+//
+// Target: consul://[agent]/<service>[?tag=t1&tag=t2][&dc=dc1][&passing=false]
+// [&near=_agent][&grace=30s][&failfast=true]. Settings not in the target come
+// from Consul's own environment through api.DefaultConfig: CONSUL_HTTP_ADDR,
+// CONSUL_HTTP_TOKEN, CONSUL_CACERT, CONSUL_HTTP_SSL, ... The ACL token is
+// never put in a target, a log line or an error; a target with a token is
+// refused.
+//
+// The resolver follows Consul's blocking-query rules: the index is reset to
+// 0 when it goes backwards and kept at 1 or more, queries are rate limited
+// (a lone change is never delayed), errors back off with jitter, and Close
+// cancels the long poll. An empty answer that Consul filtered by ACLs is an
+// error, not an empty list. When no instance passes, the last set is kept
+// for the grace period (default 30s) and the channel is told why; with
+// failfast the empty list is published at once.
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc/grpclog"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+)
+
+// Scheme is the resolver scheme of Consul targets.
+const Scheme = "consul"
+
+// Defaults.
+const (
+	// DefaultGrace is how long the last instances are kept when none
+	// passes.
+	DefaultGrace = 30 * time.Second
+	// DefaultCheckInterval is the interval of the registered gRPC check.
+	DefaultCheckInterval = 10 * time.Second
+	// DefaultDeregisterCriticalAfter is how long Consul keeps an instance
+	// whose check is critical before it deregisters it.
+	DefaultDeregisterCriticalAfter = time.Minute
+	// RequestTimeout is the deadline of every request but blocking queries.
+	RequestTimeout = 5 * time.Second
+	// WaitTime is how long a blocking query waits for a change.
+	WaitTime = time.Minute
+)
+
+var logger = grpclog.Component("consul")
+
+// Errors the resolver reports.
+var (
+	// ErrFilteredByACLs: Consul answered an empty list because the ACL
+	// token may not read the service.
+	ErrFilteredByACLs = errors.New("consul: the answer is empty because of ACLs: the token may not read this service")
+	// ErrNoInstances: no instance passes its checks.
+	ErrNoInstances = errors.New("consul: no instance passes its health checks")
+)
+
+// Config is the Consul backend of (lb.service).discovery.
+type Config struct {
+	// Address is the agent's HTTP address; empty means CONSUL_HTTP_ADDR or
+	// 127.0.0.1:8500.
+	Address string
+	// Tags: only instances with all of them.
+	Tags []string
+	// Datacenter; empty means the agent's.
+	Datacenter string
+	// IncludeFailing includes instances whose checks do not pass.
+	IncludeFailing bool
+	// Near sorts by round-trip time from this node ("_agent").
+	Near string
+	// Grace is how long the last instances are kept when none passes; 0
+	// means DefaultGrace.
+	Grace time.Duration
+	// FailFast publishes an empty list at once when no instance passes.
+	FailFast bool
+
+	// CheckInterval is the interval of the registered gRPC health check;
+	// 0 means DefaultCheckInterval.
+	CheckInterval time.Duration
+	// DeregisterCriticalAfter is how long a critical instance stays
+	// registered; 0 means DefaultDeregisterCriticalAfter.
+	DeregisterCriticalAfter time.Duration
+	// TTL, when set, adds a TTL check that the registrar passes every
+	// TTL/3.
+	TTL time.Duration
+}
+
+// Target returns the consul target of c for service. A non-empty registry
+// replaces c.Address.
+func (c Config) Target(service, registry string) (string, error) {
+	addr := c.Address
+	if registry != "" {
+		addr = registry
+	}
+	q := url.Values{}
+	for _, t := range c.Tags {
+		q.Add("tag", t)
+	}
+	if c.Datacenter != "" {
+		q.Set("dc", c.Datacenter)
+	}
+	if c.IncludeFailing {
+		q.Set("passing", "false")
+	}
+	if c.Near != "" {
+		q.Set("near", c.Near)
+	}
+	if c.Grace != 0 {
+		q.Set("grace", c.Grace.String())
+	}
+	if c.FailFast {
+		q.Set("failfast", "true")
+	}
+	u := url.URL{Scheme: Scheme, Host: addr, Path: "/" + service, RawQuery: q.Encode()}
+	if _, err := parseTarget(&u); err != nil {
+		return "", err
+	}
+	return u.String(), nil
+}
+
+type target struct {
+	addr       string // empty: from the environment
+	service    string
+	tags       []string
+	datacenter string
+	passing    bool
+	near       string
+	grace      time.Duration
+	failFast   bool
+}
+
+func parseTarget(u *url.URL) (target, error) {
+	// Errors never show the query or user info: either could hold a token.
+	shown := u.Scheme + "://" + u.Host + u.Path
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("consul: target %q: %s", shown, fmt.Sprintf(format, a...))
+	}
+	if u.User != nil {
+		return target{}, bad("credentials are not allowed in a target: set CONSUL_HTTP_TOKEN")
+	}
+	t := target{addr: u.Host, service: strings.TrimPrefix(u.Path, "/"), passing: true, grace: DefaultGrace}
+	if t.addr != "" {
+		if _, err := discovery.ParseAddress(t.addr); err != nil {
+			return target{}, bad("agent address: %v", err)
+		}
+	}
+	if t.service == "" || strings.Contains(t.service, "/") {
+		return target{}, bad("want consul://host:port/<service>")
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return target{}, bad("bad query")
+	}
+	for k, vs := range q {
+		v := vs[len(vs)-1]
+		switch k {
+		case "tag":
+			t.tags = vs
+		case "dc":
+			t.datacenter = v
+		case "near":
+			t.near = v
+		case "passing", "failfast":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return target{}, bad("%s %q is not true or false", k, v)
+			}
+			if k == "passing" {
+				t.passing = b
+			} else {
+				t.failFast = b
+			}
+		case "grace":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return target{}, bad("grace %q is not a positive duration", v)
+			}
+			t.grace = d
+		case "token":
+			return target{}, bad("a token is not allowed in a target: set CONSUL_HTTP_TOKEN")
+		default:
+			return target{}, bad("unknown parameter %q (want tag, dc, passing, near, grace or failfast)", k)
+		}
+	}
+	return t, nil
+}
+
+// newClient returns a Consul client configured from the environment, with
+// addr and token when they are not empty. The transport is returned so that
+// its idle connections can be closed.
+func newClient(addr, token string) (*api.Client, *http.Transport, error) {
+	cfg := api.DefaultConfig()
+	if addr != "" {
+		cfg.Address = addr
+	}
+	if token != "" {
+		cfg.Token = token
+	}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		// api.NewClient's errors are about TLS files and addresses, never
+		// the token.
+		return nil, nil, fmt.Errorf("consul: client: %w", err)
+	}
+	return c, cfg.Transport, nil
+}
+
+// backoff is the wait before retry n+1: 200ms doubling to 30s, jittered
+// over its upper half.
+func backoff(n int) time.Duration {
+	d := min(200*time.Millisecond<<min(n, 8), 30*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits for d or ctx; it reports false if ctx ended.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

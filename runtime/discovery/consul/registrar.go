@@ -1,0 +1,239 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+)
+
+// ResyncInterval is how often the registrar checks that the agent still
+// knows the instance (an agent restarted in dev mode forgets everything).
+const ResyncInterval = 5 * time.Second
+
+// NewRegistrar returns a registrar of inst with the agent at c.Address, or
+// at registry when that is not empty. The ACL token comes from
+// CONSUL_HTTP_TOKEN.
+func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discovery.Registrar, error) {
+	if inst.ID == "" {
+		return nil, errors.New("consul: instance has no ID")
+	}
+	host, portStr, err := net.SplitHostPort(inst.Address)
+	if err != nil {
+		return nil, fmt.Errorf("consul: instance address %q: %w", inst.Address, err)
+	}
+	port, _ := strconv.Atoi(portStr)
+	addr := c.Address
+	if registry != "" {
+		addr = registry
+	}
+	if addr != "" {
+		if _, err := discovery.ParseAddress(addr); err != nil {
+			return nil, fmt.Errorf("consul: agent address: %w", err)
+		}
+	}
+	client, transport, err := newClient(addr, "")
+	if err != nil {
+		return nil, err
+	}
+	interval := c.CheckInterval
+	if interval == 0 {
+		interval = DefaultCheckInterval
+	}
+	deregister := c.DeregisterCriticalAfter
+	if deregister == 0 {
+		deregister = DefaultDeregisterCriticalAfter
+	}
+	reg := &api.AgentServiceRegistration{
+		ID:      inst.ID,
+		Name:    inst.Service,
+		Tags:    c.Tags,
+		Address: host,
+		Port:    port,
+		Meta:    meta(inst.Metadata),
+	}
+	if inst.Metadata.Weight > 0 {
+		reg.Weights = &api.AgentWeights{Passing: int(inst.Metadata.Weight), Warning: 1}
+	}
+	reg.Checks = append(reg.Checks, &api.AgentServiceCheck{
+		CheckID:                        inst.ID + ":grpc",
+		Name:                           "gRPC health of " + inst.HealthService,
+		GRPC:                           inst.Address + "/" + inst.HealthService,
+		Interval:                       interval.String(),
+		Timeout:                        min(interval, 5*time.Second).String(),
+		DeregisterCriticalServiceAfter: deregister.String(),
+	})
+	r := &Registrar{client: client, transport: transport, reg: reg, ttl: c.TTL, status: errors.New("consul: not registered yet"), changed: make(chan struct{})}
+	if c.TTL > 0 {
+		r.ttlCheck = inst.ID + ":ttl"
+		reg.Checks = append(reg.Checks, &api.AgentServiceCheck{
+			CheckID:                        r.ttlCheck,
+			Name:                           "heartbeat of " + inst.ID,
+			TTL:                            c.TTL.String(),
+			Status:                         api.HealthPassing,
+			DeregisterCriticalServiceAfter: deregister.String(),
+		})
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	return r, nil
+}
+
+func meta(md discovery.Metadata) map[string]string {
+	if md.IsZero() {
+		return nil
+	}
+	m := map[string]string{}
+	for k, v := range md.Custom {
+		m[k] = v
+	}
+	if md.Weight != 0 {
+		m["weight"] = strconv.FormatUint(uint64(md.Weight), 10)
+	}
+	if md.Zone != "" {
+		m["zone"] = md.Zone
+	}
+	if md.Version != "" {
+		m["version"] = md.Version
+	}
+	return m
+}
+
+// Registrar keeps one instance registered with a Consul agent: it registers
+// it again whenever the agent no longer knows it, and passes its TTL check
+// if it has one.
+type Registrar struct {
+	client    *api.Client
+	transport *http.Transport
+	reg       *api.AgentServiceRegistration
+	ttl       time.Duration
+	ttlCheck  string
+
+	ctx    context.Context // ends at Deregister
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	mu      sync.Mutex
+	status  error         // guarded by mu; nil while registered
+	changed chan struct{} // guarded by mu; closed and replaced when status changes
+}
+
+// ID is the instance's service ID.
+func (r *Registrar) ID() string { return r.reg.ID }
+
+// Status returns nil while the instance is registered, else why not.
+func (r *Registrar) Status() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status
+}
+
+// StatusChanged returns a channel that is closed when Status changes
+// between registered and not.
+func (r *Registrar) StatusChanged() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
+}
+
+func (r *Registrar) setStatus(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if (err == nil) != (r.status == nil) {
+		if err == nil {
+			logger.Infof("consul: registered %s", r.reg.ID)
+		} else {
+			logger.Warningf("consul: %s not registered: %v", r.reg.ID, err)
+		}
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}
+	r.status = err
+}
+
+// Register registers the instance and starts keeping it registered. If the
+// first attempt fails it returns the error and keeps trying.
+func (r *Registrar) Register(ctx context.Context) error {
+	var err error
+	r.once.Do(func() {
+		err = r.register(ctx)
+		r.wg.Add(1)
+		go r.keep()
+	})
+	return err
+}
+
+func (r *Registrar) register(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	defer cancel()
+	err := r.client.Agent().ServiceRegisterOpts(r.reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx))
+	if err != nil {
+		err = fmt.Errorf("consul: register %s: %w", r.reg.ID, err)
+	}
+	r.setStatus(err)
+	return err
+}
+
+// keep checks every ResyncInterval (and heartbeats every TTL/3) that the
+// agent knows the instance, and registers it again when it does not.
+func (r *Registrar) keep() {
+	defer r.wg.Done()
+	every := ResyncInterval
+	if r.ttl > 0 {
+		every = min(every, r.ttl/3)
+	}
+	for failures := 0; ; {
+		wait := every
+		if r.Status() != nil {
+			wait = backoff(failures)
+		}
+		if !sleep(r.ctx, wait) {
+			return
+		}
+		if err := r.check(); err != nil {
+			failures++
+			if r.ctx.Err() != nil {
+				return
+			}
+			if err := r.register(r.ctx); err != nil {
+				continue
+			}
+		}
+		failures = 0
+	}
+}
+
+// check reports whether the agent still has the instance, passing its TTL
+// check on the way.
+func (r *Registrar) check() error {
+	ctx, cancel := context.WithTimeout(r.ctx, RequestTimeout)
+	defer cancel()
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	if r.ttlCheck != "" {
+		return r.client.Agent().UpdateTTLOpts(r.ttlCheck, "", api.HealthPassing, q)
+	}
+	_, _, err := r.client.Agent().Service(r.reg.ID, q)
+	return err
+}
+
+// Deregister stops keeping the instance and deregisters it, within ctx.
+func (r *Registrar) Deregister(ctx context.Context) error {
+	r.cancel()
+	r.wg.Wait()
+	defer r.transport.CloseIdleConnections()
+	r.setStatus(errors.New("consul: deregistered"))
+	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	defer cancel()
+	if err := r.client.Agent().ServiceDeregisterOpts(r.reg.ID, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("consul: deregister %s: %w", r.reg.ID, err)
+	}
+	return nil
+}
