@@ -11,6 +11,11 @@ MODULE := github.com/protoc-gen-go-lb/protoc-gen-go-lb
 CACHE := $(HOME)/.cache/protoc-gen-go-lb
 BUF_VERSION := v1.75.0
 BUF := $(CACHE)/buf-$(BUF_VERSION)/buf
+# Consul for the integration tests: Debian has none and `go install` is
+# refused, so a throw-away module builds it from the proxy (see
+# ../shared/notes/real-registries.md). About 5 minutes on 2 cores, once.
+CONSUL_VERSION := 1.12.9
+CONSUL := $(CACHE)/consul-$(CONSUL_VERSION)/consul
 # Plugins pinned by go.mod (tool directives) and built from this tree.
 BIN := $(abspath .tmp/bin)
 export PATH := $(BIN):$(PATH)
@@ -28,7 +33,7 @@ demo: ## Run three greeter servers and a balanced client on loopback
 test: tools ## Vet, check formatting and generated code, run all tests with -race
 	go vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
-	BUF=$(BUF) LB_REQUIRE_TOOLS=1 go test -race -count=1 ./...
+	BUF=$(BUF) LB_CONSUL=$(CONSUL) LB_REQUIRE_TOOLS=1 go test -race -count=1 ./...
 	$(MAKE) checkgenerate
 
 .PHONY: generate
@@ -48,7 +53,7 @@ update-golden: ## Rewrite the plugin's golden files
 	go test ./cmd/protoc-gen-go-lb -run 'TestGolden' -update
 
 .PHONY: tools
-tools: $(BUF) protoc plugins ## Install protoc, buf and the plugins
+tools: $(BUF) $(CONSUL) protoc plugins ## Install protoc, buf, consul and the plugins
 
 .PHONY: plugins
 plugins:
@@ -56,6 +61,13 @@ plugins:
 
 $(BUF):
 	GOBIN=$(dir $(BUF)) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+$(CONSUL):
+	@echo "building consul $(CONSUL_VERSION) from the Go module proxy (once; cached in $(dir $(CONSUL)))"
+	@mkdir -p $(dir $(CONSUL))
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	printf 'module consulwrap\n\ngo 1.18\n\nrequire github.com/hashicorp/consul v$(CONSUL_VERSION)\n\nreplace (\n\tgithub.com/hashicorp/consul/api => github.com/hashicorp/consul/api v1.13.0\n\tgithub.com/hashicorp/consul/sdk => github.com/hashicorp/consul/sdk v0.11.0\n)\n' > "$$tmp/go.mod"; \
+	cd "$$tmp" && GOFLAGS=-mod=mod go build -o $(CONSUL).tmp github.com/hashicorp/consul && mv $(CONSUL).tmp $(CONSUL)
 
 .PHONY: protoc
 protoc:

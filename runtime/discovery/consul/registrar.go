@@ -193,7 +193,9 @@ func (r *Registrar) keep() {
 	for failures := 0; ; {
 		wait := every
 		if r.Status() != nil {
-			wait = backoff(failures)
+			// A local agent is cheap to ask: come back within a second
+			// of it.
+			wait = min(backoff(failures), time.Second)
 		}
 		if !sleep(r.ctx, wait) {
 			return

@@ -31,8 +31,9 @@ func WithToken(token string) Option {
 }
 
 // WithRateLimit sets how many blocking queries a second the resolver may
-// make, with a burst; the default is 10 a second with a burst of 5, so a
-// lone change is never delayed.
+// make, with a burst. The default, 1 a second with a burst of 3, never
+// delays a lone change and coalesces a flapping check into at most one
+// update a second.
 func WithRateLimit(perSecond float64, burst int) Option {
 	return func(b *builder) { b.limit, b.burst = rate.Limit(perSecond), burst }
 }
@@ -45,7 +46,7 @@ func WithWaitTime(d time.Duration) Option {
 // NewBuilder returns a Builder of the consul scheme, for grpc.WithResolvers.
 // The package registers one with default options when imported.
 func NewBuilder(opts ...Option) resolver.Builder {
-	b := &builder{limit: 10, burst: 5, wait: WaitTime}
+	b := &builder{limit: 1, burst: 3, wait: WaitTime}
 	for _, o := range opts {
 		o(b)
 	}
@@ -135,13 +136,13 @@ func (r *consulResolver) run() {
 			continue
 		}
 		failures = 0
-		// Consul's rules for the index: start over from 0 when it goes
-		// backwards, and never wait on 0 (that would not block).
+		// Consul's rules for the index: never wait on 0 (that would not
+		// block), and start over from 0 when it goes backwards.
 		switch {
-		case meta.LastIndex < index:
-			index = 0
 		case meta.LastIndex == 0:
 			index = 1
+		case meta.LastIndex < index:
+			index = 0
 		default:
 			index = meta.LastIndex
 		}
@@ -184,7 +185,12 @@ func (r *consulResolver) update(entries []*api.ServiceEntry) {
 		}
 		eps = append(eps, ep)
 	}
-	if len(eps) == 0 && !r.t.failFast && r.published && len(r.last.Endpoints) > 0 {
+	if len(eps) == 0 && !r.t.failFast && (!r.published || len(r.last.Endpoints) == 0) {
+		// Nothing to keep: say why rather than publish an empty list.
+		r.cc.ReportError(fmt.Errorf("%w (%s)", ErrNoInstances, r.t.service))
+		return
+	}
+	if len(eps) == 0 && !r.t.failFast {
 		if r.noneSince.IsZero() {
 			r.noneSince = time.Now()
 		}

@@ -1,0 +1,305 @@
+package consul_test
+
+// Tests against a real Consul agent (consul agent -dev on free loopback
+// ports, internal/consulagent), through the lb core exactly as the
+// generated code calls it.
+
+import (
+	"context"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/consulagent"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const timeout = resolvertest.Timeout
+
+func startAgent(t testing.TB, hcl string) *consulagent.Agent {
+	t.Helper()
+	a, err := consulagent.Start(t.TempDir(), hcl)
+	if err == consulagent.ErrNoBinary && os.Getenv("LB_REQUIRE_TOOLS") == "" {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Stop)
+	return a
+}
+
+// echoDesc is a service with no methods: the backends are told apart by
+// the health calls the client makes, which an interceptor counts.
+var echoDesc = grpc.ServiceDesc{ServiceName: "test.Echo", HandlerType: (*any)(nil)}
+
+// backend is a gRPC server registered in Consul through lb.Register.
+type backend struct {
+	addr  string
+	calls atomic.Int64
+	reg   *lb.Registration
+	srv   *grpc.Server
+}
+
+// testService is the lb.Service the generated code would hold for a
+// service annotated with consul discovery.
+func testService(agent string, cfg consul.Config) *lb.Service {
+	cfg.Address = agent
+	if cfg.CheckInterval == 0 {
+		cfg.CheckInterval = 200 * time.Millisecond
+	}
+	return &lb.Service{Name: "echo", FullName: "test.Echo", Discovery: cfg}
+}
+
+func startBackend(t testing.TB, svc *lb.Service) *backend {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{addr: lis.Addr().String()}
+	b.srv = grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if r, ok := req.(*healthpb.HealthCheckRequest); ok && r.GetService() == "count" {
+			b.calls.Add(1)
+			return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+		}
+		return h(ctx, req)
+	}))
+	b.reg, err = lb.Register(b.srv, svc, &echoDesc, struct{}{}, lb.WithAdvertiseAddress(b.addr))
+	if err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	go b.srv.Serve(lis)
+	t.Cleanup(func() { b.reg.Shutdown(context.Background()) })
+	return b
+}
+
+// call makes one call that a backend counts.
+func call(ctx context.Context, c *lb.Conn) error {
+	return c.Invoke(ctx, "/grpc.health.v1.Health/Check", &healthpb.HealthCheckRequest{Service: "count"}, &healthpb.HealthCheckResponse{})
+}
+
+func dial(t testing.TB, svc *lb.Service, opts ...lb.DialOption) *lb.Conn {
+	t.Helper()
+	c, err := lb.Dial(context.Background(), svc, append([]lb.DialOption{lb.WithInsecure()}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// passing returns the addresses Consul reports passing for service.
+func passing(t testing.TB, agent, service string) []string {
+	t.Helper()
+	c, err := api.NewClient(&api.Config{Address: agent, Token: os.Getenv("CONSUL_HTTP_TOKEN")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, _, err := c.Health().Service(service, "", true, nil)
+	if err != nil {
+		t.Fatalf("health query: %v", err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, net.JoinHostPort(e.Service.Address, strconv.Itoa(e.Service.Port)))
+	}
+	return out
+}
+
+
+// waitCalls calls until every backend in want has answered and, if not
+// nil, none in notWant has answered during the last 50 calls.
+func waitCalls(t testing.TB, c *lb.Conn, want []*backend, notWant []*backend) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for clean := 0; ; {
+		before := map[*backend]int64{}
+		for _, b := range append(want, notWant...) {
+			before[b] = b.calls.Load()
+		}
+		for range 50 {
+			if err := call(ctx, c); err != nil {
+				t.Fatalf("call: %v", err)
+			}
+		}
+		ok := true
+		for _, b := range want {
+			ok = ok && b.calls.Load() > before[b]
+		}
+		for _, b := range notWant {
+			ok = ok && b.calls.Load() == before[b]
+		}
+		if ok {
+			clean++
+			if clean == 2 {
+				return
+			}
+		} else {
+			clean = 0
+		}
+	}
+}
+
+// TestRegisteredBackendsGetCalls: three servers registered through the lb
+// core; their gRPC checks turn passing by themselves (Consul calls our
+// health service); the client spreads calls; a server set NOT_SERVING is
+// removed by Consul; a deregistered one stops getting calls.
+func TestRegisteredBackendsGetCalls(t *testing.T) {
+	a := startAgent(t, "")
+	svc := testService(a.HTTPAddr(), consul.Config{})
+	bs := []*backend{startBackend(t, svc), startBackend(t, svc), startBackend(t, svc)}
+	cc := build(t, "consul://"+a.HTTPAddr()+"/echo")
+	cc.WaitAddrs(t, sortedAddrs(bs)...) // passing-only: the checks passed
+
+	c := dial(t, svc)
+	waitCalls(t, c, bs, nil)
+
+	bs[0].reg.Health().SetServingStatus("test.Echo", healthpb.HealthCheckResponse_NOT_SERVING)
+	cc.WaitAddrs(t, sortedAddrs(bs[1:])...)
+	if got := passing(t, a.HTTPAddr(), "echo"); len(got) != 2 {
+		t.Errorf("Consul reports %v passing, want the 2 still SERVING", got)
+	}
+	waitCalls(t, c, bs[1:], bs[:1])
+
+	if err := bs[1].reg.Deregister(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cc.WaitAddrs(t, bs[2].addr)
+	waitCalls(t, c, bs[2:], bs[:2])
+}
+
+func sortedAddrs(bs []*backend) []string {
+	var out []string
+	for _, b := range bs {
+		out = append(out, b.addr)
+	}
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+// load calls without pause from n goroutines until stop is closed; it
+// returns the number of calls and of failures.
+func load(c *lb.Conn, n int, stop chan struct{}) (wait func() (calls, failed int64)) {
+	var wg sync.WaitGroup
+	var total, bad atomic.Int64
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				if call(ctx, c) != nil {
+					bad.Add(1)
+				}
+				cancel()
+				total.Add(1)
+			}
+		}()
+	}
+	return func() (int64, int64) {
+		wg.Wait()
+		return total.Load(), bad.Load()
+	}
+}
+
+// TestAgentRestart stops the agent for 10 s under load and starts it again
+// (a dev agent forgets every registration): no call fails, the resolver
+// recovers, and the registrars register again by themselves.
+func TestAgentRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10 s outage")
+	}
+	a := startAgent(t, "")
+	svc := testService(a.HTTPAddr(), consul.Config{})
+	bs := []*backend{startBackend(t, svc), startBackend(t, svc), startBackend(t, svc)}
+	cc := build(t, "consul://"+a.HTTPAddr()+"/echo")
+	cc.WaitAddrs(t, sortedAddrs(bs)...)
+	c := dial(t, svc)
+	waitCalls(t, c, bs, nil)
+
+	stop := make(chan struct{})
+	wait := load(c, 2, stop)
+	a.Stop()
+	time.Sleep(10 * time.Second) // the outage itself
+	if err := a.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	// The agent lost the registrations; the registrars put them back and
+	// the checks pass again.
+	for _, b := range bs {
+		waitRegistered(t, b.reg)
+	}
+	waitPassing(t, a.HTTPAddr(), 3)
+	recovered := time.Since(restarted)
+	close(stop)
+	calls, failed := wait()
+	t.Logf("agent down 10s: %d calls, %d failed; registrations back and passing %v after the restart", calls, failed, recovered)
+	if failed != 0 {
+		t.Errorf("%d of %d calls failed, want 0", failed, calls)
+	}
+	for i, st := range cc.States() {
+		if len(st.Endpoints) == 0 {
+			t.Errorf("state %d is empty", i)
+		}
+	}
+	waitCalls(t, c, bs, nil)
+}
+
+// waitPassing polls Consul (another process: there is no event to wait on)
+// until n instances of echo pass.
+func waitPassing(t testing.TB, agent string, n int) {
+	t.Helper()
+	c, err := api.NewClient(&api.Config{Address: agent, Token: os.Getenv("CONSUL_HTTP_TOKEN")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		entries, _, err := c.Health().Service("echo", "", true, nil)
+		if err == nil && len(entries) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d instances passing (%v), want %d", len(entries), err, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func waitRegistered(t testing.TB, reg *lb.Registration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for reg.Status() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("not registered again: %v", reg.Status())
+		}
+		time.Sleep(20 * time.Millisecond) // polling a status
+	}
+}
