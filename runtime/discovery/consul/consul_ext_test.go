@@ -6,9 +6,13 @@ package consul_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,11 +21,15 @@ import (
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/grpclog"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/resolver"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/consulagent"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
 
@@ -119,7 +127,6 @@ func passing(t testing.TB, agent, service string) []string {
 	}
 	return out
 }
-
 
 // waitCalls calls until every backend in want has answered and, if not
 // nil, none in notWant has answered during the last 50 calls.
@@ -302,4 +309,235 @@ func waitRegistered(t testing.TB, reg *lb.Registration) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling a status
 	}
+}
+
+// TestFlappingCheck flips a fourth instance's TTL check every 500 ms for
+// 10 s: the resolver coalesces the flips into fewer updates, and calls to
+// the three stable backends never fail.
+func TestFlappingCheck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10 s of flapping")
+	}
+	a := startAgent(t, "")
+	svc := testService(a.HTTPAddr(), consul.Config{})
+	bs := []*backend{startBackend(t, svc), startBackend(t, svc), startBackend(t, svc)}
+	client, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The flapper: registered by hand with a TTL check the test drives; it
+	// does not serve, so a call sent to it would fail.
+	flapper := &api.AgentServiceRegistration{ID: "flapper", Name: "echo", Address: "127.0.0.1", Port: 1,
+		Check: &api.AgentServiceCheck{CheckID: "flapper:ttl", TTL: "1h", Status: api.HealthPassing}}
+	if err := client.Agent().ServiceRegister(flapper); err != nil {
+		t.Fatal(err)
+	}
+	waitPassing(t, a.HTTPAddr(), 4)
+	rb := &countingBuilder{Builder: consul.NewBuilder()}
+	c := dial(t, svc, lb.WithDialOptions(grpc.WithResolvers(rb)))
+	waitCalls(t, c, bs, nil)
+
+	stop := make(chan struct{})
+	wait := load(c, 2, stop)
+	before := rb.updates.Load()
+	const flips = 20
+	tick := time.NewTicker(500 * time.Millisecond)
+	for i := range flips {
+		<-tick.C
+		status := api.HealthCritical
+		if i%2 == 1 {
+			status = api.HealthPassing
+		}
+		if err := client.Agent().UpdateTTL("flapper:ttl", "", status); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tick.Stop()
+	close(stop)
+	calls, failed := wait()
+	updates := rb.updates.Load() - before
+	t.Logf("%d flips in 10s: %d resolver updates; %d calls, %d failed", flips, updates, calls, failed)
+	if updates >= flips {
+		t.Errorf("%d updates for %d flips, want them coalesced", updates, flips)
+	}
+	// The flapper refuses connections, so round_robin never picks it:
+	// every call goes to a stable backend, and none may fail.
+	if failed != 0 {
+		t.Errorf("%d of %d calls failed, want 0", failed, calls)
+	}
+}
+
+// countingBuilder counts the states a resolver publishes.
+type countingBuilder struct {
+	resolver.Builder
+	updates atomic.Int64
+}
+
+func (b *countingBuilder) Build(t resolver.Target, cc resolver.ClientConn, o resolver.BuildOptions) (resolver.Resolver, error) {
+	return b.Builder.Build(t, countingCC{ClientConn: cc, b: b}, o)
+}
+
+type countingCC struct {
+	resolver.ClientConn
+	b *countingBuilder
+}
+
+func (c countingCC) UpdateState(s resolver.State) error {
+	c.b.updates.Add(1)
+	return c.ClientConn.UpdateState(s)
+}
+
+// lockedBuffer collects log output.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestACLs runs an agent with default-deny ACLs: with the management token
+// (from CONSUL_HTTP_TOKEN) the registrar and resolver work; without it the
+// resolver reports the ACL filter instead of an empty list; a wrong token
+// is refused. The tokens appear in no log line and no error.
+func TestACLs(t *testing.T) {
+	const sentinel = "5e9e1f3a-sentinel-management-token"
+	const wrong = "0bad0bad-sentinel-wrong-token"
+	a := startAgent(t, `acl { enabled = true default_policy = "deny" tokens { initial_management = "`+sentinel+`" } }`)
+	logs := &lockedBuffer{}
+	grpclog.SetLoggerV2(grpclog.NewLoggerV2WithVerbosity(logs, logs, logs, 99))
+	t.Cleanup(func() { grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, os.Stderr, os.Stderr)) })
+	var errs []error
+
+	t.Setenv("CONSUL_HTTP_TOKEN", sentinel)
+	svc := testService(a.HTTPAddr(), consul.Config{})
+	b := startBackend(t, svc)
+	waitPassing(t, a.HTTPAddr(), 1)
+	cc := build(t, "consul://"+a.HTTPAddr()+"/echo")
+	cc.WaitAddrs(t, b.addr)
+
+	// A token that may read another service only: Consul filters echo out
+	// and says so.
+	mgmt, err := api.NewClient(&api.Config{Address: a.HTTPAddr(), Token: sentinel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, _, err := mgmt.ACL().PolicyCreate(&api.ACLPolicy{Name: "other-only", Rules: `service "other" { policy = "read" }  node_prefix "" { policy = "read" }`}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limited, _, err := mgmt.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: policy.ID}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filtered := build(t, "consul://"+a.HTTPAddr()+"/echo", consul.WithToken(limited.SecretID))
+	filtered.Wait(t, "the ACL filter reported", func(_ []resolver.State, e []error) bool {
+		return len(e) > 0 && errors.Is(e[0], consul.ErrFilteredByACLs)
+	})
+	errs = append(errs, filtered.Errors()...)
+
+	// No token at all: Consul filters silently; the error says why.
+	t.Setenv("CONSUL_HTTP_TOKEN", "")
+	anon := build(t, "consul://"+a.HTTPAddr()+"/echo")
+	anon.Wait(t, "no instances, with the ACL hint", func(_ []resolver.State, e []error) bool {
+		return len(e) > 0 && errors.Is(e[0], consul.ErrNoInstances) && strings.Contains(e[0].Error(), "no ACL token")
+	})
+	errs = append(errs, anon.Errors()...)
+
+	bad := build(t, "consul://"+a.HTTPAddr()+"/echo", consul.WithToken(wrong))
+	bad.Wait(t, "the wrong token refused", func(_ []resolver.State, e []error) bool {
+		return len(e) > 0 && strings.Contains(e[0].Error(), "403")
+	})
+	errs = append(errs, bad.Errors()...)
+	t.Setenv("CONSUL_HTTP_TOKEN", wrong)
+	reg, err := (consul.Config{Address: a.HTTPAddr()}).NewRegistrar(discovery.Instance{Service: "echo", ID: "x", Address: "127.0.0.1:9"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Register(context.Background()); err == nil {
+		t.Error("Register with a wrong token succeeded")
+	} else {
+		errs = append(errs, err)
+	}
+	reg.Deregister(context.Background())
+	errs = append(errs, cc.Errors()...)
+
+	for _, secret := range []string{sentinel, wrong, limited.SecretID} {
+		for _, err := range errs {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("error shows a token: %v", err)
+			}
+		}
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("logs show a token:\n%s", logs.String())
+		}
+	}
+	if len(errs) < 4 {
+		t.Errorf("only %d errors checked: %v", len(errs), errs)
+	}
+}
+
+// TestOpenCloseCycles builds and closes 200 resolvers against the agent:
+// goleak (TestMain) finds nothing left.
+func TestOpenCloseCycles(t *testing.T) {
+	a := startAgent(t, "")
+	client, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "c1", Name: "cycle", Address: "10.0.0.1", Port: 1}); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse("consul://" + a.HTTPAddr() + "/cycle")
+	for range 200 {
+		cc := resolvertest.New()
+		r, err := consul.NewBuilder().Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc.WaitAddrs(t, "10.0.0.1:1")
+		r.Close()
+		cc.Closed()
+	}
+}
+
+// TestConsulDNS resolves <service>.service.consul SRV records through the
+// agent's DNS interface with the lbdns resolver: ports from the records.
+func TestConsulDNS(t *testing.T) {
+	a := startAgent(t, "")
+	client, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, port := range []int{7001, 7002} {
+		if err := client.Agent().ServiceRegister(&api.AgentServiceRegistration{
+			ID: "dns" + strconv.Itoa(i), Name: "dnsvc", Address: "127.0.0.1", Port: port,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	target, err := (dns.Config{Host: "dnsvc.service.consul", SRV: true, Server: a.DNSAddr()}).Target("dnsvc", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(target)
+	cc := resolvertest.New()
+	r, err := dns.NewBuilder().Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		r.Close()
+		cc.Closed()
+	}()
+	cc.WaitAddrs(t, "127.0.0.1:7001", "127.0.0.1:7002")
 }

@@ -62,6 +62,14 @@ type builder struct {
 
 func (*builder) Scheme() string { return Scheme }
 
+// tokenOf returns the token queries use: the option, else the environment.
+func tokenOf(opt string) string {
+	if opt != "" {
+		return opt
+	}
+	return api.DefaultConfig().Token
+}
+
 // Build validates the target and starts the one goroutine that queries;
 // it does not wait for the agent.
 func (b *builder) Build(rt resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
@@ -83,6 +91,7 @@ func (b *builder) Build(rt resolver.Target, cc resolver.ClientConn, _ resolver.B
 		wait:      b.wait,
 		ctx:       ctx,
 		cancel:    cancel,
+		hasToken:  tokenOf(b.token) != "",
 	}
 	r.wg.Add(1)
 	go r.run()
@@ -104,6 +113,8 @@ type consulResolver struct {
 	last      resolver.State
 	published bool
 	noneSince time.Time // when no instance began to pass; zero while some do
+	hint      string    // added to ErrNoInstances reports
+	hasToken  bool
 }
 
 // ResolveNow does nothing: the blocking query sees every change.
@@ -150,6 +161,10 @@ func (r *consulResolver) run() {
 			r.cc.ReportError(ErrFilteredByACLs)
 			continue
 		}
+		r.hint = ""
+		if meta.DefaultACLPolicy == "deny" && !r.hasToken {
+			r.hint = "; the agent denies by default and no ACL token is set (CONSUL_HTTP_TOKEN)"
+		}
 		r.update(entries)
 	}
 }
@@ -187,7 +202,7 @@ func (r *consulResolver) update(entries []*api.ServiceEntry) {
 	}
 	if len(eps) == 0 && !r.t.failFast && (!r.published || len(r.last.Endpoints) == 0) {
 		// Nothing to keep: say why rather than publish an empty list.
-		r.cc.ReportError(fmt.Errorf("%w (%s)", ErrNoInstances, r.t.service))
+		r.cc.ReportError(fmt.Errorf("%w (%s)%s", ErrNoInstances, r.t.service, r.hint))
 		return
 	}
 	if len(eps) == 0 && !r.t.failFast {
@@ -196,8 +211,8 @@ func (r *consulResolver) update(entries []*api.ServiceEntry) {
 		}
 		if time.Since(r.noneSince) < r.t.grace {
 			// Keep the last set; tell the channel why.
-			r.cc.ReportError(fmt.Errorf("%w (%s); keeping the last %d for up to %v",
-				ErrNoInstances, r.t.service, len(r.last.Endpoints), r.t.grace))
+			r.cc.ReportError(fmt.Errorf("%w (%s)%s; keeping the last %d for up to %v",
+				ErrNoInstances, r.t.service, r.hint, len(r.last.Endpoints), r.t.grace))
 			return
 		}
 	}
