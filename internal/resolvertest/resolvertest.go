@@ -4,6 +4,7 @@
 package resolvertest
 
 import (
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -125,4 +126,44 @@ func Addrs(s resolver.State) []string {
 		out = append(out, ep.Addresses[0].Addr)
 	}
 	return out
+}
+
+// Wrap returns a Builder that builds b's resolvers and records, in the
+// returned ClientConn, every state and error they give the real channel.
+func Wrap(b resolver.Builder) (resolver.Builder, *ClientConn) {
+	rec := New()
+	return &wrapped{Builder: b, rec: rec}, rec
+}
+
+type wrapped struct {
+	resolver.Builder
+	rec *ClientConn
+}
+
+func (w *wrapped) Build(t resolver.Target, cc resolver.ClientConn, o resolver.BuildOptions) (resolver.Resolver, error) {
+	return w.Builder.Build(t, tee{ClientConn: cc, rec: w.rec}, o)
+}
+
+// tee passes reports to the channel and records them.
+type tee struct {
+	resolver.ClientConn
+	rec *ClientConn
+}
+
+func (t tee) UpdateState(s resolver.State) error {
+	t.rec.UpdateState(s)
+	return t.ClientConn.UpdateState(s)
+}
+
+func (t tee) ReportError(err error) {
+	t.rec.ReportError(err)
+	t.ClientConn.ReportError(err)
+}
+
+// WaitLen waits until the last state has n endpoints.
+func (cc *ClientConn) WaitLen(t testing.TB, n int) {
+	t.Helper()
+	cc.Wait(t, fmt.Sprintf("state with %d endpoints", n), func(states []resolver.State, _ []error) bool {
+		return len(states) > 0 && len(states[len(states)-1].Endpoints) == n
+	})
 }

@@ -333,13 +333,13 @@ func TestFlappingCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPassing(t, a.HTTPAddr(), 4)
-	rb := &countingBuilder{Builder: consul.NewBuilder()}
+	rb, rec := resolvertest.Wrap(consul.NewBuilder())
 	c := dial(t, svc, lb.WithDialOptions(grpc.WithResolvers(rb)))
 	waitCalls(t, c, bs, nil)
 
 	stop := make(chan struct{})
 	wait := load(c, 2, stop)
-	before := rb.updates.Load()
+	before := len(rec.States())
 	const flips = 20
 	tick := time.NewTicker(500 * time.Millisecond)
 	for i := range flips {
@@ -355,7 +355,7 @@ func TestFlappingCheck(t *testing.T) {
 	tick.Stop()
 	close(stop)
 	calls, failed := wait()
-	updates := rb.updates.Load() - before
+	updates := len(rec.States()) - before
 	t.Logf("%d flips in 10s: %d resolver updates; %d calls, %d failed", flips, updates, calls, failed)
 	if updates >= flips {
 		t.Errorf("%d updates for %d flips, want them coalesced", updates, flips)
@@ -365,26 +365,6 @@ func TestFlappingCheck(t *testing.T) {
 	if failed != 0 {
 		t.Errorf("%d of %d calls failed, want 0", failed, calls)
 	}
-}
-
-// countingBuilder counts the states a resolver publishes.
-type countingBuilder struct {
-	resolver.Builder
-	updates atomic.Int64
-}
-
-func (b *countingBuilder) Build(t resolver.Target, cc resolver.ClientConn, o resolver.BuildOptions) (resolver.Resolver, error) {
-	return b.Builder.Build(t, countingCC{ClientConn: cc, b: b}, o)
-}
-
-type countingCC struct {
-	resolver.ClientConn
-	b *countingBuilder
-}
-
-func (c countingCC) UpdateState(s resolver.State) error {
-	c.b.updates.Add(1)
-	return c.ClientConn.UpdateState(s)
 }
 
 // lockedBuffer collects log output.

@@ -12,62 +12,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/resolver"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 )
-
-// recordingBuilder wraps the etcd resolver so that the test sees every
-// state it gives the channel.
-type recordingBuilder struct {
-	resolver.Builder
-	mu      sync.Mutex
-	states  []resolver.State // guarded by mu
-	changed chan struct{}    // guarded by mu; closed and replaced on each state
-}
-
-func newRecordingBuilder() *recordingBuilder {
-	return &recordingBuilder{Builder: etcd.NewBuilder(), changed: make(chan struct{})}
-}
-
-func (b *recordingBuilder) Build(t resolver.Target, cc resolver.ClientConn, o resolver.BuildOptions) (resolver.Resolver, error) {
-	return b.Builder.Build(t, recordingCC{ClientConn: cc, b: b}, o)
-}
-
-type recordingCC struct {
-	resolver.ClientConn
-	b *recordingBuilder
-}
-
-func (c recordingCC) UpdateState(s resolver.State) error {
-	c.b.mu.Lock()
-	c.b.states = append(c.b.states, s)
-	close(c.b.changed)
-	c.b.changed = make(chan struct{})
-	c.b.mu.Unlock()
-	return c.ClientConn.UpdateState(s)
-}
-
-// waitFor waits until the last state has n endpoints.
-func (b *recordingBuilder) waitFor(t testing.TB, n int) {
-	t.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		b.mu.Lock()
-		ok := len(b.states) > 0 && len(b.states[len(b.states)-1].Endpoints) == n
-		ch := b.changed
-		b.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-ch:
-		case <-timer.C:
-			t.Fatalf("no state with %d endpoints within %v", n, timeout)
-		}
-	}
-}
 
 // startBackend serves grpc.health.v1 on loopback and registers it in etcd.
 func startBackend(t *testing.T, endpoint, service, id string) string {
@@ -96,7 +44,7 @@ func TestEtcdRestart(t *testing.T) {
 	for _, id := range []string{"a", "b", "c"} {
 		startBackend(t, s.Endpoint(), "fault", id)
 	}
-	rb := newRecordingBuilder()
+	rb, rec := resolvertest.Wrap(etcd.NewBuilder())
 	conn, err := grpc.NewClient("etcd://"+s.Endpoint()+"/services/fault",
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithResolvers(rb),
@@ -106,7 +54,7 @@ func TestEtcdRestart(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.Connect() // leave IDLE: build the resolver
-	rb.waitFor(t, 3)
+	rec.WaitLen(t, 3)
 
 	var calls, failed atomic.Int64
 	stop := make(chan struct{})
@@ -141,7 +89,7 @@ func TestEtcdRestart(t *testing.T) {
 	restarted := time.Now()
 	// A fourth instance, written by a fresh client right after the restart.
 	startBackend(t, s.Endpoint(), "fault", "d")
-	rb.waitFor(t, 4)
+	rec.WaitLen(t, 4)
 	converged := time.Since(restarted)
 	close(stop)
 	wg.Wait()
@@ -153,9 +101,7 @@ func TestEtcdRestart(t *testing.T) {
 	if converged > 3*time.Second {
 		t.Errorf("view converged %v after the restart, want within 3s", converged)
 	}
-	rb.mu.Lock()
-	defer rb.mu.Unlock()
-	for i, st := range rb.states {
+	for i, st := range rec.States() {
 		if len(st.Endpoints) == 0 {
 			t.Errorf("state %d is empty: a registry failure became an empty address list", i)
 		}
