@@ -22,6 +22,7 @@ const (
 	staticPackage  = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static")
 	dnsPackage     = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns")
 	etcdPackage    = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd")
+	consulPackage  = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul")
 )
 
 // fileView is what the template of a _lb.pb.go file ranges over.
@@ -141,36 +142,48 @@ func literal(typ string, fields ...[2]string) string {
 }
 
 func discoveryExpr(d discoveryModel, ident func(protogen.GoIdent) string) string {
+	dur := func(v time.Duration) string {
+		if v == 0 {
+			return ""
+		}
+		return durationExpr(v, ident)
+	}
+	boolean := func(v bool) string {
+		if v {
+			return "true"
+		}
+		return ""
+	}
+	if c := d.consul; c != nil {
+		return literal(ident(consulPackage.Ident("Config")),
+			[2]string{"Address", quoteNonEmpty(c.address)},
+			[2]string{"Tags", stringSlice(c.tags)},
+			[2]string{"Datacenter", quoteNonEmpty(c.datacenter)},
+			[2]string{"IncludeFailing", boolean(c.includeFailing)},
+			[2]string{"Near", quoteNonEmpty(c.near)},
+			[2]string{"Grace", dur(c.grace)},
+			[2]string{"FailFast", boolean(c.failFast)},
+			[2]string{"CheckInterval", dur(c.checkInterval)},
+			[2]string{"DeregisterCriticalAfter", dur(c.deregisterAfter)},
+			[2]string{"TTL", dur(c.ttl)})
+	}
 	if e := d.etcd; e != nil {
-		var ttl, plain string
-		if e.ttl != 0 {
-			ttl = durationExpr(e.ttl, ident)
-		}
-		if e.plain {
-			plain = "true"
-		}
 		return literal(ident(etcdPackage.Ident("Config")),
 			[2]string{"Endpoints", stringSlice(e.endpoints)},
 			[2]string{"Prefix", quoteNonEmpty(e.prefix)},
-			[2]string{"TTL", ttl},
-			[2]string{"PlainValue", plain})
+			[2]string{"TTL", dur(e.ttl)},
+			[2]string{"PlainValue", boolean(e.plain)})
 	}
 	if d.dns != nil {
-		var refresh, srv, port string
-		if d.dns.refresh != 0 {
-			refresh = durationExpr(d.dns.refresh, ident)
-		}
-		if d.dns.srv {
-			srv = "true"
-		}
+		var port string
 		if d.dns.port != 0 {
 			port = strconv.FormatUint(uint64(d.dns.port), 10)
 		}
 		return literal(ident(dnsPackage.Ident("Config")),
 			[2]string{"Host", strconv.Quote(d.dns.host)},
 			[2]string{"Port", port},
-			[2]string{"SRV", srv},
-			[2]string{"Refresh", refresh},
+			[2]string{"SRV", boolean(d.dns.srv)},
+			[2]string{"Refresh", dur(d.dns.refresh)},
 			[2]string{"Server", quoteNonEmpty(d.dns.server)})
 	}
 	return literal(ident(staticPackage.Ident("Config")), [2]string{"Addresses", stringSlice(d.static)})

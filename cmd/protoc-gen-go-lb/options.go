@@ -68,6 +68,15 @@ type discoveryModel struct {
 	static []string
 	dns    *dnsModel
 	etcd   *etcdModel
+	consul *consulModel
+}
+
+type consulModel struct {
+	address, datacenter, near string
+	tags                      []string
+	includeFailing, failFast  bool
+	grace, checkInterval      time.Duration
+	deregisterAfter, ttl      time.Duration
 }
 
 type etcdModel struct {
@@ -178,7 +187,7 @@ func readDiscovery(d *lbpb.Discovery, bad func(string, ...any)) discoveryModel {
 	case *lbpb.Discovery_Etcd:
 		m.etcd = readEtcd(b.Etcd, bad)
 	case *lbpb.Discovery_Consul:
-		bad("(lb.service).discovery.consul is not available in protoc-gen-go-lb v%s yet: use static, dns or etcd (Consul's DNS interface works through dns with record: SRV)", version)
+		m.consul = readConsul(b.Consul, bad)
 	}
 	return m
 }
@@ -201,6 +210,36 @@ func readEtcd(e *lbpb.Etcd, bad func(string, ...any)) *etcdModel {
 	m.ttl = positiveDuration(e.GetLeaseTtl(), pre+"lease_ttl", bad)
 	if m.ttl != 0 && (m.ttl < minLeaseTTL || m.ttl%time.Second != 0) {
 		bad(pre+"lease_ttl %v must be whole seconds, at least %v", m.ttl, minLeaseTTL)
+	}
+	return m
+}
+
+func readConsul(c *lbpb.Consul, bad func(string, ...any)) *consulModel {
+	const pre = "(lb.service).discovery.consul."
+	m := &consulModel{
+		address:         c.GetAddress(),
+		datacenter:      c.GetDatacenter(),
+		near:            c.GetNear(),
+		tags:            c.GetTags(),
+		includeFailing:  c.PassingOnly != nil && !c.GetPassingOnly(),
+		failFast:        c.GetFailFast(),
+		grace:           positiveDuration(c.GetGrace(), pre+"grace", bad),
+		checkInterval:   positiveDuration(c.GetCheckInterval(), pre+"check_interval", bad),
+		deregisterAfter: positiveDuration(c.GetDeregisterCriticalAfter(), pre+"deregister_critical_after", bad),
+		ttl:             positiveDuration(c.GetTtl(), pre+"ttl", bad),
+	}
+	if m.address != "" {
+		if _, err := discovery.ParseAddress(m.address); err != nil {
+			bad(pre+"address: %v", err)
+		}
+	}
+	for i, t := range m.tags {
+		if t == "" || strings.ContainsAny(t, " \t\r\n") {
+			bad(pre+"tags[%d] %q must be non-empty, without spaces", i, t)
+		}
+	}
+	if m.failFast && c.GetGrace() != nil {
+		bad(pre + "grace and fail_fast exclude each other")
 	}
 	return m
 }

@@ -19,6 +19,9 @@ var committed = []string{
 	"example/helloworld/helloworld.pb.go",
 	"example/helloworld/helloworld_grpc.pb.go",
 	"example/helloworld/helloworld_lb.pb.go",
+	"example/consulgreeter/consulgreeter.pb.go",
+	"example/consulgreeter/consulgreeter_grpc.pb.go",
+	"example/consulgreeter/consulgreeter_lb.pb.go",
 }
 
 const module = "github.com/protoc-gen-go-lb/protoc-gen-go-lb"
@@ -132,7 +135,7 @@ func TestProtocGenerate(t *testing.T) {
 	for _, p := range []string{"go", "go-grpc", "go-lb"} {
 		args = append(args, "--"+p+"_out="+out, "--"+p+"_opt=module="+module)
 	}
-	args = append(args, "lb/options.proto", "helloworld/helloworld.proto")
+	args = append(args, "lb/options.proto", "helloworld/helloworld.proto", "consulgreeter/consulgreeter.proto")
 	cmd := exec.Command(protoc, args...)
 	cmd.Dir = "../.."
 	cmd.Env = append(os.Environ(), pathWith(plugins))

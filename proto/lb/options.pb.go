@@ -686,21 +686,40 @@ func (x *Etcd) GetPlainValue() bool {
 	return false
 }
 
-// Consul finds instances through a Consul agent's health API.
+// Consul finds instances through a Consul agent's health API with blocking
+// queries, and registers servers there with a gRPC health check that Consul
+// runs against the grpc.health.v1 service the generated Register helper
+// serves.
 type Consul struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The agent's HTTP address, "host:port". Default: CONSUL_HTTP_ADDR, else
 	// "127.0.0.1:8500". ACL tokens never go here: they come from
-	// CONSUL_HTTP_TOKEN or a dial option.
+	// CONSUL_HTTP_TOKEN.
 	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
-	// Only instances with all of these tags.
+	// Only instances with all of these tags; registered servers get them.
 	Tags []string `protobuf:"bytes,2,rep,name=tags,proto3" json:"tags,omitempty"`
 	// The datacenter. Default: the agent's.
 	Datacenter string `protobuf:"bytes,3,opt,name=datacenter,proto3" json:"datacenter,omitempty"`
 	// Only instances whose checks all pass. Default true.
 	PassingOnly *bool `protobuf:"varint,4,opt,name=passing_only,json=passingOnly,proto3,oneof" json:"passing_only,omitempty"`
 	// Sort by round-trip time from this node ("_agent" for the local agent).
-	Near          string `protobuf:"bytes,5,opt,name=near,proto3" json:"near,omitempty"`
+	Near string `protobuf:"bytes,5,opt,name=near,proto3" json:"near,omitempty"`
+	// When no instance passes, keep calling the last ones for this long (and
+	// report why) before giving up. Default 30s; must be positive.
+	Grace *durationpb.Duration `protobuf:"bytes,6,opt,name=grace,proto3" json:"grace,omitempty"`
+	// When no instance passes, fail calls at once instead of keeping the last
+	// ones for `grace`.
+	FailFast bool `protobuf:"varint,7,opt,name=fail_fast,json=failFast,proto3" json:"fail_fast,omitempty"`
+	// The interval of a registered server's gRPC health check. Default 10s;
+	// must be positive.
+	CheckInterval *durationpb.Duration `protobuf:"bytes,8,opt,name=check_interval,json=checkInterval,proto3" json:"check_interval,omitempty"`
+	// How long Consul keeps a registered server whose check is critical
+	// before it deregisters it. Default 1m; must be positive.
+	DeregisterCriticalAfter *durationpb.Duration `protobuf:"bytes,9,opt,name=deregister_critical_after,json=deregisterCriticalAfter,proto3" json:"deregister_critical_after,omitempty"`
+	// When set, registered servers also get a TTL check that they pass
+	// every ttl/3: they disappear when the process hangs or dies. Must be
+	// positive.
+	Ttl           *durationpb.Duration `protobuf:"bytes,10,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -768,6 +787,41 @@ func (x *Consul) GetNear() string {
 		return x.Near
 	}
 	return ""
+}
+
+func (x *Consul) GetGrace() *durationpb.Duration {
+	if x != nil {
+		return x.Grace
+	}
+	return nil
+}
+
+func (x *Consul) GetFailFast() bool {
+	if x != nil {
+		return x.FailFast
+	}
+	return false
+}
+
+func (x *Consul) GetCheckInterval() *durationpb.Duration {
+	if x != nil {
+		return x.CheckInterval
+	}
+	return nil
+}
+
+func (x *Consul) GetDeregisterCriticalAfter() *durationpb.Duration {
+	if x != nil {
+		return x.DeregisterCriticalAfter
+	}
+	return nil
+}
+
+func (x *Consul) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
 }
 
 // RingHash parameters (see gRFC A42).
@@ -1255,7 +1309,7 @@ const file_lb_options_proto_rawDesc = "" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x126\n" +
 	"\tlease_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\x12\x1f\n" +
 	"\vplain_value\x18\x04 \x01(\bR\n" +
-	"plainValue\"\xa3\x01\n" +
+	"plainValue\"\xb7\x03\n" +
 	"\x06Consul\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04tags\x18\x02 \x03(\tR\x04tags\x12\x1e\n" +
@@ -1263,7 +1317,13 @@ const file_lb_options_proto_rawDesc = "" +
 	"datacenter\x18\x03 \x01(\tR\n" +
 	"datacenter\x12&\n" +
 	"\fpassing_only\x18\x04 \x01(\bH\x00R\vpassingOnly\x88\x01\x01\x12\x12\n" +
-	"\x04near\x18\x05 \x01(\tR\x04nearB\x0f\n" +
+	"\x04near\x18\x05 \x01(\tR\x04near\x12/\n" +
+	"\x05grace\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x05grace\x12\x1b\n" +
+	"\tfail_fast\x18\a \x01(\bR\bfailFast\x12@\n" +
+	"\x0echeck_interval\x18\b \x01(\v2\x19.google.protobuf.DurationR\rcheckInterval\x12U\n" +
+	"\x19deregister_critical_after\x18\t \x01(\v2\x19.google.protobuf.DurationR\x17deregisterCriticalAfter\x12+\n" +
+	"\x03ttl\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x03ttlB\x0f\n" +
 	"\r_passing_only\"R\n" +
 	"\bRingHash\x12\"\n" +
 	"\rmin_ring_size\x18\x01 \x01(\x04R\vminRingSize\x12\"\n" +
@@ -1355,24 +1415,28 @@ var file_lb_options_proto_depIdxs = []int32{
 	1,  // 10: lb.DNS.record:type_name -> lb.DNS.RecordType
 	14, // 11: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
 	14, // 12: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
-	14, // 13: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
-	14, // 14: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
-	14, // 15: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
-	14, // 16: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
-	14, // 17: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
-	14, // 18: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
-	13, // 19: lb.MethodRules.retry:type_name -> lb.Retry
-	14, // 20: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
-	14, // 21: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
-	15, // 22: lb.service:extendee -> google.protobuf.ServiceOptions
-	16, // 23: lb.method:extendee -> google.protobuf.MethodOptions
-	2,  // 24: lb.service:type_name -> lb.ServiceRules
-	12, // 25: lb.method:type_name -> lb.MethodRules
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	24, // [24:26] is the sub-list for extension type_name
-	22, // [22:24] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	14, // 13: lb.Consul.grace:type_name -> google.protobuf.Duration
+	14, // 14: lb.Consul.check_interval:type_name -> google.protobuf.Duration
+	14, // 15: lb.Consul.deregister_critical_after:type_name -> google.protobuf.Duration
+	14, // 16: lb.Consul.ttl:type_name -> google.protobuf.Duration
+	14, // 17: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
+	14, // 18: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
+	14, // 19: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
+	14, // 20: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
+	14, // 21: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
+	14, // 22: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
+	13, // 23: lb.MethodRules.retry:type_name -> lb.Retry
+	14, // 24: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
+	14, // 25: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
+	15, // 26: lb.service:extendee -> google.protobuf.ServiceOptions
+	16, // 27: lb.method:extendee -> google.protobuf.MethodOptions
+	2,  // 28: lb.service:type_name -> lb.ServiceRules
+	12, // 29: lb.method:type_name -> lb.MethodRules
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	28, // [28:30] is the sub-list for extension type_name
+	26, // [26:28] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_lb_options_proto_init() }
