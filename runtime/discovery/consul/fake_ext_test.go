@@ -191,7 +191,7 @@ func TestACLFilteredEmptyIsAnError(t *testing.T) {
 
 func TestNoneSurvivesTheGracePeriod(t *testing.T) {
 	f := newFake(t, reply{index: 3, ports: []int{1}}, reply{index: 4}) // then none, forever
-	cc := build(t, fakeTarget(f)+"?grace=300ms", consul.WithRateLimit(1000, 10))
+	cc := build(t, fakeTarget(f)+"?grace=2s", consul.WithRateLimit(1000, 10))
 	cc.WaitAddrs(t, "10.0.0.1:1")
 	cc.Wait(t, "ErrNoInstances reported", func(_ []resolver.State, errs []error) bool {
 		return len(errs) > 0 && errors.Is(errs[0], consul.ErrNoInstances)
