@@ -5,6 +5,7 @@ package resolvertest
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -166,4 +167,24 @@ func (cc *ClientConn) WaitLen(t testing.TB, n int) {
 	cc.Wait(t, fmt.Sprintf("state with %d endpoints", n), func(states []resolver.State, _ []error) bool {
 		return len(states) > 0 && len(states[len(states)-1].Endpoints) == n
 	})
+}
+
+// Build builds a resolver of target with b and a new ClientConn, and
+// closes it when t ends (after which any report fails the test).
+func Build(t testing.TB, b resolver.Builder, target string) *ClientConn {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := New()
+	r, err := b.Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatalf("Build(%s) = %v", target, err)
+	}
+	t.Cleanup(func() {
+		r.Close()
+		cc.Closed()
+	})
+	return cc
 }

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/resolver"
@@ -183,4 +184,54 @@ func ParseAddress(s string) (string, error) {
 		return netip.AddrPortFrom(ip, uint16(p)).String(), nil
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// RegistrationStatus tracks whether a Registrar's instance is registered;
+// backends embed it. The zero value is "not registered yet".
+type RegistrationStatus struct {
+	mu      sync.Mutex
+	started bool          // guarded by mu; false until the first SetStatus
+	err     error         // guarded by mu; nil while registered
+	changed chan struct{} // guarded by mu; closed and replaced on a change
+}
+
+// ErrNotRegistered is the status of a Registrar before its first attempt.
+var ErrNotRegistered = errors.New("not registered yet")
+
+// Status returns nil while the instance is registered, else why not.
+func (s *RegistrationStatus) Status() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.started {
+		return ErrNotRegistered
+	}
+	return s.err
+}
+
+// StatusChanged returns a channel that is closed when the status next
+// changes between registered and not.
+func (s *RegistrationStatus) StatusChanged() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.changed
+}
+
+// SetStatus records err (nil: registered) and reports whether that changed
+// the status between registered and not, for the caller to log.
+func (s *RegistrationStatus) SetStatus(err error) (changed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	was := s.err == nil && s.started
+	s.started, s.err = true, err
+	if was == (err == nil) {
+		return false
+	}
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
+	return true
 }

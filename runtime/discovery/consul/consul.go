@@ -27,10 +27,8 @@
 package consul
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -41,6 +39,7 @@ import (
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
 )
 
 // Scheme is the resolver scheme of Consul targets.
@@ -223,21 +222,5 @@ func newClient(addr, token string) (*api.Client, *http.Transport, error) {
 	return c, cfg.Transport, nil
 }
 
-// backoff is the wait before retry n+1: 200ms doubling to 30s, jittered
-// over its upper half.
-func backoff(n int) time.Duration {
-	d := min(200*time.Millisecond<<min(n, 8), 30*time.Second)
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits for d or ctx; it reports false if ctx ended.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
+// backoff is the wait before retry n+1: 200ms doubling to 30s, jittered.
+func backoff(n int) time.Duration { return retry.Backoff(n, 200*time.Millisecond, 30*time.Second) }

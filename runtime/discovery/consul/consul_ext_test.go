@@ -509,15 +509,5 @@ func TestConsulDNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, _ := url.Parse(target)
-	cc := resolvertest.New()
-	r, err := dns.NewBuilder().Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		r.Close()
-		cc.Closed()
-	}()
-	cc.WaitAddrs(t, "127.0.0.1:7001", "127.0.0.1:7002")
+	resolvertest.Build(t, dns.NewBuilder(), target).WaitAddrs(t, "127.0.0.1:7001", "127.0.0.1:7002")
 }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -115,22 +114,9 @@ func (f *fakeConsul) waitQueries(t *testing.T, n int) []uint64 {
 	return append([]uint64(nil), f.indexes...)
 }
 
-func build(t *testing.T, target string, opts ...consul.Option) *resolvertest.ClientConn {
+func build(t testing.TB, target string, opts ...consul.Option) *resolvertest.ClientConn {
 	t.Helper()
-	u, err := url.Parse(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc := resolvertest.New()
-	r, err := consul.NewBuilder(opts...).Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
-	if err != nil {
-		t.Fatalf("Build(%s) = %v", target, err)
-	}
-	t.Cleanup(func() {
-		r.Close()
-		cc.Closed()
-	})
-	return cc
+	return resolvertest.Build(t, consul.NewBuilder(opts...), target)
 }
 
 func fakeTarget(f *fakeConsul) string {

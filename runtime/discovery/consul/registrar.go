@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
 )
 
 // ResyncInterval is how often the registrar checks that the agent still
@@ -71,7 +72,7 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 		Timeout:                        min(interval, 5*time.Second).String(),
 		DeregisterCriticalServiceAfter: deregister.String(),
 	})
-	r := &Registrar{client: client, transport: transport, reg: reg, ttl: c.TTL, status: errors.New("consul: not registered yet"), changed: make(chan struct{})}
+	r := &Registrar{client: client, transport: transport, reg: reg, ttl: c.TTL}
 	if c.TTL > 0 {
 		r.ttlCheck = inst.ID + ":ttl"
 		reg.Checks = append(reg.Checks, &api.AgentServiceCheck{
@@ -110,6 +111,8 @@ func meta(md discovery.Metadata) map[string]string {
 // it again whenever the agent no longer knows it, and passes its TTL check
 // if it has one.
 type Registrar struct {
+	discovery.RegistrationStatus
+
 	client    *api.Client
 	transport *http.Transport
 	reg       *api.AgentServiceRegistration
@@ -120,43 +123,20 @@ type Registrar struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
-
-	mu      sync.Mutex
-	status  error         // guarded by mu; nil while registered
-	changed chan struct{} // guarded by mu; closed and replaced when status changes
 }
 
 // ID is the instance's service ID.
 func (r *Registrar) ID() string { return r.reg.ID }
 
-// Status returns nil while the instance is registered, else why not.
-func (r *Registrar) Status() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.status
-}
-
-// StatusChanged returns a channel that is closed when Status changes
-// between registered and not.
-func (r *Registrar) StatusChanged() <-chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.changed
-}
-
 func (r *Registrar) setStatus(err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if (err == nil) != (r.status == nil) {
-		if err == nil {
-			logger.Infof("consul: registered %s", r.reg.ID)
-		} else {
-			logger.Warningf("consul: %s not registered: %v", r.reg.ID, err)
-		}
-		close(r.changed)
-		r.changed = make(chan struct{})
+	if !r.SetStatus(err) {
+		return
 	}
-	r.status = err
+	if err == nil {
+		logger.Infof("consul: registered %s", r.reg.ID)
+	} else {
+		logger.Warningf("consul: %s not registered: %v", r.reg.ID, err)
+	}
 }
 
 // Register registers the instance and starts keeping it registered. If the
@@ -197,7 +177,7 @@ func (r *Registrar) keep() {
 			// of it.
 			wait = min(backoff(failures), time.Second)
 		}
-		if !sleep(r.ctx, wait) {
+		if !retry.Sleep(r.ctx, wait) {
 			return
 		}
 		if err := r.check(); err != nil {

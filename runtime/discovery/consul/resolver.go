@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
 )
 
 func init() {
@@ -140,7 +141,7 @@ func (r *consulResolver) run() {
 		}
 		if err != nil {
 			r.cc.ReportError(fmt.Errorf("consul: %s: %w", r.t.service, err))
-			if !sleep(r.ctx, backoff(failures)) {
+			if !retry.Sleep(r.ctx, backoff(failures)) {
 				return
 			}
 			failures++

@@ -25,7 +25,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"strconv"
@@ -36,6 +35,7 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
 )
 
 // Scheme is the resolver scheme of DNS targets.
@@ -276,7 +276,7 @@ func (r *dnsResolver) watch() {
 			}
 			// Keep the last good state: the balancer keeps using it.
 			r.cc.ReportError(err)
-			wait = min(backoff(failures), r.target.refresh)
+			wait = min(retry.Backoff(failures, time.Second, 2*time.Minute), r.target.refresh)
 			failures++
 		case !published || !discovery.EqualStates(last, state):
 			failures = 0
@@ -293,32 +293,10 @@ func (r *dnsResolver) watch() {
 		case <-timer.C:
 		case <-r.resolveNow:
 			timer.Stop()
-			if !sleep(r.ctx, time.Until(lookedUp.Add(r.minInterval))) {
+			if !retry.Sleep(r.ctx, time.Until(lookedUp.Add(r.minInterval))) {
 				return
 			}
 		}
-	}
-}
-
-// backoff is the wait before the next lookup after n+1 failures in a row:
-// 1s doubling, with jitter, up to 2 minutes.
-func backoff(n int) time.Duration {
-	d := time.Second << min(n, 7)
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits for d or ctx; it reports false if ctx ended.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

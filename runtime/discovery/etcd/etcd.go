@@ -30,7 +30,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/url"
 	"os"
 	"strings"
@@ -44,6 +43,7 @@ import (
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
 )
 
 // Scheme is the resolver scheme of etcd targets.
@@ -184,24 +184,8 @@ func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, RequestTimeout)
 }
 
-// backoff is the wait before retry n+1: 100ms doubling to 10s, with full
-// jitter over its upper half.
-func backoff(n int) time.Duration {
-	d := min(100*time.Millisecond<<min(n, 7), 10*time.Second)
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits for d or ctx; it reports false if ctx ended.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
+// backoff is the wait before retry n+1: 100ms doubling to 10s, jittered.
+func backoff(n int) time.Duration { return retry.Backoff(n, 100*time.Millisecond, 10*time.Second) }
 
 // ErrValue is wrapped by the reasons a value is dropped.
 var ErrValue = errors.New("bad value")

@@ -67,20 +67,7 @@ func ctxT(t testing.TB) context.Context {
 // ClientConn; it is closed when the test ends.
 func buildResolver(t testing.TB, target string, opts ...etcd.Option) *resolvertest.ClientConn {
 	t.Helper()
-	u, err := url.Parse(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc := resolvertest.New()
-	r, err := etcd.NewBuilder(opts...).Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
-	if err != nil {
-		t.Fatalf("Build(%s) = %v", target, err)
-	}
-	t.Cleanup(func() {
-		r.Close()
-		cc.Closed()
-	})
-	return cc
+	return resolvertest.Build(t, etcd.NewBuilder(opts...), target)
 }
 
 func register(t testing.TB, cfg etcd.Config, registry, service, id, addr string) *etcd.Registrar {

@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
 )
 
 // NewRegistrar returns a registrar that keeps inst under
@@ -43,8 +44,6 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 		ttl:       ttl,
 		ctx:       ctx,
 		cancel:    cancel,
-		status:    errors.New("etcd: not registered yet"),
-		changed:   make(chan struct{}),
 	}, nil
 }
 
@@ -53,6 +52,8 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 // it grants a new lease and puts the key again, under jittered backoff and
 // without a retry cap, until Deregister.
 type Registrar struct {
+	discovery.RegistrationStatus
+
 	endpoints []string
 	key       string
 	value     string
@@ -63,44 +64,23 @@ type Registrar struct {
 	wg     sync.WaitGroup
 	once   sync.Once // starts the keeper
 
-	mu      sync.Mutex
-	client  *clientv3.Client // guarded by mu
-	lease   clientv3.LeaseID // guarded by mu; 0 when none is held
-	status  error            // guarded by mu; nil while registered
-	changed chan struct{}    // guarded by mu; closed and replaced when status changes
+	mu     sync.Mutex
+	client *clientv3.Client // guarded by mu
+	lease  clientv3.LeaseID // guarded by mu; 0 when none is held
 }
 
 // Key is the instance's key.
 func (r *Registrar) Key() string { return r.key }
 
-// Status returns nil while the instance is registered, else why not.
-func (r *Registrar) Status() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.status
-}
-
-// StatusChanged returns a channel that is closed when Status changes
-// between registered and not.
-func (r *Registrar) StatusChanged() <-chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.changed
-}
-
 func (r *Registrar) setStatus(err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if (err == nil) != (r.status == nil) {
-		if err == nil {
-			logger.Infof("etcd: registered %s", r.key)
-		} else {
-			logger.Warningf("etcd: %s not registered: %v", r.key, err)
-		}
-		close(r.changed)
-		r.changed = make(chan struct{})
+	if !r.SetStatus(err) {
+		return
 	}
-	r.status = err
+	if err == nil {
+		logger.Infof("etcd: registered %s", r.key)
+	} else {
+		logger.Warningf("etcd: %s not registered: %v", r.key, err)
+	}
 }
 
 // Register puts the key with a new lease and starts keeping it alive. If
@@ -169,7 +149,7 @@ func (r *Registrar) keep(lease clientv3.LeaseID) {
 		if lease == 0 {
 			var err error
 			if lease, err = r.register(r.ctx); err != nil {
-				if !sleep(r.ctx, backoff(failures)) {
+				if !retry.Sleep(r.ctx, backoff(failures)) {
 					return
 				}
 				failures++
@@ -193,7 +173,7 @@ func (r *Registrar) keep(lease clientv3.LeaseID) {
 		}
 		r.setStatus(fmt.Errorf("etcd: keep-alive of %s: %w", r.key, err))
 		lease = 0
-		if !sleep(r.ctx, backoff(failures)) {
+		if !retry.Sleep(r.ctx, backoff(failures)) {
 			return
 		}
 		failures++
@@ -208,8 +188,8 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	r.mu.Lock()
 	c, lease := r.client, r.lease
 	r.client, r.lease = nil, 0
-	r.status = errors.New("etcd: deregistered")
 	r.mu.Unlock()
+	r.setStatus(errors.New("etcd: deregistered"))
 	if c == nil {
 		return nil
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
 )
 
 func init() {
@@ -112,7 +113,7 @@ func (r *etcdResolver) run() {
 		if err != nil {
 			// Keep the last good state: the balancer keeps using it.
 			r.cc.ReportError(fmt.Errorf("etcd: %s: %w", r.t.prefix, err))
-			if !sleep(r.ctx, backoff(failures)) {
+			if !retry.Sleep(r.ctx, backoff(failures)) {
 				break
 			}
 			failures++

@@ -1,0 +1,40 @@
+package retry
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestBackoff(t *testing.T) {
+	for _, tc := range []struct {
+		n      int
+		lo, hi time.Duration
+	}{
+		{0, 50 * time.Millisecond, 100 * time.Millisecond},
+		{1, 100 * time.Millisecond, 200 * time.Millisecond},
+		{3, 400 * time.Millisecond, 800 * time.Millisecond},
+		{10, 5 * time.Second, 10 * time.Second},  // capped
+		{100, 5 * time.Second, 10 * time.Second}, // no overflow
+	} {
+		for range 100 {
+			if d := Backoff(tc.n, 100*time.Millisecond, 10*time.Second); d < tc.lo || d > tc.hi {
+				t.Fatalf("Backoff(%d) = %v, want in [%v, %v]", tc.n, d, tc.lo, tc.hi)
+			}
+		}
+	}
+}
+
+func TestSleepStopsOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if Sleep(ctx, time.Hour) {
+		t.Error("Sleep(canceled, 1h) = true, want false")
+	}
+	if Sleep(ctx, 0) {
+		t.Error("Sleep(canceled, 0) = true, want false")
+	}
+	if !Sleep(context.Background(), time.Nanosecond) {
+		t.Error("Sleep(1ns) = false")
+	}
+}
