@@ -33,7 +33,7 @@ const testTimeout = 20 * time.Second
 // startServers starts n greeter servers on loopback and returns their
 // addresses; they stop when the test ends. With a registry they register
 // in it, else they are not put in any registry.
-func startServers(t *testing.T, n int, registry ...string) ([]*greeter.Instance, []string) {
+func startServers(t testing.TB, n int, registry ...string) ([]*greeter.Instance, []string) {
 	t.Helper()
 	var ins []*greeter.Instance
 	var addrs []string
@@ -65,7 +65,7 @@ func newClient(t *testing.T, opts ...lb.DialOption) *helloworld.GreeterBalancedC
 
 // waitForBackends calls until every one of want has answered, or fails the
 // test at the deadline.
-func waitForBackends(t *testing.T, c *helloworld.GreeterBalancedClient, want ...string) {
+func waitForBackends(t testing.TB, c *helloworld.GreeterBalancedClient, want ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
