@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/greeter"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/helloworld"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
@@ -235,44 +235,26 @@ func TestStoppingBackendFailsOnlyInFlightCalls(t *testing.T) {
 
 	const callers = 4
 	var (
-		failed atomic.Int64
 		mu     sync.Mutex
 		counts = map[string]int{} // guarded by mu
-		stop   = make(chan struct{})
-		wg     sync.WaitGroup
-		errs   = make(chan error, callers)
 		// progress gets a token after each successful call.
 		progress = make(chan struct{}, 1)
 	)
-	for range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				reply, err := c.SayHello(context.Background(), &helloworld.HelloRequest{Name: "load"})
-				if err != nil {
-					failed.Add(1)
-					select {
-					case errs <- err:
-					default:
-					}
-					continue
-				}
-				mu.Lock()
-				counts[reply.GetBackend()]++
-				mu.Unlock()
-				select {
-				case progress <- struct{}{}:
-				default:
-				}
-			}
-		}()
-	}
+	l := load.Start(callers, func(ctx context.Context) error {
+		reply, err := c.SayHello(ctx, &helloworld.HelloRequest{Name: "load"})
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		counts[reply.GetBackend()]++
+		mu.Unlock()
+		select {
+		case progress <- struct{}{}:
+		default:
+		}
+		return nil
+	})
+	t.Cleanup(func() { l.Stop() })
 	snapshot := func() map[string]int {
 		mu.Lock()
 		defer mu.Unlock()
@@ -310,17 +292,16 @@ func TestStoppingBackendFailsOnlyInFlightCalls(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	waitCalls(200)
-	if n := failed.Load(); n != 0 {
-		t.Errorf("graceful shutdown of %s: %d calls failed, want 0 (e.g. %v)", addrs[0], n, <-errs)
+	if n := l.Failed(); n != 0 {
+		t.Errorf("graceful shutdown of %s: %d calls failed, want 0", addrs[0], n)
 	}
 
 	ins[1].Server.Stop()
 	afterStop := snapshot()
 	waitCalls(300)
-	close(stop)
-	wg.Wait()
-	if n := failed.Load(); n > callers {
-		t.Errorf("hard stop of %s: %d calls failed, want at most the %d in flight", addrs[1], n, callers)
+	_, failed, firstErr := l.Stop()
+	if failed > callers {
+		t.Errorf("hard stop of %s: %d calls failed, want at most the %d in flight (first: %v)", addrs[1], failed, callers, firstErr)
 	}
 	final := snapshot()
 	if final[addrs[0]] != afterStop[addrs[0]] {
@@ -329,7 +310,7 @@ func TestStoppingBackendFailsOnlyInFlightCalls(t *testing.T) {
 	if got := final[addrs[2]] - afterStop[addrs[2]]; got < 300 {
 		t.Errorf("remaining backend %s got %d of the last 300 calls, want all", addrs[2], got)
 	}
-	t.Logf("calls per backend %v, failed %d", final, failed.Load())
+	t.Logf("calls per backend %v, failed %d", final, failed)
 }
 
 // staticTarget points the client at addrs, bypassing the proto's etcd.

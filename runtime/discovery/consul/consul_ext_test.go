@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/consulagent"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
@@ -205,34 +206,12 @@ func sortedAddrs(bs []*backend) []string {
 	return out
 }
 
-// load calls without pause from n goroutines until stop is closed; it
-// returns the number of calls and of failures.
-func load(c *lb.Conn, n int, stop chan struct{}) (wait func() (calls, failed int64)) {
-	var wg sync.WaitGroup
-	var total, bad atomic.Int64
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				if call(ctx, c) != nil {
-					bad.Add(1)
-				}
-				cancel()
-				total.Add(1)
-			}
-		}()
-	}
-	return func() (int64, int64) {
-		wg.Wait()
-		return total.Load(), bad.Load()
-	}
+// startLoad calls c without pause from two goroutines until the test ends
+// or Stop.
+func startLoad(t testing.TB, c *lb.Conn) *load.Load {
+	l := load.Start(2, func(ctx context.Context) error { return call(ctx, c) })
+	t.Cleanup(func() { l.Stop() })
+	return l
 }
 
 // TestAgentRestart stops the agent for 10 s under load and starts it again
@@ -250,8 +229,7 @@ func TestAgentRestart(t *testing.T) {
 	c := dial(t, svc)
 	waitCalls(t, c, bs, nil)
 
-	stop := make(chan struct{})
-	wait := load(c, 2, stop)
+	l := startLoad(t, c)
 	a.Stop()
 	time.Sleep(10 * time.Second) // the outage itself
 	if err := a.Restart(); err != nil {
@@ -265,8 +243,7 @@ func TestAgentRestart(t *testing.T) {
 	}
 	waitPassing(t, a.HTTPAddr(), 3)
 	recovered := time.Since(restarted)
-	close(stop)
-	calls, failed := wait()
+	calls, failed, _ := l.Stop()
 	t.Logf("agent down 10s: %d calls, %d failed; registrations back and passing %v after the restart", calls, failed, recovered)
 	if failed != 0 {
 		t.Errorf("%d of %d calls failed, want 0", failed, calls)
@@ -337,8 +314,7 @@ func TestFlappingCheck(t *testing.T) {
 	c := dial(t, svc, lb.WithDialOptions(grpc.WithResolvers(rb)))
 	waitCalls(t, c, bs, nil)
 
-	stop := make(chan struct{})
-	wait := load(c, 2, stop)
+	l := startLoad(t, c)
 	before := len(rec.States())
 	const flips = 20
 	tick := time.NewTicker(500 * time.Millisecond)
@@ -353,8 +329,7 @@ func TestFlappingCheck(t *testing.T) {
 		}
 	}
 	tick.Stop()
-	close(stop)
-	calls, failed := wait()
+	calls, failed, _ := l.Stop()
 	updates := len(rec.States()) - before
 	t.Logf("%d flips in 10s: %d resolver updates; %d calls, %d failed", flips, updates, calls, failed)
 	if updates >= flips {

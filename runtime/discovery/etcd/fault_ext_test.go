@@ -3,8 +3,6 @@ package etcd_test
 import (
 	"context"
 	"net"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 )
@@ -56,30 +55,12 @@ func TestEtcdRestart(t *testing.T) {
 	conn.Connect() // leave IDLE: build the resolver
 	rec.WaitLen(t, 3)
 
-	var calls, failed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := healthpb.NewHealthClient(conn)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				_, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
-				cancel()
-				calls.Add(1)
-				if err != nil {
-					failed.Add(1)
-				}
-			}
-		}()
-	}
+	client := healthpb.NewHealthClient(conn)
+	l := load.Start(2, func(ctx context.Context) error {
+		_, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	})
+	t.Cleanup(func() { l.Stop() })
 
 	s.Stop()
 	time.Sleep(outage) // the outage itself, not a wait for something to settle
@@ -91,12 +72,11 @@ func TestEtcdRestart(t *testing.T) {
 	startBackend(t, s.Endpoint(), "fault", "d")
 	rec.WaitLen(t, 4)
 	converged := time.Since(restarted)
-	close(stop)
-	wg.Wait()
+	calls, failed, firstErr := l.Stop()
 
-	t.Logf("outage %v: %d calls, %d failed; view converged %v after the restart", outage, calls.Load(), failed.Load(), converged)
-	if n := failed.Load(); n != 0 {
-		t.Errorf("%d of %d calls failed during the etcd outage, want 0", n, calls.Load())
+	t.Logf("outage %v: %d calls, %d failed; view converged %v after the restart", outage, calls, failed, converged)
+	if failed != 0 {
+		t.Errorf("%d of %d calls failed during the etcd outage, want 0 (first: %v)", failed, calls, firstErr)
 	}
 	if converged > 3*time.Second {
 		t.Errorf("view converged %v after the restart, want within 3s", converged)
