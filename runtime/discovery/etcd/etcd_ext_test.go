@@ -46,6 +46,17 @@ func startEtcd(t testing.TB) *etcdserver.Server {
 	return s
 }
 
+// startProxy starts a proxy to target that the test can cut.
+func startProxy(t testing.TB, target string) *faultproxy.Proxy {
+	t.Helper()
+	p, err := faultproxy.New(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
 // rawClient is a plain etcd client for the test's own reads and writes.
 func rawClient(t testing.TB, endpoint string) *clientv3.Client {
 	t.Helper()
@@ -152,13 +163,9 @@ func TestBadValuesAreDropped(t *testing.T) {
 func TestCompactionWhileWatchBroken(t *testing.T) {
 	s := startEtcd(t)
 	c := rawClient(t, s.Endpoint())
-	p, err := faultproxy.New(s.Endpoint())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	for _, k := range []string{"a", "b"} {
-		if _, err := c.Put(ctxT(t), "/services/cmp/"+k, "10.0.0."+map[string]string{"a": "1", "b": "2"}[k]+":1"); err != nil {
+	p := startProxy(t, s.Endpoint())
+	for k, v := range map[string]string{"a": "10.0.0.1:1", "b": "10.0.0.2:1"} {
+		if _, err := c.Put(ctxT(t), "/services/cmp/"+k, v); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -204,11 +211,7 @@ func TestCompactionWhileWatchBroken(t *testing.T) {
 func TestLeaseExpiresDuringPartition(t *testing.T) {
 	s := startEtcd(t)
 	c := rawClient(t, s.Endpoint())
-	p, err := faultproxy.New(s.Endpoint())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := startProxy(t, s.Endpoint())
 	watch := c.Watch(ctxT(t), "/services/part/", clientv3.WithPrefix())
 	reg := register(t, etcd.Config{TTL: etcd.MinTTL}, p.Addr(), "part", "x", "10.0.0.1:1")
 	next := func(want mvccpb.Event_EventType) {
