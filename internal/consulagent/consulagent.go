@@ -59,15 +59,22 @@ func Start(dir, hcl string) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{bin: bin, dir: dir, hcl: hcl, ports: map[string]int{}}
-	for _, name := range []string{"http", "dns", "grpc", "server", "serf-lan", "serf-wan"} {
-		p, err := freePort()
-		if err != nil {
-			return nil, err
+	// A free port can be taken by another process before consul binds it:
+	// try again with new ports.
+	for attempt := 1; ; attempt++ {
+		a := &Agent{bin: bin, dir: dir, hcl: hcl, ports: map[string]int{}}
+		for _, name := range []string{"http", "dns", "grpc", "server", "serf-lan", "serf-wan"} {
+			p, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			a.ports[name] = p
 		}
-		a.ports[name] = p
+		err := a.start()
+		if err == nil || attempt == 3 {
+			return a, err
+		}
 	}
-	return a, a.start()
 }
 
 // HTTPAddr is the agent's HTTP API address.
@@ -108,7 +115,7 @@ func (a *Agent) waitLeader() error {
 		select {
 		case err := <-a.done:
 			a.done <- err
-			return fmt.Errorf("consulagent: consul exited: %v (see %s)", err, filepath.Join(a.dir, "consul.log"))
+			return fmt.Errorf("consulagent: consul exited: %v: %s", err, a.logTail())
 		default:
 		}
 		resp, err := client.Get("http://" + a.HTTPAddr() + "/v1/status/leader")
@@ -124,7 +131,17 @@ func (a *Agent) waitLeader() error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	a.Stop()
-	return fmt.Errorf("consulagent: no leader within %v (see %s)", StartTimeout, filepath.Join(a.dir, "consul.log"))
+	return fmt.Errorf("consulagent: no leader within %v: %s", StartTimeout, a.logTail())
+}
+
+// logTail returns the end of the agent's log, for errors (the test's
+// directory is gone by the time anyone reads them).
+func (a *Agent) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(a.dir, "consul.log"))
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
 }
 
 // Stop stops the agent (it loses its dev-mode state) and waits for it.

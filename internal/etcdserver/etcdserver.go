@@ -27,18 +27,24 @@ type Server struct {
 // Start starts etcd with its data in dir, on a free loopback port unless
 // clientAddr ("host:port") is given.
 func Start(dir, clientAddr string) (*Server, error) {
-	var err error
-	if clientAddr == "" {
-		if clientAddr, err = freeAddr(); err != nil {
+	// A free port can be taken by another process before etcd binds it:
+	// try again with new ports (when they are ours to choose).
+	for attempt := 1; ; attempt++ {
+		s := &Server{dir: dir, clientAddr: clientAddr}
+		var err error
+		if s.clientAddr == "" {
+			if s.clientAddr, err = freeAddr(); err != nil {
+				return nil, err
+			}
+		}
+		if s.peerAddr, err = freeAddr(); err != nil {
 			return nil, err
 		}
+		err = s.start()
+		if err == nil || attempt == 3 {
+			return s, err
+		}
 	}
-	peerAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{dir: dir, clientAddr: clientAddr, peerAddr: peerAddr}
-	return s, s.start()
 }
 
 // Endpoint is the client address, "host:port".
