@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
+	"strconv"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -30,7 +32,9 @@ func Start(dir, clientAddr string) (*Server, error) {
 	// A free port can be taken by another process before etcd binds it:
 	// try again with new ports (when they are ours to choose).
 	for attempt := 1; ; attempt++ {
-		s := &Server{dir: dir, clientAddr: clientAddr}
+		// A fresh data directory per attempt: a failed start may have
+		// bootstrapped a member with the old peer address.
+		s := &Server{dir: filepath.Join(dir, "etcd-"+strconv.Itoa(attempt)), clientAddr: clientAddr}
 		var err error
 		if s.clientAddr == "" {
 			if s.clientAddr, err = freeAddr(); err != nil {
