@@ -77,7 +77,8 @@ const (
 	// Each call goes to a ready instance chosen uniformly at random [random].
 	Policy_RANDOM Policy = 3
 	// Power of two choices over an exponentially weighted moving average of
-	// latency [p2c_ewma]. Parameters: `p2c_ewma`.
+	// latency [p2c_ewma]. Parameters: `p2c_ewma`. Not available yet: the
+	// plugin refuses it rather than generate a client that cannot balance.
 	Policy_P2C_EWMA Policy = 4
 	// Of a few random choices, the instance with the fewest calls in flight
 	// [least_request_experimental]. Parameters: `least_request`.
