@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/resolver"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
 )
@@ -87,84 +87,10 @@ func (f *fakeNet) waitLookups(t *testing.T, n int) {
 	}
 }
 
-// fakeCC is the channel side of a resolver: it records states and errors.
-type fakeCC struct {
-	resolver.ClientConn
-	states chan resolver.State
-	errs   chan error
-	closed chan struct{}
-}
-
-func newFakeCC() *fakeCC {
-	return &fakeCC{states: make(chan resolver.State, 100), errs: make(chan error, 100), closed: make(chan struct{})}
-}
-
-func (cc *fakeCC) UpdateState(s resolver.State) error {
-	select {
-	case <-cc.closed:
-		panic("UpdateState after Close")
-	default:
-	}
-	cc.states <- s
-	return nil
-}
-
-func (cc *fakeCC) ReportError(err error) {
-	select {
-	case <-cc.closed:
-		panic("ReportError after Close")
-	default:
-	}
-	cc.errs <- err
-}
-
-func (cc *fakeCC) nextState(t *testing.T) resolver.State {
+func build(t *testing.T, target string, f *fakeNet, opts ...dns.Option) *resolvertest.ClientConn {
 	t.Helper()
-	select {
-	case s := <-cc.states:
-		return s
-	case <-time.After(deadline):
-		t.Fatalf("no state update within %v", deadline)
-		return resolver.State{}
-	}
-}
-
-func (cc *fakeCC) nextError(t *testing.T) error {
-	t.Helper()
-	select {
-	case err := <-cc.errs:
-		return err
-	case <-time.After(deadline):
-		t.Fatalf("no error report within %v", deadline)
-		return nil
-	}
-}
-
-func build(t *testing.T, target string, f *fakeNet, opts ...dns.Option) *fakeCC {
-	t.Helper()
-	u, err := url.Parse(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc := newFakeCC()
 	opts = append(opts, dns.WithNetResolver(func(string) dns.NetResolver { return f }))
-	r, err := dns.NewBuilder(opts...).Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
-	if err != nil {
-		t.Fatalf("Build(%s) = %v", target, err)
-	}
-	t.Cleanup(func() {
-		r.Close()
-		close(cc.closed) // from here on, an update panics
-	})
-	return cc
-}
-
-func addrs(s resolver.State) []string {
-	var out []string
-	for _, ep := range s.Endpoints {
-		out = append(out, ep.Addresses[0].Addr)
-	}
-	return out
+	return resolvertest.Build(t, dns.NewBuilder(opts...), target)
 }
 
 func TestARecordsRefresh(t *testing.T) {
@@ -172,58 +98,44 @@ func TestARecordsRefresh(t *testing.T) {
 	f.set(func(f *fakeNet) { f.hosts["svc.test"] = []string{"10.0.0.2", "10.0.0.1", "10.0.0.2"} })
 	cc := build(t, "lbdns:///svc.test:8080?refresh=10ms", f)
 
-	s := cc.nextState(t)
-	if diff := cmp.Diff([]string{"10.0.0.1:8080", "10.0.0.2:8080"}, addrs(s)); diff != "" {
-		t.Errorf("first state: de-duplicated, sorted endpoints (-want +got):\n%s", diff)
-	}
+	// The first state: de-duplicated, sorted endpoints.
+	s := cc.WaitAddrs(t, "10.0.0.1:8080", "10.0.0.2:8080")
 	if len(s.Addresses) != len(s.Endpoints) {
 		t.Errorf("state has %d Addresses for %d Endpoints, want both filled", len(s.Addresses), len(s.Endpoints))
 	}
 
 	// Unchanged answers publish nothing new.
 	f.waitLookups(t, 3)
-	select {
-	case s := <-cc.states:
-		t.Fatalf("unchanged answer published again: %v", addrs(s))
-	default:
+	if n := len(cc.States()); n != 1 {
+		t.Fatalf("unchanged answers published %d states, want 1", n)
 	}
 
 	f.set(func(f *fakeNet) { f.hosts["svc.test"] = []string{"10.0.0.1", "10.0.0.3"} })
-	s = cc.nextState(t)
-	if diff := cmp.Diff([]string{"10.0.0.1:8080", "10.0.0.3:8080"}, addrs(s)); diff != "" {
-		t.Errorf("state after refresh (-want +got):\n%s", diff)
-	}
+	cc.WaitAddrs(t, "10.0.0.1:8080", "10.0.0.3:8080")
 }
 
 func TestFailedLookupKeepsLastState(t *testing.T) {
 	f := newFakeNet()
 	f.set(func(f *fakeNet) { f.hosts["svc.test"] = []string{"10.0.0.1"} })
 	cc := build(t, "lbdns:///svc.test:80?refresh=10ms", f)
-	cc.nextState(t)
+	cc.WaitAddrs(t, "10.0.0.1:80")
 
 	f.set(func(f *fakeNet) { f.err = errors.New("SERVFAIL") })
-	if err := cc.nextError(t); !strings.Contains(err.Error(), "SERVFAIL") || !strings.Contains(err.Error(), "svc.test") {
+	cc.Wait(t, "two failed lookups reported", func(_ []resolver.State, errs []error) bool { return len(errs) >= 2 })
+	if err := cc.Errors()[0]; !strings.Contains(err.Error(), "SERVFAIL") || !strings.Contains(err.Error(), "svc.test") {
 		t.Errorf("reported error = %v, want one naming the name and the cause", err)
 	}
-	cc.nextError(t) // a second failed lookup: still no state
 
 	f.set(func(f *fakeNet) { f.err = nil; f.hosts["svc.test"] = []string{} })
-	for {
-		err := cc.nextError(t)
-		if errors.Is(err, dns.ErrNoAddresses) {
-			break
-		}
-	}
-	select {
-	case s := <-cc.states:
-		t.Fatalf("published %v during failures, want the last good state kept", addrs(s))
-	default:
+	cc.Wait(t, "an empty answer reported", func(_ []resolver.State, errs []error) bool {
+		return errors.Is(errs[len(errs)-1], dns.ErrNoAddresses)
+	})
+	if n := len(cc.States()); n != 1 {
+		t.Fatalf("published %d states during failures, want the last good state kept", n)
 	}
 
 	f.set(func(f *fakeNet) { f.hosts["svc.test"] = []string{"10.0.0.9"} })
-	if got := addrs(cc.nextState(t)); len(got) != 1 || got[0] != "10.0.0.9:80" {
-		t.Errorf("state after recovery = %v, want [10.0.0.9:80]", got)
-	}
+	cc.WaitAddrs(t, "10.0.0.9:80")
 }
 
 func TestSRVDropsBadRecordsAndKeepsWeights(t *testing.T) {
@@ -239,13 +151,10 @@ func TestSRVDropsBadRecordsAndKeepsWeights(t *testing.T) {
 		}
 	})
 	cc := build(t, "lbdns://127.0.0.1:8600/svc.service.consul?record=srv", f)
-	s := cc.nextState(t)
-	if diff := cmp.Diff([]string{"10.0.0.1:9000", "10.0.0.2:9001", "[fd00::2]:9001"}, addrs(s)); diff != "" {
-		t.Errorf("SRV endpoints (-want +got):\n%s", diff)
-	}
+	s := cc.WaitAddrs(t, "10.0.0.1:9000", "10.0.0.2:9001", "[fd00::2]:9001")
 	md, ok := discovery.MetadataOf(s.Endpoints[0])
 	if !ok || md.Weight != 5 {
-		t.Errorf("metadata of %s = %+v, %v; want weight 5", addrs(s)[0], md, ok)
+		t.Errorf("metadata of %s = %+v, %v; want weight 5", resolvertest.Addrs(s)[0], md, ok)
 	}
 }
 
@@ -254,14 +163,14 @@ func TestResolveNowIsRateLimited(t *testing.T) {
 	f := newFakeNet()
 	f.set(func(f *fakeNet) { f.hosts["svc.test"] = []string{"10.0.0.1"} })
 	u, _ := url.Parse("lbdns:///svc.test:80?refresh=1h")
-	cc := newFakeCC()
+	cc := resolvertest.New()
 	r, err := dns.NewBuilder(dns.WithNetResolver(func(string) dns.NetResolver { return f }),
 		dns.WithMinResolveInterval(minInterval)).Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	cc.nextState(t)
+	cc.WaitAddrs(t, "10.0.0.1:80")
 	// Ask without pause until 4 lookups happened; they must be spaced.
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -305,7 +214,7 @@ func TestBadTargets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = dns.NewBuilder().Build(resolver.Target{URL: *u}, newFakeCC(), resolver.BuildOptions{})
+		_, err = dns.NewBuilder().Build(resolver.Target{URL: *u}, resolvertest.New(), resolver.BuildOptions{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Build(%s) = %v, want an error containing %q", tc.target, err, tc.want)
 		}
