@@ -23,24 +23,19 @@ const Timeout = 20 * time.Second
 // Backend is a gRPC server with grpc.health.v1 that records when calls
 // reach it.
 type Backend struct {
-	Addr   string
-	Health *health.Server
-	last   atomic.Int64  // UnixNano of the last call's arrival
-	hit    chan struct{} // gets a token per call, when there is room
+	Addr string
+	last atomic.Int64  // UnixNano of the last call's arrival
+	hit  chan struct{} // gets a token per call, when there is room
 }
 
-// StartBackend starts a Backend on loopback, stopped when tb ends. Its
-// health service reports services as SERVING.
-func StartBackend(tb testing.TB, services ...string) *Backend {
+// StartBackend starts a Backend on loopback, stopped when tb ends.
+func StartBackend(tb testing.TB) *Backend {
 	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	b := &Backend{Addr: lis.Addr().String(), Health: health.NewServer(), hit: make(chan struct{}, 1)}
-	for _, s := range services {
-		b.Health.SetServingStatus(s, healthpb.HealthCheckResponse_SERVING)
-	}
+	b := &Backend{Addr: lis.Addr().String(), hit: make(chan struct{}, 1)}
 	s := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		b.last.Store(time.Now().UnixNano())
 		select {
@@ -49,7 +44,7 @@ func StartBackend(tb testing.TB, services ...string) *Backend {
 		}
 		return h(ctx, req)
 	}))
-	healthpb.RegisterHealthServer(s, b.Health)
+	healthpb.RegisterHealthServer(s, health.NewServer())
 	go s.Serve(lis)
 	tb.Cleanup(s.Stop)
 	return b

@@ -29,7 +29,6 @@ package consul
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -203,9 +202,10 @@ func parseTarget(u *url.URL) (target, error) {
 }
 
 // newClient returns a Consul client configured from the environment, with
-// addr and token when they are not empty. The transport is returned so that
-// its idle connections can be closed.
-func newClient(addr, token string) (*api.Client, *http.Transport, error) {
+// addr and token when they are not empty, and the config it was made from
+// (its Transport's idle connections are closed on Close; its Token is the
+// one in use).
+func newClient(addr, token string) (*api.Client, *api.Config, error) {
 	cfg := api.DefaultConfig()
 	if addr != "" {
 		cfg.Address = addr
@@ -219,7 +219,7 @@ func newClient(addr, token string) (*api.Client, *http.Transport, error) {
 		// the token.
 		return nil, nil, fmt.Errorf("consul: client: %w", err)
 	}
-	return c, cfg.Transport, nil
+	return c, cfg, nil
 }
 
 // backoff is the wait before retry n+1: 200ms doubling to 30s, jittered.

@@ -41,7 +41,7 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 			return nil, fmt.Errorf("consul: agent address: %w", err)
 		}
 	}
-	client, transport, err := newClient(addr, "")
+	client, cfg, err := newClient(addr, "")
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,7 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 		Timeout:                        min(interval, 5*time.Second).String(),
 		DeregisterCriticalServiceAfter: deregister.String(),
 	})
-	r := &Registrar{client: client, transport: transport, reg: reg, ttl: c.TTL}
+	r := &Registrar{client: client, transport: cfg.Transport, reg: reg, ttl: c.TTL}
 	if c.TTL > 0 {
 		r.ttlCheck = inst.ID + ":ttl"
 		reg.Checks = append(reg.Checks, &api.AgentServiceCheck{

@@ -63,14 +63,6 @@ type builder struct {
 
 func (*builder) Scheme() string { return Scheme }
 
-// tokenOf returns the token queries use: the option, else the environment.
-func tokenOf(opt string) string {
-	if opt != "" {
-		return opt
-	}
-	return api.DefaultConfig().Token
-}
-
 // Build validates the target and starts the one goroutine that queries;
 // it does not wait for the agent.
 func (b *builder) Build(rt resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
@@ -78,7 +70,7 @@ func (b *builder) Build(rt resolver.Target, cc resolver.ClientConn, _ resolver.B
 	if err != nil {
 		return nil, err
 	}
-	client, transport, err := newClient(t.addr, b.token)
+	client, cfg, err := newClient(t.addr, b.token)
 	if err != nil {
 		return nil, err
 	}
@@ -87,12 +79,12 @@ func (b *builder) Build(rt resolver.Target, cc resolver.ClientConn, _ resolver.B
 		t:         t,
 		cc:        cc,
 		client:    client,
-		transport: transport,
+		transport: cfg.Transport,
 		limiter:   rate.NewLimiter(b.limit, b.burst),
 		wait:      b.wait,
 		ctx:       ctx,
 		cancel:    cancel,
-		hasToken:  tokenOf(b.token) != "",
+		hasToken:  cfg.Token != "",
 	}
 	r.wg.Add(1)
 	go r.run()
