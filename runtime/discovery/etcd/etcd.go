@@ -118,6 +118,23 @@ func (c Config) Target(service, registry string) (string, error) {
 type target struct {
 	endpoints []string
 	prefix    string // without the trailing '/'
+	sec       security
+}
+
+// security is how a client authenticates to etcd and secures its
+// connection. It is comparable: clients with equal endpoints and security
+// are shared.
+type security struct{}
+
+// securityFromEnv returns the security of targets that carry none of
+// their own.
+func securityFromEnv() security { return security{} }
+
+// target returns the resolved target of service under c: the same value
+// parseTarget returns for c.Target(service, registry).
+func (c Config) target(service, registry string) (target, error) {
+	u := url.URL{Scheme: Scheme, Host: strings.Join(c.endpoints(registry), ","), Path: c.servicePrefix(service)}
+	return parseTarget(&u)
 }
 
 func parseTarget(u *url.URL) (target, error) {
@@ -133,7 +150,7 @@ func parseTarget(u *url.URL) (target, error) {
 	if u.RawQuery != "" {
 		return target{}, bad("query parameters are not supported")
 	}
-	t := target{endpoints: []string{DefaultEndpoint}, prefix: strings.TrimSuffix(u.Path, "/")}
+	t := target{endpoints: []string{DefaultEndpoint}, prefix: strings.TrimSuffix(u.Path, "/"), sec: securityFromEnv()}
 	if u.Host != "" {
 		t.endpoints = nil
 		for _, ep := range strings.Split(u.Host, ",") {
@@ -153,8 +170,9 @@ func parseTarget(u *url.URL) (target, error) {
 // newClient returns an etcd client of endpoints. It does not wait for a
 // connection, unless ETCD_USERNAME is set: then it fetches a token within
 // RequestTimeout.
-func newClient(endpoints []string) (*clientv3.Client, error) {
+func newClient(ctx context.Context, endpoints []string, _ security) (*clientv3.Client, error) {
 	c, err := clientv3.New(clientv3.Config{
+		Context:              ctx,
 		Endpoints:            endpoints,
 		DialTimeout:          RequestTimeout,
 		DialKeepAliveTime:    10 * time.Second,

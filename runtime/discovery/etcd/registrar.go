@@ -101,7 +101,7 @@ func (r *Registrar) getClient() (*clientv3.Client, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.client == nil {
-		c, err := newClient(r.endpoints)
+		c, err := newClient(r.ctx, r.endpoints, securityFromEnv())
 		if err != nil {
 			return nil, err
 		}

@@ -128,7 +128,7 @@ func (r *etcdResolver) connect() error {
 	if r.client != nil {
 		return nil
 	}
-	c, err := newClient(r.t.endpoints)
+	c, err := newClient(r.ctx, r.t.endpoints, r.t.sec)
 	if err != nil {
 		return err
 	}
