@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"strings"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { resolvertest.VerifyTestMain(m) }
 
 // TestDemo runs the demo: 300 calls over three backends, then over the two
 // left after one shuts down, with no failed call.

@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"google.golang.org/grpc/resolver"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
 // Timeout bounds every wait.
@@ -187,4 +190,17 @@ func Build(t testing.TB, b resolver.Builder, target string) *ClientConn {
 		cc.Closed()
 	})
 	return cc
+}
+
+// VerifyTestMain runs the tests of m, stops the shared watches that no
+// channel uses any more (they linger after their last channel closed),
+// then fails if any goroutine is left (goleak).
+func VerifyTestMain(m *testing.M) { goleak.VerifyTestMain(closingM{m}) }
+
+type closingM struct{ m *testing.M }
+
+func (c closingM) Run() int {
+	code := c.m.Run()
+	discovery.CloseIdleWatches()
+	return code
 }

@@ -18,12 +18,12 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 
 	"google.golang.org/grpc/attributes"
+	"google.golang.org/grpc/experimental/balancer/weight"
 	"google.golang.org/grpc/resolver"
 )
 
@@ -35,6 +35,17 @@ type Config interface {
 	// (the etcd or Consul address, the DNS server, the static address list).
 	// Targets never carry secrets.
 	Target(service, registry string) (string, error)
+}
+
+// Resolvable is a Config whose settings reach its watch as typed values:
+// the lb core hands SpecBuilder(scheme, spec) to grpc.WithResolvers instead
+// of having the target parsed again. Every backend of this module
+// implements it.
+type Resolvable interface {
+	Config
+	// Spec returns the watch of service, at registry when that is not
+	// empty, with the backend's default failure policy.
+	Spec(service, registry string) (Spec, error)
 }
 
 // RegistrarConfig is a Config of a backend that servers can register
@@ -114,76 +125,78 @@ func MetadataOf(ep resolver.Endpoint) (Metadata, bool) {
 }
 
 // Endpoint returns an endpoint for one address, carrying md unless it is
-// zero.
+// zero, and md.Weight also as grpc-go's endpoint weight
+// (experimental/balancer/weight), which grpc-go's own balancers read.
 func Endpoint(addr string, md Metadata) resolver.Endpoint {
 	ep := resolver.Endpoint{Addresses: []resolver.Address{{Addr: addr}}}
 	if !md.IsZero() {
 		ep.Attributes = attributes.New(metadataKey{}, md)
 	}
+	if md.Weight > 0 {
+		ep = weight.Set(ep, weight.EndpointInfo{Weight: md.Weight})
+	}
 	return ep
-}
-
-// State returns the resolver.State of eps: de-duplicated by first address
-// (the first one wins), sorted by address so that an unchanged set compares
-// equal, with both Endpoints and the flat Addresses list filled in (some
-// balancers still read only Addresses).
-func State(eps []resolver.Endpoint) resolver.State {
-	seen := make(map[string]bool, len(eps))
-	out := make([]resolver.Endpoint, 0, len(eps))
-	for _, ep := range eps {
-		if len(ep.Addresses) == 0 || seen[ep.Addresses[0].Addr] {
-			continue
-		}
-		seen[ep.Addresses[0].Addr] = true
-		out = append(out, ep)
-	}
-	slices.SortFunc(out, func(a, b resolver.Endpoint) int {
-		return strings.Compare(a.Addresses[0].Addr, b.Addresses[0].Addr)
-	})
-	addrs := make([]resolver.Address, 0, len(out))
-	for _, ep := range out {
-		for _, a := range ep.Addresses {
-			a.BalancerAttributes = ep.Attributes
-			addrs = append(addrs, a)
-		}
-	}
-	return resolver.State{Endpoints: out, Addresses: addrs}
-}
-
-// EqualStates reports whether a and b publish the same endpoints with the
-// same attributes, so a resolver can skip an update that changes nothing.
-func EqualStates(a, b resolver.State) bool {
-	return slices.EqualFunc(a.Endpoints, b.Endpoints, func(x, y resolver.Endpoint) bool {
-		return slices.EqualFunc(x.Addresses, y.Addresses, func(p, q resolver.Address) bool {
-			return p.Equal(q)
-		}) && x.Attributes.Equal(y.Attributes)
-	})
 }
 
 // ErrBadAddress is wrapped by the errors of ParseAddress.
 var ErrBadAddress = errors.New("bad address")
 
-// ParseAddress checks that s is "host:port" with a non-empty host and a port
-// in 1-65535, and returns it with an IPv6 host in canonical form.
+// ParseAddress checks that s is "host:port" that can be dialled: the host
+// an IP address or a DNS name, the port in 1-65535. It returns it in
+// canonical form: an IPv6 host compressed, an IPv4-mapped IPv6 host as
+// IPv4 (so that both spellings of one address are one instance).
 func ParseAddress(s string) (string, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		return "", fmt.Errorf("%w %q: want host:port", ErrBadAddress, s)
 	}
-	if host == "" {
-		return "", fmt.Errorf("%w %q: empty host", ErrBadAddress, s)
-	}
-	if strings.ContainsAny(host, " \t\r\n/?#@") {
-		return "", fmt.Errorf("%w %q: host %q has a character not allowed in a host name", ErrBadAddress, s, host)
-	}
 	p, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || p == 0 {
 		return "", fmt.Errorf("%w %q: port %q is not in 1-65535", ErrBadAddress, s, port)
 	}
+	if host == "" {
+		return "", fmt.Errorf("%w %q: empty host", ErrBadAddress, s)
+	}
 	if ip, err := netip.ParseAddr(host); err == nil {
-		return netip.AddrPortFrom(ip, uint16(p)).String(), nil
+		return netip.AddrPortFrom(ip.Unmap(), uint16(p)).String(), nil
+	}
+	if err := checkHostName(host); err != nil {
+		return "", fmt.Errorf("%w %q: host %q %v", ErrBadAddress, s, host, err)
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// checkHostName checks that h is a DNS name (RFC 1123 labels; '_' allowed,
+// as service names use it) and not something that only looks like an IP
+// address.
+func checkHostName(h string) error {
+	name := strings.TrimSuffix(h, ".")
+	if len(name) == 0 || len(name) > 253 {
+		return errors.New("is not a host name: 1 to 253 characters")
+	}
+	numeric := true
+	for label := range strings.SplitSeq(name, ".") {
+		if len(label) == 0 || len(label) > 63 {
+			return errors.New("is not a host name: a label is empty or longer than 63 characters")
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return errors.New("is not a host name: a label starts or ends with '-'")
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			switch {
+			case c >= '0' && c <= '9':
+			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-', c == '_':
+				numeric = false
+			default:
+				return fmt.Errorf("is not a host name: character %q is not allowed", c)
+			}
+		}
+	}
+	if numeric {
+		return errors.New("is neither an IP address nor a host name")
+	}
+	return nil
 }
 
 // RegistrationStatus tracks whether a Registrar's instance is registered;

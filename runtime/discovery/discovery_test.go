@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
-	"google.golang.org/grpc/resolver"
 )
 
 func TestParseAddress(t *testing.T) {
@@ -25,6 +23,18 @@ func TestParseAddress(t *testing.T) {
 		{in: "h:-1", wantErr: `port "-1"`},
 		{in: "a b:1", wantErr: `host "a b"`},
 		{in: "user@h:1", wantErr: `host "user@h"`},
+		// Hosts that can never be dialled.
+		{in: "[127.0.0.1:5000]:50051", wantErr: `host "127.0.0.1:5000"`},
+		{in: "[1:2]:50051", wantErr: `host "1:2"`},
+		{in: "a\x00b:1", wantErr: `host "a\x00b"`},
+		{in: "999.999.999.999:1", wantErr: "neither an IP address nor a host name"},
+		{in: "[127.0.0.1:45489]:45489", wantErr: `host "127.0.0.1:45489"`},
+		{in: "-a.b:1", wantErr: "starts or ends with '-'"},
+		{in: "a..b:1", wantErr: "label is empty"},
+		// One address, one spelling.
+		{in: "[::ffff:127.0.0.1]:80", want: "127.0.0.1:80"},
+		{in: "_grpc._tcp.svc.local:80", want: "_grpc._tcp.svc.local:80"},
+		{in: "svc.local.:80", want: "svc.local.:80"},
 	} {
 		got, err := ParseAddress(tc.in)
 		if tc.wantErr != "" {
@@ -35,56 +45,6 @@ func TestParseAddress(t *testing.T) {
 		}
 		if err != nil || got != tc.want {
 			t.Errorf("ParseAddress(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
-		}
-	}
-}
-
-func TestStateDeduplicatesAndSorts(t *testing.T) {
-	md := Metadata{Weight: 3, Zone: "a"}
-	s := State([]resolver.Endpoint{
-		Endpoint("10.0.0.2:80", Metadata{}),
-		Endpoint("10.0.0.1:80", md),
-		Endpoint("10.0.0.2:80", Metadata{Weight: 9}), // duplicate: the first wins
-	})
-	var got []string
-	for _, ep := range s.Endpoints {
-		got = append(got, ep.Addresses[0].Addr)
-	}
-	if diff := cmp.Diff([]string{"10.0.0.1:80", "10.0.0.2:80"}, got); diff != "" {
-		t.Errorf("State endpoints (-want +got):\n%s", diff)
-	}
-	if len(s.Addresses) != 2 || s.Addresses[0].Addr != "10.0.0.1:80" {
-		t.Errorf("State Addresses = %v, want the endpoints' addresses", s.Addresses)
-	}
-	if m, ok := MetadataOf(s.Endpoints[0]); !ok || !m.Equal(md) {
-		t.Errorf("MetadataOf(first) = %+v, %v; want %+v", m, ok, md)
-	}
-	if _, ok := MetadataOf(s.Endpoints[1]); ok {
-		t.Error("MetadataOf(endpoint without metadata) reported metadata")
-	}
-}
-
-func TestEqualStates(t *testing.T) {
-	mk := func(w uint32, custom map[string]string, addrs ...string) resolver.State {
-		var eps []resolver.Endpoint
-		for _, a := range addrs {
-			eps = append(eps, Endpoint(a, Metadata{Weight: w, Custom: custom}))
-		}
-		return State(eps)
-	}
-	a := mk(1, map[string]string{"k": "v"}, "10.0.0.1:1", "10.0.0.2:1")
-	for _, tc := range []struct {
-		name string
-		b    resolver.State
-		want bool
-	}{
-		{"same set, other order", mk(1, map[string]string{"k": "v"}, "10.0.0.2:1", "10.0.0.1:1"), true},
-		{"other weight", mk(2, map[string]string{"k": "v"}, "10.0.0.1:1", "10.0.0.2:1"), false},
-		{"other custom key", mk(1, map[string]string{"k": "w"}, "10.0.0.1:1", "10.0.0.2:1"), false},
-		{"one less", mk(1, map[string]string{"k": "v"}, "10.0.0.1:1"), false},
-	} {
-		if got := EqualStates(a, tc.b); got != tc.want {
-			t.Errorf("%s: EqualStates = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checking
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	// The light schemes are always there for WithTarget; etcd and Consul
 	// come with the generated code that uses them.
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
@@ -115,6 +117,7 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 		return nil, ErrNoCredentials
 	}
 	target := o.target
+	var typed grpc.DialOption
 	if target == "" {
 		if svc.Discovery == nil {
 			return nil, fmt.Errorf("lb: %s: no discovery backend", svc.FullName)
@@ -124,6 +127,23 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 			return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
 		}
 		target = t
+		// The settings reach the shared watch as typed values: the target
+		// is not parsed again. A resolver of the scheme the caller passes
+		// with grpc.WithResolvers comes first and wins.
+		if r, ok := svc.Discovery.(discovery.Resolvable); ok {
+			spec, err := r.Spec(svc.Name, o.registry)
+			if err != nil {
+				return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
+			}
+			if svc.Failure != nil {
+				spec.Policy = *svc.Failure
+			}
+			if err := spec.Policy.Validate(); err != nil {
+				return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
+			}
+			scheme, _, _ := strings.Cut(target, ":")
+			typed = grpc.WithResolvers(discovery.SpecBuilder(scheme, spec))
+		}
 	}
 	if o.balancer != nil {
 		s := *svc
@@ -141,6 +161,9 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 		}
 	}
 	gopts = append(gopts, o.grpc...)
+	if typed != nil {
+		gopts = append(gopts, typed)
+	}
 	c := &Conn{}
 	for range max(svc.PoolSize, 1) {
 		cc, err := grpc.NewClient(target, gopts...)

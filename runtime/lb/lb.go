@@ -49,6 +49,11 @@ type Service struct {
 	FullName string
 	// Discovery is where the instances are found.
 	Discovery discovery.Config
+	// Failure is what clients do when the registry cannot be reached or
+	// has no valid instance; nil means the backend's settings (Consul's
+	// grace and fail_fast), else discovery.KeepLastGood for as long as it
+	// takes.
+	Failure *discovery.FailurePolicy
 	// Balancer is the balancing policy; nil means RoundRobin.
 	Balancer Balancer
 	// PoolSize is the number of client connections; 0 means 1.

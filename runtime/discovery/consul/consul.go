@@ -11,7 +11,9 @@
 //	conn, err := grpc.NewClient("consul://127.0.0.1:8500/helloworld", ...)
 //
 // Target: consul://[agent]/<service>[?tag=t1&tag=t2][&dc=dc1][&passing=false]
-// [&near=_agent][&grace=30s][&failfast=true]. Settings not in the target come
+// [&near=_agent][&grace=30s][&failfast=true][&stale=false], plus the
+// failure policy parameters every scheme takes (onfailure, maxstale,
+// fallback: see package discovery). Settings not in the target come
 // from Consul's own environment through api.DefaultConfig: CONSUL_HTTP_ADDR,
 // CONSUL_HTTP_TOKEN, CONSUL_CACERT, CONSUL_HTTP_SSL, ... The ACL token is
 // never put in a target, a log line or an error; a target with a token is
@@ -46,9 +48,6 @@ const Scheme = "consul"
 
 // Defaults.
 const (
-	// DefaultGrace is how long the last instances are kept when none
-	// passes.
-	DefaultGrace = 30 * time.Second
 	// DefaultCheckInterval is the interval of the registered gRPC check.
 	DefaultCheckInterval = 10 * time.Second
 	// DefaultDeregisterCriticalAfter is how long Consul keeps an instance
@@ -84,10 +83,14 @@ type Config struct {
 	IncludeFailing bool
 	// Near sorts by round-trip time from this node ("_agent").
 	Near string
-	// Grace is how long the last instances are kept when none passes; 0
-	// means DefaultGrace.
+	// Grace is how long the last instances are kept when the agent cannot
+	// be reached or no instance passes; then calls fail. 0 means for as
+	// long as it takes (the failure policy's default). It is the failure
+	// policy's maximum staleness, kept for compatibility.
 	Grace time.Duration
-	// FailFast publishes an empty list at once when no instance passes.
+	// FailFast makes calls fail at once when the agent cannot be reached or
+	// no instance passes: the FailFast failure policy, kept for
+	// compatibility.
 	FailFast bool
 
 	// CheckInterval is the interval of the registered gRPC health check;
@@ -104,6 +107,17 @@ type Config struct {
 // Target returns the consul target of c for service. A non-empty registry
 // replaces c.Address.
 func (c Config) Target(service, registry string) (string, error) {
+	u, err := c.url(service, registry)
+	if err != nil {
+		return "", err
+	}
+	if _, err := parseTarget(u); err != nil {
+		return "", err
+	}
+	return u.String(), nil
+}
+
+func (c Config) url(service, registry string) (*url.URL, error) {
 	addr := c.Address
 	if registry != "" {
 		addr = registry
@@ -127,11 +141,7 @@ func (c Config) Target(service, registry string) (string, error) {
 	if c.FailFast {
 		q.Set("failfast", "true")
 	}
-	u := url.URL{Scheme: Scheme, Host: addr, Path: "/" + service, RawQuery: q.Encode()}
-	if _, err := parseTarget(&u); err != nil {
-		return "", err
-	}
-	return u.String(), nil
+	return &url.URL{Scheme: Scheme, Host: addr, Path: "/" + service, RawQuery: q.Encode()}, nil
 }
 
 type target struct {
@@ -143,6 +153,7 @@ type target struct {
 	near       string
 	grace      time.Duration
 	failFast   bool
+	consistent bool // no stale reads
 }
 
 func parseTarget(u *url.URL) (target, error) {
@@ -154,14 +165,17 @@ func parseTarget(u *url.URL) (target, error) {
 	if u.User != nil {
 		return target{}, bad("credentials are not allowed in a target: set CONSUL_HTTP_TOKEN")
 	}
-	t := target{addr: u.Host, service: strings.TrimPrefix(u.Path, "/"), passing: true, grace: DefaultGrace}
+	t := target{addr: u.Host, service: strings.TrimPrefix(u.Path, "/"), passing: true}
 	if t.addr != "" {
 		if _, err := discovery.ParseAddress(t.addr); err != nil {
 			return target{}, bad("agent address: %v", err)
 		}
 	}
-	if t.service == "" || strings.Contains(t.service, "/") {
-		return target{}, bad("want consul://host:port/<service>")
+	if t.service == "" {
+		return target{}, bad("no service: want consul://host:port/<service>")
+	}
+	if err := CheckServiceName(t.service); err != nil {
+		return target{}, bad("%v", err)
 	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
@@ -171,20 +185,28 @@ func parseTarget(u *url.URL) (target, error) {
 		v := vs[len(vs)-1]
 		switch k {
 		case "tag":
+			for _, tag := range vs {
+				if tag == "" {
+					return target{}, bad("empty tag")
+				}
+			}
 			t.tags = vs
 		case "dc":
 			t.datacenter = v
 		case "near":
 			t.near = v
-		case "passing", "failfast":
+		case "passing", "failfast", "stale":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
 				return target{}, bad("%s %q is not true or false", k, v)
 			}
-			if k == "passing" {
+			switch k {
+			case "passing":
 				t.passing = b
-			} else {
+			case "failfast":
 				t.failFast = b
+			default:
+				t.consistent = !b
 			}
 		case "grace":
 			d, err := time.ParseDuration(v)
@@ -195,10 +217,26 @@ func parseTarget(u *url.URL) (target, error) {
 		case "token":
 			return target{}, bad("a token is not allowed in a target: set CONSUL_HTTP_TOKEN")
 		default:
-			return target{}, bad("unknown parameter %q (want tag, dc, passing, near, grace or failfast)", k)
+			return target{}, bad("unknown parameter %q (want tag, dc, passing, near, grace, failfast, stale, onfailure, maxstale or fallback)", k)
 		}
 	}
 	return t, nil
+}
+
+// CheckServiceName checks that name can be a Consul service name that a
+// target can carry and Consul's DNS interface can answer: letters, digits,
+// '-', '_' and '.', at most 255 characters.
+func CheckServiceName(name string) error {
+	if name == "" || len(name) > 255 {
+		return fmt.Errorf("service name %q: 1 to 255 characters", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("service name %q: character %q is not allowed in a Consul service name (letters, digits, '-', '_', '.')", name, c)
+		}
+	}
+	return nil
 }
 
 // newClient returns a Consul client configured from the environment, with

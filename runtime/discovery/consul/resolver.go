@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -15,11 +16,10 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
-)
+	)
 
 func init() {
-	resolver.Register(NewBuilder())
+	resolver.Register(discovery.NewBuilder(Scheme, defaultBuilder.parse))
 }
 
 // Option configures a Builder.
@@ -45,8 +45,17 @@ func WithWaitTime(d time.Duration) Option {
 }
 
 // NewBuilder returns a Builder of the consul scheme, for grpc.WithResolvers.
-// The package registers one with default options when imported.
+// The package registers one with default options when imported; the
+// channels of a builder with options share watches among themselves only.
 func NewBuilder(opts ...Option) resolver.Builder {
+	b := newBuilder(opts...)
+	if len(opts) > 0 {
+		b.id = fmt.Sprintf("%p", b)
+	}
+	return discovery.NewBuilder(Scheme, b.parse)
+}
+
+func newBuilder(opts ...Option) *builder {
 	b := &builder{limit: 1, burst: 3, wait: WaitTime}
 	for _, o := range opts {
 		o(b)
@@ -54,192 +63,208 @@ func NewBuilder(opts ...Option) resolver.Builder {
 	return b
 }
 
+// defaultBuilder is the builder without options: the one the package
+// registers and Config.Spec uses, so that both share watches.
+var defaultBuilder = newBuilder()
+
 type builder struct {
 	token string
 	limit rate.Limit
 	burst int
 	wait  time.Duration
+	id    string // Key.Options: empty for the default builder
 }
 
-func (*builder) Scheme() string { return Scheme }
-
-// Build validates the target and starts the one goroutine that queries;
-// it does not wait for the agent.
-func (b *builder) Build(rt resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
-	t, err := parseTarget(&rt.URL)
+func (b *builder) parse(u *url.URL) (discovery.Spec, error) {
+	t, err := parseTarget(u)
 	if err != nil {
-		return nil, err
+		return discovery.Spec{}, err
 	}
-	client, cfg, err := newClient(t.addr, b.token)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &consulResolver{
-		t:         t,
-		cc:        cc,
-		client:    client,
-		transport: cfg.Transport,
-		limiter:   rate.NewLimiter(b.limit, b.burst),
-		wait:      b.wait,
-		ctx:       ctx,
-		cancel:    cancel,
-		hasToken:  cfg.Token != "",
-	}
-	r.wg.Add(1)
-	go r.run()
-	return r, nil
+	return b.spec(t), nil
 }
 
-type consulResolver struct {
+func (b *builder) spec(t target) discovery.Spec {
+	f := url.Values{}
+	for _, tag := range slices.Sorted(slices.Values(t.tags)) {
+		f.Add("tag", tag)
+	}
+	if t.datacenter != "" {
+		f.Set("dc", t.datacenter)
+	}
+	if !t.passing {
+		f.Set("passing", "false")
+	}
+	if t.near != "" {
+		f.Set("near", t.near)
+	}
+	var p discovery.FailurePolicy
+	switch {
+	case t.failFast:
+		p.Mode = discovery.FailFast
+	case t.grace > 0:
+		p.MaxStaleness = t.grace
+	}
+	return discovery.Spec{
+		Key: discovery.Key{Scheme: Scheme, Registry: t.addr, Service: t.service, Filters: f.Encode(), Options: b.id},
+		New: func() (discovery.Source, error) {
+			client, cfg, err := newClient(t.addr, b.token)
+			if err != nil {
+				return nil, err
+			}
+			return &source{
+				t:         t,
+				client:    client,
+				transport: cfg.Transport,
+				limiter:   rate.NewLimiter(b.limit, b.burst),
+				wait:      b.wait,
+				hasToken:  cfg.Token != "" || cfg.TokenFile != "",
+				badWeight: map[string]string{},
+			}, nil
+		},
+		Backoff: discovery.Backoff{Base: 200 * time.Millisecond, Max: 30 * time.Second},
+		Policy:  p,
+	}
+}
+
+// Spec returns the watch of service.
+func (c Config) Spec(service, registry string) (discovery.Spec, error) {
+	u, err := c.url(service, registry)
+	if err != nil {
+		return discovery.Spec{}, err
+	}
+	t, err := parseTarget(u)
+	if err != nil {
+		return discovery.Spec{}, err
+	}
+	return defaultBuilder.spec(t), nil
+}
+
+// source follows the service's instances with blocking queries.
+type source struct {
 	t         target
-	cc        resolver.ClientConn
 	client    *api.Client
 	transport *http.Transport
 	limiter   *rate.Limiter
 	wait      time.Duration
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-
-	// Owned by the run goroutine.
-	last      resolver.State
-	published bool
-	noneSince time.Time // when no instance began to pass; zero while some do
-	hint      string    // added to ErrNoInstances reports
 	hasToken  bool
+
+	// Owned by the Watch goroutine.
+	index     uint64
+	hint      string            // added to ErrNoInstances reports
+	badWeight map[string]string // instance ID -> the bad weight logged
 }
 
-// ResolveNow does nothing: the blocking query sees every change.
-func (r *consulResolver) ResolveNow(resolver.ResolveNowOptions) {}
+// Close closes the client's idle connections.
+func (s *source) Close() { s.transport.CloseIdleConnections() }
 
-// Close cancels the long poll and waits for the resolver to stop.
-func (r *consulResolver) Close() {
-	r.cancel()
-	r.wg.Wait()
-	r.transport.CloseIdleConnections()
+// NoInstances says why the answer was empty.
+func (s *source) NoInstances() error {
+	return fmt.Errorf("%w (%s)%s", ErrNoInstances, s.t.service, s.hint)
 }
 
-func (r *consulResolver) run() {
-	defer r.wg.Done()
-	var index uint64
-	for failures := 0; ; {
-		if r.limiter.Wait(r.ctx) != nil {
-			return
+func (s *source) Watch(ctx context.Context, u discovery.Updates) error {
+	for {
+		if s.limiter.Wait(ctx) != nil {
+			return nil
 		}
-		entries, meta, err := r.query(index)
-		if r.ctx.Err() != nil {
-			return
+		entries, meta, err := s.query(ctx)
+		if ctx.Err() != nil {
+			return nil
 		}
 		if err != nil {
-			r.cc.ReportError(fmt.Errorf("consul: %s: %w", r.t.service, err))
-			if !retry.Sleep(r.ctx, backoff(failures)) {
-				return
-			}
-			failures++
-			continue
+			// Start over with a query that answers at once.
+			s.index = 0
+			return fmt.Errorf("consul: %s: %w", s.t.service, err)
 		}
-		failures = 0
 		// Consul's rules for the index: never wait on 0 (that would not
 		// block), and start over from 0 when it goes backwards.
 		switch {
 		case meta.LastIndex == 0:
-			index = 1
-		case meta.LastIndex < index:
-			index = 0
+			s.index = 1
+		case meta.LastIndex < s.index:
+			s.index = 0
 		default:
-			index = meta.LastIndex
+			s.index = meta.LastIndex
 		}
 		if len(entries) == 0 && meta.ResultsFilteredByACLs {
-			r.cc.ReportError(ErrFilteredByACLs)
+			u.Fail(ErrFilteredByACLs)
 			continue
 		}
-		r.hint = ""
-		if meta.DefaultACLPolicy == "deny" && !r.hasToken {
-			r.hint = "; the agent denies by default and no ACL token is set (CONSUL_HTTP_TOKEN)"
+		s.hint = ""
+		if meta.DefaultACLPolicy == "deny" && !s.hasToken {
+			s.hint = "; the agent denies by default and no ACL token is set (CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE)"
 		}
-		r.update(entries)
+		insts := make([]discovery.Instance, 0, len(entries))
+		var dropped []discovery.Dropped
+		for _, e := range entries {
+			inst, err := s.instance(e)
+			if err != nil {
+				dropped = append(dropped, discovery.Dropped{ID: entryID(e), Reason: err})
+				continue
+			}
+			insts = append(insts, inst)
+		}
+		u.Reset(insts, dropped)
+		u.Flush()
 	}
 }
 
-// query makes one blocking query. While no instance passes it waits no
-// longer than the rest of the grace period, so the grace ends on time.
-func (r *consulResolver) query(index uint64) ([]*api.ServiceEntry, *api.QueryMeta, error) {
-	wait := r.wait
-	if !r.noneSince.IsZero() {
-		wait = max(min(wait, r.t.grace-time.Since(r.noneSince)), time.Millisecond)
-	}
+// query makes one blocking query.
+func (s *source) query(ctx context.Context) ([]*api.ServiceEntry, *api.QueryMeta, error) {
 	// Consul adds up to wait/16 of jitter to a blocking query.
-	ctx, cancel := context.WithTimeout(r.ctx, wait+wait/16+RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.wait+s.wait/16+RequestTimeout)
 	defer cancel()
 	q := (&api.QueryOptions{
-		Datacenter: r.t.datacenter,
-		Near:       r.t.near,
-		WaitIndex:  index,
-		WaitTime:   wait,
+		Datacenter: s.t.datacenter,
+		Near:       s.t.near,
+		WaitIndex:  s.index,
+		WaitTime:   s.wait,
+		AllowStale: !s.t.consistent,
 	}).WithContext(ctx)
-	return r.client.Health().ServiceMultipleTags(r.t.service, r.t.tags, r.t.passing, q)
+	return s.client.Health().ServiceMultipleTags(s.t.service, s.t.tags, s.t.passing, q)
 }
 
-// update publishes the instances of entries, or applies the policy for
-// none passing.
-func (r *consulResolver) update(entries []*api.ServiceEntry) {
-	var eps []resolver.Endpoint
-	for _, e := range entries {
-		ep, err := endpoint(e)
-		if err != nil {
-			logger.Warningf("consul: %s: dropping an instance: %v", r.t.service, err)
-			continue
-		}
-		eps = append(eps, ep)
+// entryID names an entry: service IDs are unique per node.
+func entryID(e *api.ServiceEntry) string {
+	var node, id string
+	if e.Node != nil {
+		node = e.Node.Node
 	}
-	if len(eps) == 0 && !r.t.failFast && (!r.published || len(r.last.Endpoints) == 0) {
-		// Nothing to keep: say why rather than publish an empty list.
-		r.cc.ReportError(fmt.Errorf("%w (%s)%s", ErrNoInstances, r.t.service, r.hint))
-		return
+	if e.Service != nil {
+		id = e.Service.ID
 	}
-	if len(eps) == 0 && !r.t.failFast {
-		if r.noneSince.IsZero() {
-			r.noneSince = time.Now()
-		}
-		if time.Since(r.noneSince) < r.t.grace {
-			// Keep the last set; tell the channel why.
-			r.cc.ReportError(fmt.Errorf("%w (%s)%s; keeping the last %d for up to %v",
-				ErrNoInstances, r.t.service, r.hint, len(r.last.Endpoints), r.t.grace))
-			return
-		}
-	}
-	r.noneSince = time.Time{}
-	state := discovery.State(eps)
-	if r.published && discovery.EqualStates(r.last, state) {
-		return
-	}
-	r.last, r.published = state, true
-	_ = r.cc.UpdateState(state)
+	return node + "/" + id
 }
 
-// endpoint returns the endpoint of one health entry: the service address,
-// else the node address, and the metadata.
-func endpoint(e *api.ServiceEntry) (resolver.Endpoint, error) {
+// instance returns the instance of one health entry: the service address,
+// else the node address, and the metadata. A bad weight is logged once and
+// ignored: the instance is kept.
+func (s *source) instance(e *api.ServiceEntry) (discovery.Instance, error) {
 	if e.Service == nil {
-		return resolver.Endpoint{}, errors.New("entry without a service")
+		return discovery.Instance{}, errors.New("entry without a service")
 	}
+	id := entryID(e)
 	host := e.Service.Address
 	if host == "" && e.Node != nil {
 		host = e.Node.Address
 	}
 	addr, err := discovery.ParseAddress(net.JoinHostPort(host, strconv.Itoa(e.Service.Port)))
 	if err != nil {
-		return resolver.Endpoint{}, fmt.Errorf("instance %s: %w", e.Service.ID, err)
+		return discovery.Instance{}, fmt.Errorf("service address %q, port %d: %w", host, e.Service.Port, err)
 	}
 	md := discovery.Metadata{Zone: e.Service.Meta["zone"], Version: e.Service.Meta["version"]}
 	if w := e.Service.Meta["weight"]; w != "" {
 		n, err := strconv.ParseUint(w, 10, 32)
 		if err != nil {
-			return resolver.Endpoint{}, fmt.Errorf("instance %s: meta weight %q is not a whole number", e.Service.ID, w)
+			if s.badWeight[id] != w {
+				s.badWeight[id] = w
+				logger.Warningf("consul: %s: instance %s: ignoring meta weight %q: not a whole number", s.t.service, id, w)
+			}
+		} else {
+			md.Weight = uint32(n)
 		}
-		md.Weight = uint32(n)
-	} else if e.Service.Weights.Passing > 0 {
+	}
+	if md.Weight == 0 && e.Service.Weights.Passing > 0 {
 		md.Weight = uint32(e.Service.Weights.Passing)
 	}
 	for k, v := range e.Service.Meta {
@@ -250,5 +275,5 @@ func endpoint(e *api.ServiceEntry) (resolver.Endpoint, error) {
 			md.Custom[k] = v
 		}
 	}
-	return discovery.Endpoint(addr, md), nil
+	return discovery.Instance{ID: id, Address: addr, Metadata: md}, nil
 }

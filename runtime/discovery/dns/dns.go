@@ -22,13 +22,15 @@
 package dns
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
-	"sync"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/grpclog"
@@ -54,8 +56,12 @@ const (
 
 var logger = grpclog.Component("lbdns")
 
+// defaultBuilder is the builder without options: the one the package
+// registers and Config.Spec uses, so that both share watches.
+var defaultBuilder = newBuilder()
+
 func init() {
-	resolver.Register(NewBuilder())
+	resolver.Register(discovery.NewBuilder(Scheme, defaultBuilder.parse))
 }
 
 // Config is the DNS backend of (lb.service).discovery.
@@ -77,11 +83,22 @@ type Config struct {
 // Target returns the lbdns target of c. A non-empty registry replaces
 // c.Server.
 func (c Config) Target(_, registry string) (string, error) {
+	u, err := c.url(registry)
+	if err != nil {
+		return "", err
+	}
+	if _, err := parseTarget(u); err != nil {
+		return "", err
+	}
+	return u.String(), nil
+}
+
+func (c Config) url(registry string) (*url.URL, error) {
 	server := c.Server
 	if registry != "" {
 		server = registry
 	}
-	u := url.URL{Scheme: Scheme, Host: server, Path: "/" + c.Host}
+	u := &url.URL{Scheme: Scheme, Host: server, Path: "/" + c.Host}
 	q := url.Values{}
 	if c.SRV {
 		q.Set("record", "srv")
@@ -92,10 +109,7 @@ func (c Config) Target(_, registry string) (string, error) {
 		q.Set("refresh", c.Refresh.String())
 	}
 	u.RawQuery = q.Encode()
-	if _, err := parseTarget(&u); err != nil {
-		return "", err
-	}
-	return u.String(), nil
+	return u, nil
 }
 
 // NetResolver is the part of *net.Resolver the resolver uses; tests put a
@@ -123,11 +137,28 @@ func WithMinResolveInterval(d time.Duration) Option {
 // NewBuilder returns a Builder of the lbdns scheme, for grpc.WithResolvers.
 // The package registers one with default options when imported.
 func NewBuilder(opts ...Option) resolver.Builder {
+	b := newBuilder(opts...)
+	if len(opts) > 0 {
+		// Watches of builders with options of their own are theirs.
+		b.id = fmt.Sprintf("%p", b)
+	}
+	return discovery.NewBuilder(Scheme, b.parse)
+}
+
+func newBuilder(opts ...Option) *builder {
 	b := &builder{newNetResolver: systemNetResolver, minInterval: DefaultMinResolveInterval}
 	for _, o := range opts {
 		o(b)
 	}
 	return b
+}
+
+func (b *builder) parse(u *url.URL) (discovery.Spec, error) {
+	t, err := parseTarget(u)
+	if err != nil {
+		return discovery.Spec{}, err
+	}
+	return b.spec(t), nil
 }
 
 func systemNetResolver(server string) NetResolver {
@@ -146,9 +177,8 @@ func systemNetResolver(server string) NetResolver {
 type builder struct {
 	newNetResolver func(server string) NetResolver
 	minInterval    time.Duration
+	id             string // Key.Options: empty for the default builder
 }
-
-func (*builder) Scheme() string { return Scheme }
 
 type target struct {
 	server  string
@@ -161,7 +191,11 @@ type target struct {
 func parseTarget(u *url.URL) (target, error) {
 	t := target{server: u.Host, refresh: DefaultRefresh}
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("lbdns: target %q: %s", u.String(), fmt.Sprintf(format, a...))
+		// Never the user info or the query: either could hold a secret.
+		return fmt.Errorf("lbdns: target %q: %s", discovery.Redact(u), fmt.Sprintf(format, a...))
+	}
+	if u.User != nil {
+		return target{}, bad("user info is not allowed in a target")
 	}
 	if t.server != "" {
 		if _, err := discovery.ParseAddress(t.server); err != nil {
@@ -210,137 +244,142 @@ func parseTarget(u *url.URL) (target, error) {
 	return t, nil
 }
 
-// Build validates the target and starts the one goroutine that looks the
-// name up; it does not wait for the first answer.
-func (b *builder) Build(rt resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
-	t, err := parseTarget(&rt.URL)
-	if err != nil {
-		return nil, err
+// spec returns the watch of t.
+func (b *builder) spec(t target) discovery.Spec {
+	name := t.host
+	if t.port != "" {
+		name = net.JoinHostPort(t.host, t.port)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &dnsResolver{
-		target:      t,
-		cc:          cc,
-		net:         b.newNetResolver(t.server),
-		minInterval: b.minInterval,
-		ctx:         ctx,
-		cancel:      cancel,
-		resolveNow:  make(chan struct{}, 1),
+	filters := ""
+	if t.srv {
+		filters = "record=srv"
 	}
-	r.wg.Add(1)
-	go r.watch()
-	return r, nil
+	if t.refresh != DefaultRefresh {
+		filters += "&refresh=" + t.refresh.String()
+	}
+	return discovery.Spec{
+		Key: discovery.Key{Scheme: Scheme, Registry: t.server, Service: name, Filters: strings.TrimPrefix(filters, "&"), Options: b.id},
+		New: func() (discovery.Source, error) {
+			return &source{t: t, net: b.newNetResolver(t.server), minInterval: b.minInterval}, nil
+		},
+		Backoff: discovery.Backoff{Base: time.Second, Max: min(2*time.Minute, t.refresh)},
+	}
 }
 
-type dnsResolver struct {
-	target      target
-	cc          resolver.ClientConn
+// Spec returns the watch of c's name.
+func (c Config) Spec(_, registry string) (discovery.Spec, error) {
+	u, err := c.url(registry)
+	if err != nil {
+		return discovery.Spec{}, err
+	}
+	t, err := parseTarget(u)
+	if err != nil {
+		return discovery.Spec{}, err
+	}
+	return defaultBuilder.spec(t), nil
+}
+
+// source looks the name up every refresh interval, and when a channel asks
+// (at most once per minInterval).
+type source struct {
+	t           target
 	net         NetResolver
 	minInterval time.Duration
-
-	ctx        context.Context
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
-	resolveNow chan struct{}
 }
 
-// ResolveNow asks for a lookup; it never blocks.
-func (r *dnsResolver) ResolveNow(resolver.ResolveNowOptions) {
-	select {
-	case r.resolveNow <- struct{}{}:
-	default:
-	}
-}
-
-// Close stops the lookups and waits for them to end.
-func (r *dnsResolver) Close() {
-	r.cancel()
-	r.wg.Wait()
-}
-
-func (r *dnsResolver) watch() {
-	defer r.wg.Done()
-	var (
-		last      resolver.State
-		published bool
-		failures  int
-	)
+func (s *source) Watch(ctx context.Context, u discovery.Updates) error {
 	for {
+		insts, dropped, err := s.lookup(ctx)
 		lookedUp := time.Now()
-		state, err := r.lookup()
-		wait := r.target.refresh
-		switch {
-		case err != nil:
-			if r.ctx.Err() != nil {
-				return
-			}
-			// Keep the last good state: the balancer keeps using it.
-			r.cc.ReportError(err)
-			wait = min(retry.Backoff(failures, time.Second, 2*time.Minute), r.target.refresh)
-			failures++
-		case !published || !discovery.EqualStates(last, state):
-			failures = 0
-			last, published = state, true
-			_ = r.cc.UpdateState(state)
-		default:
-			failures = 0
+		if err != nil {
+			return err
 		}
-		timer := time.NewTimer(wait)
+		u.Reset(insts, dropped)
+		u.Flush()
+		timer := time.NewTimer(s.t.refresh)
 		select {
-		case <-r.ctx.Done():
+		case <-ctx.Done():
 			timer.Stop()
-			return
+			return nil
 		case <-timer.C:
-		case <-r.resolveNow:
+		case <-u.ResolveNow():
 			timer.Stop()
-			if !retry.Sleep(r.ctx, time.Until(lookedUp.Add(r.minInterval))) {
-				return
+			if !retry.Sleep(ctx, time.Until(lookedUp.Add(s.minInterval))) {
+				return nil
 			}
 		}
 	}
 }
 
-// lookup returns the current state of the name, or an error if the lookup
-// failed or found no address.
-func (r *dnsResolver) lookup() (resolver.State, error) {
-	ctx, cancel := context.WithTimeout(r.ctx, LookupTimeout)
+// NoInstances is the error of an answer without a usable address.
+func (s *source) NoInstances() error {
+	return fmt.Errorf("lbdns: %s: %w", s.t.host, ErrNoAddresses)
+}
+
+// lookup returns the instances of the name: A/AAAA answers sorted by
+// address (DNS servers rotate them), SRV answers in priority order.
+func (s *source) lookup(ctx context.Context) ([]discovery.Instance, []discovery.Dropped, error) {
+	ctx, cancel := context.WithTimeout(ctx, LookupTimeout)
 	defer cancel()
-	var eps []resolver.Endpoint
-	if !r.target.srv {
-		ips, err := r.net.LookupHost(ctx, r.target.host)
+	if !s.t.srv {
+		ips, err := s.net.LookupHost(ctx, s.t.host)
 		if err != nil {
-			return resolver.State{}, fmt.Errorf("lbdns: lookup %s: %w", r.target.host, err)
+			return nil, nil, fmt.Errorf("lbdns: lookup %s: %w", s.t.host, s.lookupError(err))
 		}
+		slices.Sort(ips)
+		var insts []discovery.Instance
 		for _, ip := range ips {
-			eps = append(eps, discovery.Endpoint(net.JoinHostPort(ip, r.target.port), discovery.Metadata{}))
+			addr := net.JoinHostPort(ip, s.t.port)
+			insts = append(insts, discovery.Instance{ID: addr, Address: addr})
 		}
-	} else {
-		_, srvs, err := r.net.LookupSRV(ctx, "", "", r.target.host)
+		return insts, nil, nil
+	}
+	_, srvs, err := s.net.LookupSRV(ctx, "", "", s.t.host)
+	if err != nil {
+		return nil, nil, fmt.Errorf("lbdns: lookup SRV %s: %w", s.t.host, s.lookupError(err))
+	}
+	// net sorts by priority and shuffles by weight within one: sort the
+	// shuffle away so that an unchanged answer publishes nothing.
+	slices.SortStableFunc(srvs, func(a, b *net.SRV) int {
+		return cmp.Or(cmp.Compare(a.Priority, b.Priority), strings.Compare(a.Target, b.Target), cmp.Compare(a.Port, b.Port))
+	})
+	var (
+		insts   []discovery.Instance
+		dropped []discovery.Dropped
+	)
+	for _, r := range srvs {
+		id := fmt.Sprintf("%s:%d", r.Target, r.Port)
+		if r.Port == 0 {
+			dropped = append(dropped, discovery.Dropped{ID: id, Reason: errors.New("SRV record with port 0")})
+			continue
+		}
+		ips, err := s.net.LookupHost(ctx, r.Target)
 		if err != nil {
-			return resolver.State{}, fmt.Errorf("lbdns: lookup SRV %s: %w", r.target.host, err)
+			dropped = append(dropped, discovery.Dropped{ID: id, Reason: s.lookupError(err)})
+			continue
 		}
-		for _, s := range srvs {
-			if s.Port == 0 {
-				logger.Warningf("lbdns: SRV %s: dropping record %s with port 0", r.target.host, s.Target)
-				continue
-			}
-			ips, err := r.net.LookupHost(ctx, s.Target)
-			if err != nil {
-				logger.Warningf("lbdns: SRV %s: dropping target %s: %v", r.target.host, s.Target, err)
-				continue
-			}
-			for _, ip := range ips {
-				addr := net.JoinHostPort(ip, strconv.Itoa(int(s.Port)))
-				eps = append(eps, discovery.Endpoint(addr, discovery.Metadata{Weight: uint32(s.Weight)}))
-			}
+		slices.Sort(ips)
+		for _, ip := range ips {
+			addr := net.JoinHostPort(ip, strconv.Itoa(int(r.Port)))
+			insts = append(insts, discovery.Instance{ID: addr, Address: addr, Metadata: discovery.Metadata{Weight: uint32(r.Weight)}})
 		}
 	}
-	if len(eps) == 0 {
-		return resolver.State{}, fmt.Errorf("lbdns: %s: %w", r.target.host, ErrNoAddresses)
+	return insts, dropped, nil
+}
+
+// lookupError names the configured DNS server in err, where net names the
+// system's (the query went to the configured one).
+func (s *source) lookupError(err error) error {
+	var de *net.DNSError
+	if s.t.server != "" && errors.As(err, &de) {
+		c := *de
+		c.Server = s.t.server
+		return &c
 	}
-	return discovery.State(eps), nil
+	return err
 }
 
 // ErrNoAddresses is reported when a lookup succeeds but yields no usable
-// address; the last good addresses are kept.
-var ErrNoAddresses = errors.New("no addresses")
+// address; the failure policy applies (by default the last good addresses
+// are kept).
+var ErrNoAddresses = fmt.Errorf("no addresses: %w", discovery.ErrNoInstances)

@@ -16,7 +16,6 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/resolver"
 
@@ -31,7 +30,7 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv("LB_GOKIT_REGISTRAR"); spec != "" {
 		runGoKitRegistrar(spec)
 	}
-	goleak.VerifyTestMain(m)
+	resolvertest.VerifyTestMain(m)
 }
 
 const timeout = resolvertest.Timeout

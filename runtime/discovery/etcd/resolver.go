@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,11 +15,14 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
 )
 
+// defaultBuilder is the builder without options: the one the package
+// registers and Config.Spec uses, so that both share watches.
+var defaultBuilder = newBuilder()
+
 func init() {
-	resolver.Register(NewBuilder())
+	resolver.Register(discovery.NewBuilder(Scheme, defaultBuilder.parse))
 }
 
 // Option configures a Builder.
@@ -35,8 +41,17 @@ func WithListHook(f func(revision int64)) Option {
 }
 
 // NewBuilder returns a Builder of the etcd scheme, for grpc.WithResolvers.
-// The package registers one with default options when imported.
+// The package registers one with default options when imported; the
+// channels of a builder with options share watches among themselves only.
 func NewBuilder(opts ...Option) resolver.Builder {
+	b := newBuilder(opts...)
+	if len(opts) > 0 {
+		b.id = fmt.Sprintf("%p", b)
+	}
+	return discovery.NewBuilder(Scheme, b.parse)
+}
+
+func newBuilder(opts ...Option) *builder {
 	b := &builder{resync: ResyncInterval, onList: func(int64) {}}
 	for _, o := range opts {
 		o(b)
@@ -47,169 +62,175 @@ func NewBuilder(opts ...Option) resolver.Builder {
 type builder struct {
 	resync time.Duration
 	onList func(revision int64)
+	id     string // Key.Options: empty for the default builder
 }
 
-func (*builder) Scheme() string { return Scheme }
-
-// Build validates the target and starts the one goroutine that lists and
-// watches; it does not wait for etcd.
-func (b *builder) Build(rt resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
-	t, err := parseTarget(&rt.URL)
+func (b *builder) parse(u *url.URL) (discovery.Spec, error) {
+	t, err := parseTarget(u)
 	if err != nil {
-		return nil, err
+		return discovery.Spec{}, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &etcdResolver{b: b, t: t, cc: cc, ctx: ctx, cancel: cancel}
-	r.wg.Add(1)
-	go r.run()
-	return r, nil
+	return b.spec(t), nil
 }
 
-type etcdResolver struct {
-	b      *builder
+func (b *builder) spec(t target) discovery.Spec {
+	filters := ""
+	if n := securityID(t.sec); n > 0 {
+		// Clients with other TLS settings or credentials are other
+		// clients; the key only tells them apart, it shows nothing.
+		filters = "security=" + strconv.Itoa(n)
+	}
+	return discovery.Spec{
+		Key: discovery.Key{Scheme: Scheme, Registry: strings.Join(t.endpoints, ","), Service: t.prefix, Filters: filters, Options: b.id},
+		New: func() (discovery.Source, error) {
+			return &source{t: t, resync: b.resync, onList: b.onList}, nil
+		},
+		Backoff: discovery.Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second},
+	}
+}
+
+// Spec returns the watch of service's prefix.
+func (c Config) Spec(service, registry string) (discovery.Spec, error) {
+	t, err := c.target(service, registry)
+	if err != nil {
+		return discovery.Spec{}, err
+	}
+	return defaultBuilder.spec(t), nil
+}
+
+var (
+	securityMu  sync.Mutex
+	securityIDs = map[security]int{security{}: 0}
+)
+
+// securityID numbers the distinct security settings of the process.
+func securityID(s security) int {
+	securityMu.Lock()
+	defer securityMu.Unlock()
+	n, ok := securityIDs[s]
+	if !ok {
+		n = len(securityIDs)
+		securityIDs[s] = n
+	}
+	return n
+}
+
+// source lists the prefix, then watches it from the next revision; on a
+// compaction it lists again at once, on any other watch error it returns
+// (the loop backs off), and it lists again every resync interval in case
+// an event was lost.
+type source struct {
 	t      target
-	cc     resolver.ClientConn
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	resync time.Duration
+	onList func(revision int64)
 
-	// Owned by the run goroutine.
-	client    *clientv3.Client
-	entries   map[string]resolver.Endpoint // key -> endpoint
-	last      resolver.State
-	published bool
+	client *clientv3.Client // made by the first Watch; closed by Close
 }
 
-// ResolveNow does nothing: the watch delivers every change.
-func (r *etcdResolver) ResolveNow(resolver.ResolveNowOptions) {}
-
-// Close stops the watch and waits for it to end.
-func (r *etcdResolver) Close() {
-	r.cancel()
-	r.wg.Wait()
+// Close closes the etcd client.
+func (s *source) Close() {
+	if s.client != nil {
+		s.client.Close()
+	}
 }
 
 var errWatchClosed = errors.New("watch channel closed")
 
-func (r *etcdResolver) run() {
-	defer r.wg.Done()
-	for failures := 0; ; {
-		err := r.connect()
-		if err == nil {
-			var rev int64
-			if rev, err = r.list(); err == nil {
-				failures = 0
-				err = r.watch(rev + 1)
-			}
+func (s *source) Watch(ctx context.Context, u discovery.Updates) error {
+	if s.client == nil {
+		c, err := newClient(ctx, s.t.endpoints, s.t.sec)
+		if err != nil {
+			return err
 		}
-		if r.ctx.Err() != nil {
-			break
+		s.client = c
+	}
+	for {
+		rev, err := s.list(ctx, u)
+		if err != nil {
+			return err
 		}
-		if errors.Is(err, rpctypes.ErrCompacted) {
+		err = s.watch(ctx, u, rev+1)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, rpctypes.ErrCompacted):
 			// The revision we watched from is gone: list again at once.
-			logger.Infof("etcd: %s: %v; listing again", r.t.prefix, err)
+			logger.Infof("etcd: %s: %v; listing again", s.t.prefix, err)
+		case err != nil:
+			return err
+		}
+	}
+}
+
+// list reads every instance under the prefix, sends them, and returns the
+// revision of the read.
+func (s *source) list(ctx context.Context, u discovery.Updates) (int64, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	resp, err := s.client.Get(ctx, s.t.prefix+"/", clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("etcd: %s: list: %w", s.t.prefix, err)
+	}
+	insts := make([]discovery.Instance, 0, len(resp.Kvs))
+	var dropped []discovery.Dropped
+	for _, kv := range resp.Kvs {
+		inst, err := instance(kv.Key, kv.Value)
+		if err != nil {
+			dropped = append(dropped, discovery.Dropped{ID: string(kv.Key), Reason: err})
 			continue
 		}
-		if err != nil {
-			// Keep the last good state: the balancer keeps using it.
-			r.cc.ReportError(fmt.Errorf("etcd: %s: %w", r.t.prefix, err))
-			if !retry.Sleep(r.ctx, backoff(failures)) {
-				break
-			}
-			failures++
-		}
+		insts = append(insts, inst)
 	}
-	if r.client != nil {
-		r.client.Close()
-	}
-}
-
-func (r *etcdResolver) connect() error {
-	if r.client != nil {
-		return nil
-	}
-	c, err := newClient(r.ctx, r.t.endpoints, r.t.sec)
-	if err != nil {
-		return err
-	}
-	r.client = c
-	return nil
-}
-
-// list reads every instance under the prefix, publishes them, and returns
-// the revision of the read.
-func (r *etcdResolver) list() (int64, error) {
-	ctx, cancel := withTimeout(r.ctx)
-	defer cancel()
-	resp, err := r.client.Get(ctx, r.t.prefix+"/", clientv3.WithPrefix())
-	if err != nil {
-		return 0, fmt.Errorf("list: %w", err)
-	}
-	r.entries = map[string]resolver.Endpoint{}
-	for _, kv := range resp.Kvs {
-		r.put(string(kv.Key), kv.Value)
-	}
-	r.publish()
-	r.b.onList(resp.Header.Revision)
+	u.Reset(insts, dropped)
+	u.Flush()
+	s.onList(resp.Header.Revision)
 	return resp.Header.Revision, nil
 }
 
-// put records the instance of one key, or drops the key if its value is
-// invalid.
-func (r *etcdResolver) put(key string, value []byte) {
+// instance reads the instance of one key.
+func instance(key, value []byte) (discovery.Instance, error) {
 	addr, md, err := parseValue(value)
 	if err != nil {
-		delete(r.entries, key)
-		logger.Warningf("etcd: dropping %s: %v", key, err)
-		return
+		return discovery.Instance{}, err
 	}
-	r.entries[key] = discovery.Endpoint(addr, md)
+	return discovery.Instance{ID: string(key), Address: addr, Metadata: md}, nil
 }
 
-func (r *etcdResolver) publish() {
-	eps := make([]resolver.Endpoint, 0, len(r.entries))
-	for _, ep := range r.entries {
-		eps = append(eps, ep)
-	}
-	state := discovery.State(eps)
-	if r.published && discovery.EqualStates(r.last, state) {
-		return
-	}
-	r.last, r.published = state, true
-	_ = r.cc.UpdateState(state)
-}
-
-// watch applies the changes after revision rev until the watch fails (the
+// watch sends the changes after revision rev until the watch fails (the
 // error says why) or it is time to re-read the prefix (nil).
-func (r *etcdResolver) watch(rev int64) error {
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(r.ctx))
+func (s *source) watch(ctx context.Context, u discovery.Updates, rev int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := r.client.Watch(ctx, r.t.prefix+"/", clientv3.WithPrefix(), clientv3.WithRev(rev))
-	resync := time.NewTimer(r.b.resync)
+	wch := s.client.Watch(wctx, s.t.prefix+"/", clientv3.WithPrefix(), clientv3.WithRev(rev))
+	resync := time.NewTimer(s.resync)
 	defer resync.Stop()
 	for {
 		select {
-		case <-r.ctx.Done():
+		case <-ctx.Done():
 			return nil
 		case <-resync.C:
 			return nil
 		case wr, ok := <-wch:
 			if !ok {
-				return errWatchClosed
+				return fmt.Errorf("etcd: %s: %w", s.t.prefix, errWatchClosed)
 			}
 			if err := wr.Err(); err != nil {
-				return fmt.Errorf("watch from revision %d: %w", rev, err)
+				return fmt.Errorf("etcd: %s: watch from revision %d: %w", s.t.prefix, rev, err)
 			}
 			for _, ev := range wr.Events {
 				switch ev.Type {
 				case clientv3.EventTypePut:
-					r.put(string(ev.Kv.Key), ev.Kv.Value)
+					if inst, err := instance(ev.Kv.Key, ev.Kv.Value); err != nil {
+						u.Drop(discovery.Dropped{ID: string(ev.Kv.Key), Reason: err})
+					} else {
+						u.Put(inst)
+					}
 				case clientv3.EventTypeDelete:
-					delete(r.entries, string(ev.Kv.Key))
+					u.Delete(string(ev.Kv.Key))
 				}
 			}
 			if len(wr.Events) > 0 {
-				r.publish()
+				u.Flush()
 			}
 		}
 	}

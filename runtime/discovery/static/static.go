@@ -10,8 +10,10 @@
 package static
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"google.golang.org/grpc/resolver"
@@ -23,7 +25,7 @@ import (
 const Scheme = "static"
 
 func init() {
-	resolver.Register(builder{})
+	resolver.Register(NewBuilder())
 }
 
 // Config is the static backend of (lb.service).discovery.
@@ -35,54 +37,76 @@ type Config struct {
 // Target returns "static:///<addresses>". A non-empty registry is a
 // comma-separated address list that replaces c.Addresses.
 func (c Config) Target(_, registry string) (string, error) {
-	list := strings.Join(c.Addresses, ",")
-	if registry != "" {
-		list = registry
-	}
+	list := c.list(registry)
 	if _, err := parseList(list); err != nil {
 		return "", err
 	}
 	return Scheme + ":///" + list, nil
 }
 
+// Spec returns the watch of c's addresses.
+func (c Config) Spec(_, registry string) (discovery.Spec, error) {
+	return spec(c.list(registry))
+}
+
+func (c Config) list(registry string) string {
+	if registry != "" {
+		return registry
+	}
+	return strings.Join(c.Addresses, ",")
+}
+
 // parseList parses a comma-separated address list; every address must be
 // valid and there must be at least one.
-func parseList(list string) ([]resolver.Endpoint, error) {
+func parseList(list string) ([]discovery.Instance, error) {
 	if list == "" {
 		return nil, errors.New("static: no addresses")
 	}
-	var eps []resolver.Endpoint
+	var insts []discovery.Instance
 	for i, s := range strings.Split(list, ",") {
 		addr, err := discovery.ParseAddress(strings.TrimSpace(s))
 		if err != nil {
 			return nil, fmt.Errorf("static: address %d: %w", i+1, err)
 		}
-		eps = append(eps, discovery.Endpoint(addr, discovery.Metadata{}))
+		insts = append(insts, discovery.Instance{ID: addr, Address: addr})
 	}
-	return eps, nil
+	return insts, nil
 }
 
-type builder struct{}
-
-func (builder) Scheme() string { return Scheme }
-
-// Build publishes the target's addresses once. A bad address fails Build
-// with an error that names it.
-func (builder) Build(t resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
-	if t.URL.Host != "" {
-		return nil, fmt.Errorf("static: target %q: authority %q not supported, use static:///host:port,...", t.URL.String(), t.URL.Host)
-	}
-	eps, err := parseList(t.Endpoint())
+func spec(list string) (discovery.Spec, error) {
+	insts, err := parseList(list)
 	if err != nil {
-		return nil, err
+		return discovery.Spec{}, err
 	}
-	// An error here is the balancer rejecting the list; it asks for a new
-	// one with ResolveNow, and a static list has no other to give.
-	_ = cc.UpdateState(discovery.State(eps))
-	return nopResolver{}, nil
+	return discovery.Spec{
+		Key: discovery.Key{Scheme: Scheme, Service: list},
+		New: func() (discovery.Source, error) { return source(insts), nil },
+	}, nil
 }
 
-type nopResolver struct{}
+// NewBuilder returns a Builder of the static scheme, for
+// grpc.WithResolvers. The package registers one when imported.
+func NewBuilder() resolver.Builder {
+	return discovery.NewBuilder(Scheme, func(u *url.URL) (discovery.Spec, error) {
+		shown := discovery.Redact(u)
+		switch {
+		case u.User != nil:
+			return discovery.Spec{}, fmt.Errorf("static: target %q: user info is not allowed in a target", shown)
+		case u.Host != "":
+			return discovery.Spec{}, fmt.Errorf("static: target %q: authority %q not supported, use static:///host:port,...", shown, u.Host)
+		case u.RawQuery != "":
+			return discovery.Spec{}, fmt.Errorf("static: target %q: query parameters are not supported (only onfailure, maxstale, fallback)", shown)
+		}
+		return spec(strings.TrimPrefix(u.Path, "/"))
+	})
+}
 
-func (nopResolver) ResolveNow(resolver.ResolveNowOptions) {}
-func (nopResolver) Close()                                {}
+// source publishes its instances once and holds them.
+type source []discovery.Instance
+
+func (s source) Watch(ctx context.Context, u discovery.Updates) error {
+	u.Reset(s, nil)
+	u.Flush()
+	<-ctx.Done()
+	return nil
+}

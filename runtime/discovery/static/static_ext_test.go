@@ -2,11 +2,11 @@ package static_test
 
 import (
 	"context"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"net"
 	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -15,7 +15,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { resolvertest.VerifyTestMain(m) }
 
 // TestPlainGRPCClient checks that importing the package makes the static
 // scheme work with grpc.NewClient, without generated code.

@@ -1,0 +1,236 @@
+package discovery
+
+import (
+	"fmt"
+	"net/url"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/resolver"
+)
+
+// DefaultLinger is how long a watch keeps running after its last channel
+// closed, so that a channel going idle and back, or a client closed and
+// made again, finds the last state at once and does not churn the
+// registry.
+const DefaultLinger = 30 * time.Second
+
+// hub holds the running watches of the process, one per Key, reference
+// counted by the channels that subscribe to them.
+type hub struct {
+	clock  clock
+	linger time.Duration
+
+	mu      sync.Mutex
+	watches map[Key]*hubWatch
+}
+
+type hubWatch struct {
+	*watch
+	refs   int
+	linger stopper // running while refs is 0
+}
+
+var defaultHub = &hub{clock: realClock{}, linger: DefaultLinger, watches: map[Key]*hubWatch{}}
+
+// subscribe joins the watch of spec, starting it if there is none, and
+// returns the channel's resolver. The channel gets the watch's last state
+// at once.
+func (h *hub) subscribe(spec Spec, cc resolver.ClientConn) *subscriber {
+	h.mu.Lock()
+	hw := h.watches[spec.Key]
+	if hw == nil {
+		hw = &hubWatch{watch: newWatch(spec, h.clock)}
+		h.watches[spec.Key] = hw
+		hw.start()
+	}
+	hw.refs++
+	if hw.linger != nil {
+		hw.linger.Stop()
+		hw.linger = nil
+	}
+	h.mu.Unlock()
+	s := &subscriber{w: hw.watch, h: h, cc: cc}
+	hw.subscribe(s)
+	return s
+}
+
+// release removes s; the watch stops after the linger if s was its last
+// subscriber.
+func (h *hub) release(s *subscriber) {
+	s.w.unsubscribe(s)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hw := h.watches[s.w.key]
+	if hw == nil || hw.watch != s.w {
+		return
+	}
+	if hw.refs--; hw.refs > 0 {
+		return
+	}
+	hw.linger = h.clock.AfterFunc(h.linger, func() {
+		h.mu.Lock()
+		if hw.refs > 0 || h.watches[hw.key] != hw {
+			h.mu.Unlock()
+			return
+		}
+		delete(h.watches, hw.key)
+		h.mu.Unlock()
+		hw.stop()
+	})
+}
+
+// closeIdle stops every watch that has no subscriber now, and waits.
+func (h *hub) closeIdle() {
+	h.mu.Lock()
+	var idle []*hubWatch
+	for k, hw := range h.watches {
+		if hw.refs == 0 {
+			if hw.linger != nil {
+				hw.linger.Stop()
+			}
+			delete(h.watches, k)
+			idle = append(idle, hw)
+		}
+	}
+	h.mu.Unlock()
+	for _, hw := range idle {
+		hw.stop()
+	}
+}
+
+// CloseIdleWatches stops every watch that no channel uses any more, without
+// waiting for its linger to end, and waits for them to stop. Call it at the
+// end of a program or a test (before goleak checks) that closed its
+// clients.
+func CloseIdleWatches() { defaultHub.closeIdle() }
+
+// WatchInfo describes one running watch.
+type WatchInfo struct {
+	// Key identifies it.
+	Key Key
+	// Subscribers is the number of channels it feeds.
+	Subscribers int
+	// Instances is the number of instances it holds.
+	Instances int
+}
+
+// Watches returns the watches running in the process, sorted by key: one
+// per registry, service, filters and failure policy, however many channels
+// resolve them.
+func Watches() []WatchInfo {
+	h := defaultHub
+	h.mu.Lock()
+	var out []WatchInfo
+	for k, hw := range h.watches {
+		out = append(out, WatchInfo{Key: k, Subscribers: hw.refs})
+	}
+	ws := make([]*hubWatch, 0, len(out))
+	for _, hw := range h.watches {
+		ws = append(ws, hw)
+	}
+	h.mu.Unlock()
+	out = out[:0]
+	for _, hw := range ws {
+		hw.mu.Lock()
+		n := hw.set.len()
+		subs := len(hw.subs)
+		hw.mu.Unlock()
+		out = append(out, WatchInfo{Key: hw.key, Subscribers: subs, Instances: n})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Key.String()+out[i].Key.Policy < out[j].Key.String()+out[j].Key.Policy
+	})
+	return out
+}
+
+// NewBuilder returns the resolver.Builder of a scheme: parse turns a
+// target into the Spec of its watch, and every channel whose target gives
+// an equal Key shares that watch. The failure policy parameters
+// ("onfailure", "maxstale", "fallback") are taken out of the target's
+// query before parse sees it, and override the policy parse returns.
+func NewBuilder(scheme string, parse func(u *url.URL) (Spec, error)) resolver.Builder {
+	return &urlBuilder{scheme: scheme, parse: parse}
+}
+
+type urlBuilder struct {
+	scheme string
+	parse  func(u *url.URL) (Spec, error)
+}
+
+func (b *urlBuilder) Scheme() string { return b.scheme }
+
+func (b *urlBuilder) Build(t resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+	u := t.URL
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("%s: target %q: bad query", b.scheme, Redact(&t.URL))
+	}
+	p, found, err := splitPolicy(q)
+	if err != nil {
+		return nil, fmt.Errorf("%s: target %q: %w", b.scheme, Redact(&t.URL), err)
+	}
+	u.RawQuery = q.Encode()
+	spec, err := b.parse(&u)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		spec.Policy = p
+	}
+	return Subscribe(spec, cc)
+}
+
+// Subscribe returns a resolver that feeds cc from the shared watch of
+// spec. Builders call it.
+func Subscribe(spec Spec, cc resolver.ClientConn) (resolver.Resolver, error) {
+	if err := spec.Policy.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", spec.Key, err)
+	}
+	spec.Key.Policy = spec.Policy.String()
+	return defaultHub.subscribe(spec, cc), nil
+}
+
+// SpecBuilder returns a resolver.Builder of scheme that builds every
+// channel's resolver from spec, whatever its target says; a Config hands
+// it to grpc.WithResolvers so that its settings reach the watch as typed
+// values.
+func SpecBuilder(scheme string, spec Spec) resolver.Builder {
+	return specBuilder{scheme: scheme, spec: spec}
+}
+
+type specBuilder struct {
+	scheme string
+	spec   Spec
+}
+
+func (b specBuilder) Scheme() string { return b.scheme }
+
+func (b specBuilder) Build(_ resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+	return Subscribe(b.spec, cc)
+}
+
+// Redact returns u without its user info and query, either of which could
+// hold a secret, for errors and logs.
+func Redact(u *url.URL) string {
+	s := u.Scheme + "://" + u.Host + u.Path
+	if u.Opaque != "" {
+		s = u.Scheme + ":" + u.Opaque
+	}
+	return s
+}
+
+// clock is the time the loop and the hub read; tests replace it.
+type clock interface {
+	Now() time.Time
+	AfterFunc(d time.Duration, f func()) stopper
+}
+
+type stopper interface{ Stop() bool }
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+func (realClock) AfterFunc(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }

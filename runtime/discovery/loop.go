@@ -1,0 +1,438 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/grpclog"
+	"google.golang.org/grpc/resolver"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
+)
+
+var logger = grpclog.Component("lb-discovery")
+
+// maxDropLines is how many dropped entries one flush logs one by one; the
+// rest are summed up in one line.
+const maxDropLines = 5
+
+// watch is the one loop every backend shares: it runs one Source, turns
+// what it sends into the state the channels see, applies the failure
+// policy, and hands the result to every subscriber.
+type watch struct {
+	key   Key
+	spec  Spec
+	clock clock
+
+	ctx        context.Context
+	cancel     context.CancelFunc
+	done       chan struct{}
+	resolveNow chan struct{}
+
+	// mu guards the state below and serialises what subscribers are given.
+	mu         sync.Mutex
+	stopped    bool
+	source     Source // once New succeeded
+	set        *instanceSet
+	reset      bool                // a Reset since the last Flush
+	dirty      bool                // a change since the last Flush
+	dropped    map[string]string   // ID -> reason, of entries dropped as invalid
+	dropLog    []Dropped           // dropped since the last Flush, to log
+	good       []resolver.Endpoint // the last good set; nil before the first
+	badSince   time.Time           // when the registry stopped giving a good set; zero while it does
+	expiry     stopper             // the failure policy's timer
+	flushes    int                 // Flushes since the last watch error
+	view       view
+	subs       map[*subscriber]struct{}
+	lastErrMsg string
+}
+
+// view is what the subscribers are given: the state to publish and the
+// error to report, each with a version so that each subscriber gets each
+// once and in order.
+type view struct {
+	stateVer uint64
+	state    *resolver.State // nil until there is something to publish
+	errVer   uint64
+	err      error // nil while the registry gives a good set
+}
+
+func newWatch(spec Spec, c clock) *watch {
+	ctx, cancel := context.WithCancel(context.Background())
+	if spec.Backoff.Base == 0 {
+		spec.Backoff.Base = DefaultBackoff.Base
+	}
+	if spec.Backoff.Max == 0 {
+		spec.Backoff.Max = DefaultBackoff.Max
+	}
+	return &watch{
+		key:        spec.Key,
+		spec:       spec,
+		clock:      c,
+		ctx:        ctx,
+		cancel:     cancel,
+		done:       make(chan struct{}),
+		resolveNow: make(chan struct{}, 1),
+		set:        newInstanceSet(),
+		dropped:    map[string]string{},
+		subs:       map[*subscriber]struct{}{},
+	}
+}
+
+func (w *watch) start() { go w.run() }
+
+// stop ends the watch and waits for it.
+func (w *watch) stop() {
+	w.cancel()
+	<-w.done
+	w.mu.Lock()
+	w.stopped = true
+	if w.expiry != nil {
+		w.expiry.Stop()
+	}
+	w.mu.Unlock()
+}
+
+func (w *watch) run() {
+	defer close(w.done)
+	var src Source
+	for failures := 0; ; failures++ {
+		if src == nil {
+			var err error
+			if src, err = w.spec.New(); err != nil {
+				w.fail(err)
+			} else {
+				w.mu.Lock()
+				w.source = src
+				w.mu.Unlock()
+			}
+		}
+		if src != nil {
+			err := src.Watch(w.ctx, (*updates)(w))
+			if w.ctx.Err() != nil {
+				break
+			}
+			if err == nil {
+				err = errors.New("watch ended")
+			}
+			w.fail(err)
+			w.mu.Lock()
+			if w.flushes > 0 {
+				failures = 0
+			}
+			w.flushes = 0
+			w.mu.Unlock()
+		}
+		if !retry.Sleep(w.ctx, retry.Backoff(failures, w.spec.Backoff.Base, w.spec.Backoff.Max)) {
+			break
+		}
+	}
+	if c, ok := src.(Closer); ok {
+		c.Close()
+	}
+}
+
+// updates is the Updates side of a watch.
+type updates watch
+
+func (u *updates) Reset(insts []Instance, dropped []Dropped) {
+	w := (*watch)(u)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.set = newInstanceSet()
+	w.reset, w.dirty = true, true
+	old := w.dropped
+	w.dropped = map[string]string{}
+	for _, d := range dropped {
+		w.drop(d, old)
+	}
+	for _, inst := range insts {
+		w.put(inst, old)
+	}
+}
+
+func (u *updates) Put(inst Instance) {
+	w := (*watch)(u)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.put(inst, w.dropped)
+}
+
+func (u *updates) Delete(id string) {
+	w := (*watch)(u)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.dropped, id)
+	if w.set.delete(id) {
+		w.dirty = true
+	}
+}
+
+func (u *updates) Drop(d Dropped) {
+	w := (*watch)(u)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.drop(d, w.dropped)
+	if w.set.delete(d.ID) {
+		w.dirty = true
+	}
+}
+
+func (u *updates) Fail(err error) { (*watch)(u).fail(err) }
+
+func (u *updates) ResolveNow() <-chan struct{} { return u.resolveNow }
+
+func (u *updates) Flush() {
+	w := (*watch)(u)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.flushes++
+	w.logDrops()
+	if w.set.len() == 0 {
+		err := ErrNoInstances
+		if r, ok := w.src().(NoInstancesReporter); ok {
+			err = r.NoInstances()
+		}
+		if len(w.dropped) > 0 {
+			err = fmt.Errorf("%w: every entry (%d) was dropped as invalid", ErrNoInstances, len(w.dropped))
+		}
+		w.reset, w.dirty = false, false
+		w.failLocked(err)
+		return
+	}
+	if !w.dirty && w.badSince.IsZero() {
+		return
+	}
+	eps := w.set.endpoints()
+	if w.reset && w.badSince.IsZero() && equalEndpoints(eps, w.good) {
+		w.reset, w.dirty = false, false
+		return
+	}
+	w.reset, w.dirty = false, false
+	w.good = eps
+	w.recover()
+	w.publish(eps)
+}
+
+func (w *watch) src() Source { return w.source }
+
+// put records inst, or drops it when its address is not valid. Callers
+// hold mu.
+func (w *watch) put(inst Instance, dropped map[string]string) {
+	addr, err := ParseAddress(inst.Address)
+	if err != nil {
+		w.drop(Dropped{ID: inst.ID, Reason: err}, dropped)
+		if w.set.delete(inst.ID) {
+			w.dirty = true
+		}
+		return
+	}
+	delete(w.dropped, inst.ID)
+	inst.Address = addr
+	if w.set.put(inst) {
+		w.dirty = true
+	}
+}
+
+// drop records that an entry is invalid, to log it if its reason is new.
+func (w *watch) drop(d Dropped, old map[string]string) {
+	reason := d.Reason.Error()
+	if old[d.ID] != reason {
+		w.dropLog = append(w.dropLog, d)
+	}
+	w.dropped[d.ID] = reason
+}
+
+// logDrops logs the entries dropped since the last flush: the first few
+// one by one, the rest summed up, so that a registry full of bad values
+// cannot flood the log; an entry is logged again only when its reason
+// changes.
+func (w *watch) logDrops() {
+	for i, d := range w.dropLog {
+		if i == maxDropLines {
+			logger.Warningf("%s: and %d more entries dropped as invalid (%d in all now)", w.key, len(w.dropLog)-i, len(w.dropped))
+			break
+		}
+		logger.Warningf("%s: dropping %s: %v", w.key, d.ID, d.Reason)
+	}
+	w.dropLog = w.dropLog[:0]
+}
+
+// fail applies the failure policy to err: the registry cannot be reached
+// or gave no valid instance.
+func (w *watch) fail(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failLocked(err)
+}
+
+func (w *watch) failLocked(err error) {
+	if w.stopped {
+		return
+	}
+	err = fmt.Errorf("%s: %w", w.key, err)
+	now := w.clock.Now()
+	first := w.badSince.IsZero()
+	if first {
+		w.badSince = now
+	}
+	p := w.spec.Policy
+	switch {
+	case p.Mode == FailFast:
+		w.publish(nil)
+	case p.Mode == StaticFallback && (w.good == nil || p.MaxStaleness == 0 || now.Sub(w.badSince) >= p.MaxStaleness):
+		w.publishFallback()
+	case p.Mode == KeepLastGood && w.good != nil && p.MaxStaleness > 0 && now.Sub(w.badSince) >= p.MaxStaleness:
+		w.publish(nil)
+	case first && w.good != nil && p.MaxStaleness > 0:
+		w.expiry = w.clock.AfterFunc(p.MaxStaleness, w.expire)
+	}
+	w.report(err)
+}
+
+// expire ends keeping the last good set when MaxStaleness is over.
+func (w *watch) expire() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped || w.badSince.IsZero() {
+		return
+	}
+	err := fmt.Errorf("%s: no good answer from the registry for %v", w.key, w.spec.Policy.MaxStaleness)
+	if w.spec.Policy.Mode == StaticFallback {
+		w.publishFallback()
+	} else {
+		w.publish(nil)
+	}
+	w.report(err)
+}
+
+// recover ends a failure: the registry gives a good set again.
+func (w *watch) recover() {
+	if w.badSince.IsZero() {
+		return
+	}
+	w.badSince = time.Time{}
+	if w.expiry != nil {
+		w.expiry.Stop()
+		w.expiry = nil
+	}
+	w.lastErrMsg = ""
+	w.view.err = nil
+}
+
+func (w *watch) publishFallback() {
+	eps := make([]resolver.Endpoint, 0, len(w.spec.Policy.Fallback))
+	for _, a := range w.spec.Policy.Fallback {
+		addr, _ := ParseAddress(a) // checked by Validate
+		eps = append(eps, Endpoint(addr, Metadata{}))
+	}
+	w.publish(eps)
+}
+
+// publish hands eps (nil: none, calls fail) to every subscriber. Callers
+// hold mu, which keeps the subscribers' updates in order.
+func (w *watch) publish(eps []resolver.Endpoint) {
+	if w.view.state != nil && equalEndpoints(w.view.state.Endpoints, eps) && (eps != nil) == (w.view.state.Endpoints != nil) {
+		return
+	}
+	s := stateOf(eps)
+	if eps == nil {
+		s.Endpoints = []resolver.Endpoint{}
+	}
+	w.view.state = &s
+	w.view.stateVer++
+	w.deliver()
+}
+
+// report tells the subscribers err, once for as long as it stays the same.
+func (w *watch) report(err error) {
+	if msg := err.Error(); msg != w.lastErrMsg {
+		w.lastErrMsg = msg
+		w.view.err = err
+		w.view.errVer++
+		logger.Infof("%v", err)
+		w.deliver()
+	}
+}
+
+func (w *watch) deliver() {
+	v := w.view
+	for s := range w.subs {
+		s.deliver(v)
+	}
+}
+
+// subscribe adds s and gives it the current view at once.
+func (w *watch) subscribe(s *subscriber) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.subs[s] = struct{}{}
+	s.deliver(w.view)
+}
+
+func (w *watch) unsubscribe(s *subscriber) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.subs, s)
+}
+
+// requestResolve passes a channel's ResolveNow to a polling source; it
+// never blocks.
+func (w *watch) requestResolve() {
+	select {
+	case w.resolveNow <- struct{}{}:
+	default:
+	}
+}
+
+// subscriber is one channel's resolver: it takes what its watch publishes.
+type subscriber struct {
+	w  *watch
+	h  *hub
+	cc resolver.ClientConn
+
+	mu       sync.Mutex
+	closed   bool
+	stateVer uint64
+	errVer   uint64
+}
+
+// deliver gives v's state and error to the channel, if it has not had them.
+func (s *subscriber) deliver(v view) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if v.state != nil && v.stateVer > s.stateVer {
+		s.stateVer = v.stateVer
+		if err := s.cc.UpdateState(*v.state); err != nil && len(v.state.Endpoints) > 0 {
+			// The balancer rejected the state: ask a polling source to
+			// look again, as grpc-go's dns resolver does.
+			s.w.requestResolve()
+		}
+	}
+	if v.err != nil && v.errVer > s.errVer {
+		s.errVer = v.errVer
+		s.cc.ReportError(v.err)
+	}
+}
+
+// ResolveNow asks a polling source to look again; it never blocks.
+func (s *subscriber) ResolveNow(resolver.ResolveNowOptions) { s.w.requestResolve() }
+
+// Close stops giving the channel updates; the watch stops when its last
+// subscriber has gone and a short linger has passed.
+func (s *subscriber) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.h.release(s)
+}

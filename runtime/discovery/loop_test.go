@@ -1,0 +1,472 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/experimental/balancer/weight"
+	"google.golang.org/grpc/resolver"
+)
+
+const timeout = 10 * time.Second
+
+// fakeClock is a clock whose time moves only when the test says.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	c       *fakeClock
+	at      time.Time
+	f       func()
+	stopped bool
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_000_000, 0)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) stopper {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{c: c, at: c.now.Add(d), f: f}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+func (t *fakeTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := !t.stopped
+	t.stopped = true
+	return was
+}
+
+// advance moves the time by d and runs the timers that are due, in this
+// goroutine.
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	var due []*fakeTimer
+	for _, t := range c.timers {
+		if !t.stopped && !t.at.After(c.now) {
+			t.stopped = true
+			due = append(due, t)
+		}
+	}
+	c.mu.Unlock()
+	for _, t := range due {
+		t.f()
+	}
+}
+
+// fakeSource runs what the test sends it.
+type fakeSource struct {
+	ops     chan func(Updates) error
+	watches atomic.Int32
+	closed  atomic.Bool
+}
+
+func newFakeSource() *fakeSource { return &fakeSource{ops: make(chan func(Updates) error)} }
+
+func (s *fakeSource) Watch(ctx context.Context, u Updates) error {
+	s.watches.Add(1)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case op := <-s.ops:
+			if err := op(u); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *fakeSource) Close() { s.closed.Store(true) }
+
+// do runs op in the watch, waiting until it is taken.
+func (s *fakeSource) do(t *testing.T, op func(Updates) error) {
+	t.Helper()
+	select {
+	case s.ops <- op:
+	case <-time.After(timeout):
+		t.Fatal("the source was not watching")
+	}
+}
+
+func (s *fakeSource) reset(t *testing.T, addrs ...string) {
+	t.Helper()
+	s.do(t, func(u Updates) error {
+		var insts []Instance
+		for _, a := range addrs {
+			insts = append(insts, Instance{ID: a, Address: a})
+		}
+		u.Reset(insts, nil)
+		u.Flush()
+		return nil
+	})
+}
+
+// recorder is a resolver.ClientConn that records the last state and every
+// error.
+type recorder struct {
+	resolver.ClientConn
+	mu      sync.Mutex
+	states  []resolver.State
+	errs    []error
+	changed chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
+
+func (r *recorder) UpdateState(s resolver.State) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.states = append(r.states, s)
+	close(r.changed)
+	r.changed = make(chan struct{})
+	if len(s.Endpoints) == 0 {
+		return errors.New("bad resolver state")
+	}
+	return nil
+}
+
+func (r *recorder) ReportError(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errs = append(r.errs, err)
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *recorder) wait(t *testing.T, what string, cond func(states []resolver.State, errs []error) bool) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		r.mu.Lock()
+		ok, ch := cond(r.states, r.errs), r.changed
+		r.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("%s: not within %v (states %v, errors %v)", what, timeout, r.addrs(), r.errors())
+		}
+	}
+}
+
+func (r *recorder) addrs() [][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out [][]string
+	for _, s := range r.states {
+		out = append(out, addrsOf(s))
+	}
+	return out
+}
+
+func (r *recorder) errors() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.errs)
+}
+
+func addrsOf(s resolver.State) []string {
+	out := []string{}
+	for _, ep := range s.Endpoints {
+		out = append(out, ep.Addresses[0].Addr)
+	}
+	return out
+}
+
+func (r *recorder) waitAddrs(t *testing.T, want ...string) {
+	t.Helper()
+	if want == nil {
+		want = []string{}
+	}
+	r.wait(t, fmt.Sprintf("state %v", want), func(states []resolver.State, _ []error) bool {
+		return len(states) > 0 && slices.Equal(addrsOf(states[len(states)-1]), want)
+	})
+}
+
+func (r *recorder) waitErr(t *testing.T, want string) {
+	t.Helper()
+	r.wait(t, "an error containing "+want, func(_ []resolver.State, errs []error) bool {
+		return len(errs) > 0 && strings.Contains(errs[len(errs)-1].Error(), want)
+	})
+}
+
+type testHub struct {
+	*hub
+	clock *fakeClock
+}
+
+func newTestHub(t *testing.T) testHub {
+	c := newFakeClock()
+	h := &hub{clock: c, linger: time.Minute, watches: map[Key]*hubWatch{}}
+	t.Cleanup(h.closeIdle)
+	return testHub{h, c}
+}
+
+func (h testHub) join(t *testing.T, spec Spec) *recorder {
+	t.Helper()
+	rec := newRecorder()
+	s := h.subscribe(spec, rec)
+	t.Cleanup(s.Close)
+	return rec
+}
+
+func fakeSpec(src *fakeSource, p FailurePolicy) Spec {
+	return Spec{
+		Key:     Key{Scheme: "fake", Service: "svc", Policy: p.String()},
+		New:     func() (Source, error) { return src, nil },
+		Backoff: Backoff{Base: time.Millisecond, Max: time.Millisecond},
+		Policy:  p,
+	}
+}
+
+func TestOrderKeptDuplicatesResolvedByLowestID(t *testing.T) {
+	h := newTestHub(t)
+	src := newFakeSource()
+	rec := h.join(t, fakeSpec(src, FailurePolicy{}))
+	// Consul near or SRV priority order is kept; two IDs with one address
+	// publish it once with the lowest ID's metadata, whatever the order.
+	src.do(t, func(u Updates) error {
+		u.Reset([]Instance{
+			{ID: "k3", Address: "10.0.0.3:80"},
+			{ID: "k2", Address: "10.0.0.1:80", Metadata: Metadata{Weight: 7}},
+			{ID: "k1", Address: "10.0.0.1:80", Metadata: Metadata{Weight: 2}},
+			{ID: "k4", Address: "[::ffff:10.0.0.3]:80"}, // the same as k3
+		}, nil)
+		u.Flush()
+		return nil
+	})
+	rec.waitAddrs(t, "10.0.0.3:80", "10.0.0.1:80")
+	ep := rec.states[len(rec.states)-1].Endpoints[1]
+	if md, _ := MetadataOf(ep); md.Weight != 2 {
+		t.Errorf("duplicate address published with weight %d, want 2 (the lowest ID, k1)", md.Weight)
+	}
+	if w := weight.FromEndpoint(ep).Weight; w != 2 {
+		t.Errorf("grpc weight attribute = %d, want 2", w)
+	}
+	// Deleting the winner shows the other one; a new ID goes last.
+	src.do(t, func(u Updates) error {
+		u.Delete("k1")
+		u.Put(Instance{ID: "k0", Address: "10.0.0.9:80"})
+		u.Flush()
+		return nil
+	})
+	rec.waitAddrs(t, "10.0.0.3:80", "10.0.0.1:80", "10.0.0.9:80")
+	ep = rec.states[len(rec.states)-1].Endpoints[1]
+	if md, _ := MetadataOf(ep); md.Weight != 7 {
+		t.Errorf("after deleting k1, weight %d, want 7 (k2)", md.Weight)
+	}
+}
+
+func TestUnchangedPublishesNothingAndErrorsAreReportedOnce(t *testing.T) {
+	h := newTestHub(t)
+	src := newFakeSource()
+	rec := h.join(t, fakeSpec(src, FailurePolicy{}))
+	src.reset(t, "10.0.0.1:80", "10.0.0.2:80")
+	rec.waitAddrs(t, "10.0.0.1:80", "10.0.0.2:80")
+	src.reset(t, "10.0.0.1:80", "10.0.0.2:80")
+	src.do(t, func(u Updates) error {
+		u.Put(Instance{ID: "10.0.0.1:80", Address: "10.0.0.1:80"})
+		u.Flush()
+		return nil
+	})
+	src.do(t, func(u Updates) error { u.Fail(errors.New("acl")); return nil })
+	src.do(t, func(u Updates) error { u.Fail(errors.New("acl")); return nil })
+	rec.waitErr(t, "acl")
+	src.reset(t, "10.0.0.3:80")
+	rec.waitAddrs(t, "10.0.0.3:80")
+	if n := len(rec.states); n != 2 {
+		t.Errorf("published %d states, want 2: unchanged answers publish nothing", n)
+	}
+	if errs := rec.errors(); len(errs) != 1 {
+		t.Errorf("errors %v, want the same error reported once", errs)
+	}
+}
+
+func TestDroppedEntriesAreLeftOutAndNamed(t *testing.T) {
+	h := newTestHub(t)
+	src := newFakeSource()
+	rec := h.join(t, fakeSpec(src, FailurePolicy{}))
+	src.do(t, func(u Updates) error {
+		u.Reset([]Instance{{ID: "good", Address: "10.0.0.1:80"}, {ID: "bad", Address: "[1:2]:80"}}, nil)
+		u.Flush()
+		return nil
+	})
+	rec.waitAddrs(t, "10.0.0.1:80")
+	src.do(t, func(u Updates) error {
+		u.Reset([]Instance{{ID: "bad", Address: "999.1.1.1:80"}}, []Dropped{{ID: "worse", Reason: errors.New("bad JSON")}})
+		u.Flush()
+		return nil
+	})
+	rec.waitErr(t, "every entry (2) was dropped as invalid")
+	if got := addrsOf(rec.states[len(rec.states)-1]); !slices.Equal(got, []string{"10.0.0.1:80"}) {
+		t.Errorf("state %v after all entries went bad, want the last good one kept", got)
+	}
+}
+
+func TestFailurePolicies(t *testing.T) {
+	broken := errors.New("registry down")
+	for _, tc := range []struct {
+		name   string
+		policy FailurePolicy
+		// what the channel sees at once, and after 10s of failure
+		now, later []string
+	}{
+		{"keep last good", FailurePolicy{}, []string{"10.0.0.1:80"}, []string{"10.0.0.1:80"}},
+		{"keep for 5s", FailurePolicy{MaxStaleness: 5 * time.Second}, []string{"10.0.0.1:80"}, []string{}},
+		{"fail fast", FailurePolicy{Mode: FailFast}, []string{}, []string{}},
+		{"fallback", FailurePolicy{Mode: StaticFallback, Fallback: []string{"10.9.9.9:80"}}, []string{"10.9.9.9:80"}, []string{"10.9.9.9:80"}},
+		{"fallback after 5s", FailurePolicy{Mode: StaticFallback, MaxStaleness: 5 * time.Second, Fallback: []string{"10.9.9.9:80"}}, []string{"10.0.0.1:80"}, []string{"10.9.9.9:80"}},
+	} {
+		for _, failure := range []string{"unreachable", "empty", "all invalid"} {
+			t.Run(tc.name+"/"+failure, func(t *testing.T) {
+				h := newTestHub(t)
+				src := newFakeSource()
+				rec := h.join(t, fakeSpec(src, tc.policy))
+				src.reset(t, "10.0.0.1:80")
+				rec.waitAddrs(t, "10.0.0.1:80")
+				src.do(t, func(u Updates) error {
+					switch failure {
+					case "unreachable":
+						return broken
+					case "empty":
+						u.Reset(nil, nil)
+					default:
+						u.Reset(nil, []Dropped{{ID: "k", Reason: errors.New("bad")}})
+					}
+					u.Flush()
+					return nil
+				})
+				rec.wait(t, "an error", func(_ []resolver.State, errs []error) bool { return len(errs) > 0 })
+				rec.waitAddrs(t, tc.now...)
+				h.clock.advance(10 * time.Second)
+				rec.waitAddrs(t, tc.later...)
+				// Recovery is at once.
+				src.reset(t, "10.0.0.2:80")
+				rec.waitAddrs(t, "10.0.0.2:80")
+			})
+		}
+	}
+}
+
+func TestNoStateYetReportsTheError(t *testing.T) {
+	h := newTestHub(t)
+	spec := fakeSpec(nil, FailurePolicy{})
+	spec.New = func() (Source, error) { return nil, errors.New("no client") }
+	rec := h.join(t, spec)
+	rec.waitErr(t, "no client")
+	if len(rec.states) != 0 {
+		t.Errorf("published %v with no registry answer, want nothing", rec.addrs())
+	}
+}
+
+func TestOneWatchSharedAndLastStateReplayed(t *testing.T) {
+	h := newTestHub(t)
+	src := newFakeSource()
+	var made atomic.Int32
+	spec := fakeSpec(src, FailurePolicy{})
+	spec.New = func() (Source, error) { made.Add(1); return src, nil }
+	var subs []*subscriber
+	var recs []*recorder
+	for range 100 {
+		rec := newRecorder()
+		subs = append(subs, h.subscribe(spec, rec))
+		recs = append(recs, rec)
+	}
+	src.reset(t, "10.0.0.1:80")
+	for _, r := range recs {
+		r.waitAddrs(t, "10.0.0.1:80")
+	}
+	if n := made.Load(); n != 1 {
+		t.Errorf("100 channels made %d sources, want 1", n)
+	}
+	// Every channel gone: the watch lingers, and a channel that comes back
+	// gets the last state at once, from the same source.
+	for _, s := range subs {
+		s.Close()
+	}
+	rec := h.join(t, spec)
+	rec.waitAddrs(t, "10.0.0.1:80")
+	if n := made.Load(); n != 1 {
+		t.Errorf("a channel back within the linger made a new source (%d)", n)
+	}
+	// Past the linger with no channel, the watch stops and closes its
+	// source.
+	h2 := newTestHub(t)
+	src2 := newFakeSource()
+	s := h2.subscribe(fakeSpec(src2, FailurePolicy{}), newRecorder())
+	src2.reset(t, "10.0.0.1:80")
+	s.Close()
+	h2.clock.advance(time.Minute)
+	h2.mu.Lock()
+	n := len(h2.watches)
+	h2.mu.Unlock()
+	if n != 0 || !src2.closed.Load() {
+		t.Errorf("after the linger: %d watches, source closed %v; want 0 and closed", n, src2.closed.Load())
+	}
+}
+
+func TestWatchErrorsBackOffAndRetry(t *testing.T) {
+	h := newTestHub(t)
+	src := newFakeSource()
+	rec := h.join(t, fakeSpec(src, FailurePolicy{}))
+	src.reset(t, "10.0.0.1:80")
+	src.do(t, func(Updates) error { return errors.New("lost leader") })
+	rec.waitErr(t, "lost leader")
+	src.reset(t, "10.0.0.2:80")
+	rec.waitAddrs(t, "10.0.0.2:80")
+	if n := src.watches.Load(); n != 2 {
+		t.Errorf("Watch called %d times, want 2 (once more after the error)", n)
+	}
+}
+
+func TestTargetPolicyParams(t *testing.T) {
+	for _, tc := range []struct {
+		query, want string
+	}{
+		{"onfailure=failfast", ""},
+		{"onfailure=keep&maxstale=30s", ""},
+		{"onfailure=fallback&fallback=10.0.0.1:80,10.0.0.2:80", ""},
+		{"onfailure=never", `onfailure "never"`},
+		{"maxstale=-1s", `maxstale "-1s"`},
+		{"onfailure=fallback", "needs at least one"},
+		{"onfailure=fallback&fallback=nohost", "fallback address 1"},
+		{"onfailure=failfast&maxstale=1s", "does not apply"},
+	} {
+		q, _ := parseQuery(tc.query)
+		_, _, err := splitPolicy(q)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.query, err, tc.want)
+		}
+		if err == nil && len(q) != 0 {
+			t.Errorf("%s: left %v in the query", tc.query, q)
+		}
+	}
+}
+
+func parseQuery(s string) (map[string][]string, error) {
+	q, err := url.ParseQuery(s)
+	return q, err
+}
