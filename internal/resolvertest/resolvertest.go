@@ -6,6 +6,7 @@ package resolvertest
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -100,8 +101,25 @@ func (cc *ClientConn) Wait(t testing.TB, what string, cond func(states []resolve
 }
 
 // WaitAddrs waits until the last state's endpoints are exactly want, in
-// order.
+// any order (a source without an order of its own keeps its keys' order),
+// and returns that state with its endpoints sorted by address.
 func (cc *ClientConn) WaitAddrs(t testing.TB, want ...string) resolver.State {
+	t.Helper()
+	want = slices.Sorted(slices.Values(want))
+	s := cc.waitAddrs(t, want, func(s resolver.State) []string { return slices.Sorted(slices.Values(Addrs(s))) })
+	s.Endpoints = slices.Clone(s.Endpoints)
+	slices.SortFunc(s.Endpoints, func(a, b resolver.Endpoint) int { return strings.Compare(a.Addresses[0].Addr, b.Addresses[0].Addr) })
+	return s
+}
+
+// WaitAddrsInOrder waits until the last state's endpoints are exactly
+// want, in order.
+func (cc *ClientConn) WaitAddrsInOrder(t testing.TB, want ...string) resolver.State {
+	t.Helper()
+	return cc.waitAddrs(t, want, Addrs)
+}
+
+func (cc *ClientConn) waitAddrs(t testing.TB, want []string, addrs func(resolver.State) []string) resolver.State {
 	t.Helper()
 	var last resolver.State
 	cc.Wait(t, "state with endpoints ["+strings.Join(want, " ")+"]", func(states []resolver.State, _ []error) bool {
@@ -109,16 +127,7 @@ func (cc *ClientConn) WaitAddrs(t testing.TB, want ...string) resolver.State {
 			return false
 		}
 		last = states[len(states)-1]
-		got := Addrs(last)
-		if len(got) != len(want) {
-			return false
-		}
-		for i := range got {
-			if got[i] != want[i] {
-				return false
-			}
-		}
-		return true
+		return slices.Equal(addrs(last), want)
 	})
 	return last
 }

@@ -67,7 +67,7 @@ var (
 	// token may not read the service.
 	ErrFilteredByACLs = errors.New("consul: the answer is empty because of ACLs: the token may not read this service")
 	// ErrNoInstances: no instance passes its checks.
-	ErrNoInstances = errors.New("consul: no instance passes its health checks")
+	ErrNoInstances = fmt.Errorf("consul: no instance passes its health checks: %w", discovery.ErrNoInstances)
 )
 
 // Config is the Consul backend of (lb.service).discovery.
@@ -102,6 +102,27 @@ type Config struct {
 	// TTL, when set, adds a TTL check that the registrar passes every
 	// TTL/3.
 	TTL time.Duration
+
+	// GRPCUseTLS makes the registered gRPC health check connect with TLS,
+	// for a server that serves TLS. The agent verifies the server's
+	// certificate with the system roots, unless it runs with
+	// enable_agent_tls_for_checks = true: then with its own CA, its
+	// tls.internal_rpc.ca_file (tls.defaults.ca_file, or ca_file before
+	// Consul 1.12). The agent's settings are the agent's: a private CA
+	// reaches the check only through them (or TLSSkipVerify).
+	// Default false: the check uses plaintext.
+	GRPCUseTLS bool
+	// TLSServerName is the name the check verifies the server's
+	// certificate for, as the SNI of its handshake. Empty means the host
+	// of the instance's address, or, on an agent with
+	// enable_agent_tls_for_checks, the agent's server_name or node name:
+	// set it whenever the certificate is for a DNS name. Needs GRPCUseTLS.
+	TLSServerName string
+	// TLSSkipVerify makes the check accept any certificate: the
+	// connection is encrypted but the server is not authenticated. For a
+	// server whose certificate the agent cannot verify; prefer giving the
+	// agent the CA. Needs GRPCUseTLS. Default false.
+	TLSSkipVerify bool
 }
 
 // Target returns the consul target of c for service. A non-empty registry

@@ -7,7 +7,6 @@ package consul_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/url"
 	"os"
@@ -33,7 +32,15 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
 
-func TestMain(m *testing.M) { resolvertest.VerifyTestMain(m) }
+// testLogs holds every log line of the package's tests: the logger is set
+// once, before any test runs, so that no goroutine of one test races a
+// later change of it.
+var testLogs = &lockedBuffer{}
+
+func TestMain(m *testing.M) {
+	grpclog.SetLoggerV2(grpclog.NewLoggerV2WithVerbosity(testLogs, testLogs, testLogs, 99))
+	resolvertest.VerifyTestMain(m)
+}
 
 const timeout = resolvertest.Timeout
 
@@ -367,9 +374,7 @@ func TestACLs(t *testing.T) {
 	const sentinel = "5e9e1f3a-sentinel-management-token"
 	const wrong = "0bad0bad-sentinel-wrong-token"
 	a := startAgent(t, `acl { enabled = true default_policy = "deny" tokens { initial_management = "`+sentinel+`" } }`)
-	logs := &lockedBuffer{}
-	grpclog.SetLoggerV2(grpclog.NewLoggerV2WithVerbosity(logs, logs, logs, 99))
-	t.Cleanup(func() { grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, os.Stderr, os.Stderr)) })
+	logs := testLogs
 	var errs []error
 
 	t.Setenv("CONSUL_HTTP_TOKEN", sentinel)

@@ -195,9 +195,9 @@ func TestFailFastPublishesNoneAtOnce(t *testing.T) {
 	f := newFake(t, reply{index: 3, ports: []int{1}}, reply{index: 4}, reply{index: 5, hold: true})
 	cc := build(t, fakeTarget(f)+"?failfast=true", consul.WithRateLimit(1000, 10))
 	cc.WaitAddrs(t)
-	if errs := cc.Errors(); len(errs) != 0 {
-		t.Errorf("errors %v with failfast, want none", errs)
-	}
+	cc.Wait(t, "why reported", func(_ []resolver.State, errs []error) bool {
+		return len(errs) > 0 && errors.Is(errs[len(errs)-1], consul.ErrNoInstances)
+	})
 }
 
 func equal(a, b []uint64) bool {

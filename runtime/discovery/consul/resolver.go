@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -104,6 +106,11 @@ func (b *builder) spec(t target) discovery.Spec {
 	case t.grace > 0:
 		p.MaxStaleness = t.grace
 	}
+	// Channels with other ACL tokens see other answers: they get watches
+	// of their own. The key numbers the tokens, it never shows one.
+	if n := tokenID(b.token); n > 0 {
+		f.Set("token", strconv.Itoa(n))
+	}
 	return discovery.Spec{
 		Key: discovery.Key{Scheme: Scheme, Registry: t.addr, Service: t.service, Filters: f.Encode(), Options: b.id},
 		New: func() (discovery.Source, error) {
@@ -124,6 +131,28 @@ func (b *builder) spec(t target) discovery.Spec {
 		Backoff: discovery.Backoff{Base: 200 * time.Millisecond, Max: 30 * time.Second},
 		Policy:  p,
 	}
+}
+
+var (
+	tokenMu  sync.Mutex
+	tokenIDs = map[[2]string]int{{}: 0}
+)
+
+// tokenID numbers the distinct ACL tokens (token, else the environment's
+// token or token file) of the process.
+func tokenID(token string) int {
+	k := [2]string{token, ""}
+	if token == "" {
+		k = [2]string{os.Getenv("CONSUL_HTTP_TOKEN"), os.Getenv("CONSUL_HTTP_TOKEN_FILE")}
+	}
+	tokenMu.Lock()
+	defer tokenMu.Unlock()
+	n, ok := tokenIDs[k]
+	if !ok {
+		n = len(tokenIDs)
+		tokenIDs[k] = n
+	}
+	return n
 }
 
 // Spec returns the watch of service.

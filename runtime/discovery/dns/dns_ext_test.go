@@ -109,7 +109,7 @@ func TestARecordsRefresh(t *testing.T) {
 	cc := build(t, "lbdns:///svc.test:8080?refresh=10ms", f)
 
 	// The first state: de-duplicated, sorted endpoints.
-	s := cc.WaitAddrs(t, "10.0.0.1:8080", "10.0.0.2:8080")
+	s := cc.WaitAddrsInOrder(t, "10.0.0.1:8080", "10.0.0.2:8080")
 	if len(s.Addresses) != len(s.Endpoints) {
 		t.Errorf("state has %d Addresses for %d Endpoints, want both filled", len(s.Addresses), len(s.Endpoints))
 	}
@@ -160,17 +160,18 @@ func TestSRVDropsBadRecordsAndKeepsWeights(t *testing.T) {
 		f.hosts["a.test."] = []string{"10.0.0.1"}
 		f.hosts["b.test."] = []string{"10.0.0.2", "fd00::2"}
 		f.srvs = []*net.SRV{
-			{Target: "a.test.", Port: 9000, Weight: 5},
+			{Target: "a.test.", Port: 9000, Weight: 5, Priority: 2},
 			{Target: "gone.test.", Port: 9000},      // does not resolve: dropped
 			{Target: "b.test.", Port: 0, Weight: 1}, // port 0: dropped
-			{Target: "b.test.", Port: 9001, Weight: 2},
+			{Target: "b.test.", Port: 9001, Weight: 2, Priority: 1},
 		}
 	})
 	cc := build(t, "lbdns://127.0.0.1:8600/svc.service.consul?record=srv", f)
-	s := cc.WaitAddrs(t, "10.0.0.1:9000", "10.0.0.2:9001", "[fd00::2]:9001")
-	md, ok := discovery.MetadataOf(s.Endpoints[0])
+	// SRV priority order is kept: b (priority 1) before a (priority 2).
+	s := cc.WaitAddrsInOrder(t, "10.0.0.2:9001", "[fd00::2]:9001", "10.0.0.1:9000")
+	md, ok := discovery.MetadataOf(s.Endpoints[2])
 	if !ok || md.Weight != 5 {
-		t.Errorf("metadata of %s = %+v, %v; want weight 5", resolvertest.Addrs(s)[0], md, ok)
+		t.Errorf("metadata of %s = %+v, %v; want weight 5", resolvertest.Addrs(s)[2], md, ok)
 	}
 }
 
@@ -225,6 +226,8 @@ func TestBadTargets(t *testing.T) {
 		{"lbdns:///svc.test:80?record=srv", "port is not allowed"},
 		{"lbdns:///?record=srv", "empty name"},
 		{"lbdns://8600/svc.test:80", "DNS server"},
+		{"lbdns://user:S3CRET@127.0.0.1:53/svc.test:80?token=T0KEN", "user info"},
+		{"lbdns://127.0.0.1:53/svc.test:80?token=T0KEN", `unknown parameter "token"`},
 	} {
 		u, err := url.Parse(tc.target)
 		if err != nil {
@@ -233,6 +236,9 @@ func TestBadTargets(t *testing.T) {
 		_, err = dns.NewBuilder().Build(resolver.Target{URL: *u}, resolvertest.New(), resolver.BuildOptions{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Build(%s) = %v, want an error containing %q", tc.target, err, tc.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "S3CRET") || strings.Contains(err.Error(), "T0KEN")) {
+			t.Errorf("Build(%s) = %v: the error shows a secret of the target", tc.target, err)
 		}
 	}
 }
@@ -255,5 +261,17 @@ func TestConfigTarget(t *testing.T) {
 	}
 	if _, err := (dns.Config{Host: "a.internal"}).Target("svc", ""); err == nil {
 		t.Error("Target of an A config without port succeeded, want an error")
+	}
+}
+
+// TestErrorsNameTheConfiguredServer: net names the system's DNS server in
+// its errors even when the query went to the one the target names.
+func TestErrorsNameTheConfiguredServer(t *testing.T) {
+	f := newFakeNet()
+	f.set(func(f *fakeNet) { f.err = &net.DNSError{Err: "server misbehaving", Name: "svc.test", Server: "192.0.2.53:53"} })
+	cc := build(t, "lbdns://127.0.0.1:8600/svc.test:80", f)
+	cc.Wait(t, "an error", func(_ []resolver.State, errs []error) bool { return len(errs) > 0 })
+	if err := cc.Errors()[0]; !strings.Contains(err.Error(), "127.0.0.1:8600") || strings.Contains(err.Error(), "192.0.2.53") {
+		t.Errorf("error %q, want it to name the configured server 127.0.0.1:8600, not the system's", err)
 	}
 }

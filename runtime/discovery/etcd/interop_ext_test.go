@@ -3,6 +3,7 @@ package etcd_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +20,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/resolver"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 )
 
@@ -79,7 +82,12 @@ func TestWeFindOtherRegistrars(t *testing.T) {
 	}
 	cc.WaitAddrs(t, "10.0.0.2:2")
 	stopKit()
-	cc.WaitAddrs(t)
+	// Every key gone: the default failure policy keeps the last good set
+	// and reports why.
+	cc.Wait(t, "no instances reported", func(_ []resolver.State, errs []error) bool {
+		return len(errs) > 0 && errors.Is(errs[len(errs)-1], discovery.ErrNoInstances)
+	})
+	cc.WaitAddrs(t, "10.0.0.2:2")
 }
 
 // goKitRegistrar registers key=value with go-kit's sd/etcdv3 Registrar in a

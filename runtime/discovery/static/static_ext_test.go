@@ -45,6 +45,8 @@ func TestBadTargetNamesTheBadPart(t *testing.T) {
 		{"static:///10.0.0.1:0", `port "0"`},
 		{"static:///", "no addresses"},
 		{"static://authority/10.0.0.1:80", `authority "authority"`},
+		{"static://user:S3CRET@/10.0.0.1:80", "user info"},
+		{"static:///10.0.0.1:80?token=T0KEN", "query parameters are not supported"},
 	} {
 		conn, err := grpc.NewClient(tc.target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err == nil {
@@ -55,6 +57,9 @@ func TestBadTargetNamesTheBadPart(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("dial %s: %v, want an error containing %q", tc.target, err, tc.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "S3CRET") || strings.Contains(err.Error(), "T0KEN")) {
+			t.Errorf("dial %s: %v: the error shows a secret of the target", tc.target, err)
 		}
 	}
 }
