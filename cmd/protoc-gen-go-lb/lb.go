@@ -23,6 +23,7 @@ const (
 	dnsPackage     = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns")
 	etcdPackage    = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd")
 	consulPackage  = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul")
+	discPackage    = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery")
 )
 
 // fileView is what the template of a _lb.pb.go file ranges over.
@@ -51,6 +52,7 @@ type serviceView struct {
 	VarName         string
 	Comments        string // the service's leading comments, as // lines
 	Discovery       string // a Go expression
+	Failure         string // a Go expression, or "" for the backend's default
 	Balancer        string // a Go expression
 	PoolSize        uint32
 	Methods         []string // the fields of each lb.Method literal
@@ -114,6 +116,7 @@ func newServiceView(s *serviceModel, ident func(protogen.GoIdent) string) servic
 		VarName:         "_" + name + "_lbService",
 		Comments:        strings.TrimSuffix(s.service.Comments.Leading.String(), "\n"),
 		Discovery:       discoveryExpr(s.discovery, ident),
+		Failure:         failureExpr(s.failure, ident),
 		Balancer:        balancerExpr(s, ident),
 		PoolSize:        s.poolSize,
 		ServiceDesc:     name + "_ServiceDesc",
@@ -165,14 +168,19 @@ func discoveryExpr(d discoveryModel, ident func(protogen.GoIdent) string) string
 			[2]string{"FailFast", boolean(c.failFast)},
 			[2]string{"CheckInterval", dur(c.checkInterval)},
 			[2]string{"DeregisterCriticalAfter", dur(c.deregisterAfter)},
-			[2]string{"TTL", dur(c.ttl)})
+			[2]string{"TTL", dur(c.ttl)},
+			[2]string{"GRPCUseTLS", boolean(c.grpcUseTLS)},
+			[2]string{"TLSServerName", quoteNonEmpty(c.tlsServerName)})
 	}
 	if e := d.etcd; e != nil {
 		return literal(ident(etcdPackage.Ident("Config")),
 			[2]string{"Endpoints", stringSlice(e.endpoints)},
 			[2]string{"Prefix", quoteNonEmpty(e.prefix)},
 			[2]string{"TTL", dur(e.ttl)},
-			[2]string{"PlainValue", boolean(e.plain)})
+			[2]string{"PlainValue", boolean(e.plain)},
+			[2]string{"CACertFile", quoteNonEmpty(e.caFile)},
+			[2]string{"CertFile", quoteNonEmpty(e.certFile)},
+			[2]string{"KeyFile", quoteNonEmpty(e.keyFile)})
 	}
 	if d.dns != nil {
 		var port string
@@ -187,6 +195,27 @@ func discoveryExpr(d discoveryModel, ident func(protogen.GoIdent) string) string
 			[2]string{"Server", quoteNonEmpty(d.dns.server)})
 	}
 	return literal(ident(staticPackage.Ident("Config")), [2]string{"Addresses", stringSlice(d.static)})
+}
+
+// failureExpr writes a &discovery.FailurePolicy literal, or "" for none.
+func failureExpr(f *failureModel, ident func(protogen.GoIdent) string) string {
+	if f == nil {
+		return ""
+	}
+	var mode, stale string
+	switch f.mode {
+	case lbpb.RegistryFailure_FAIL_FAST:
+		mode = ident(discPackage.Ident("FailFast"))
+	case lbpb.RegistryFailure_STATIC_FALLBACK:
+		mode = ident(discPackage.Ident("StaticFallback"))
+	}
+	if f.maxStaleness != 0 {
+		stale = durationExpr(f.maxStaleness, ident)
+	}
+	return "&" + literal(ident(discPackage.Ident("FailurePolicy")),
+		[2]string{"Mode", mode},
+		[2]string{"MaxStaleness", stale},
+		[2]string{"Fallback", stringSlice(f.fallback)})
 }
 
 // stringSlice writes a []string literal, or "" for none.

@@ -57,6 +57,7 @@ type serviceModel struct {
 	service      *protogen.Service
 	registryName string
 	discovery    discoveryModel
+	failure      *failureModel // nil: the backend's default
 	policy       lbpb.Policy
 	rules        *lbpb.ServiceRules // for the policy parameters
 	poolSize     uint32
@@ -77,13 +78,22 @@ type consulModel struct {
 	includeFailing, failFast  bool
 	grace, checkInterval      time.Duration
 	deregisterAfter, ttl      time.Duration
+	grpcUseTLS                bool
+	tlsServerName             string
 }
 
 type etcdModel struct {
-	endpoints []string
-	prefix    string
-	ttl       time.Duration
-	plain     bool
+	endpoints                []string
+	prefix                   string
+	ttl                      time.Duration
+	plain                    bool
+	caFile, certFile, keyFile string
+}
+
+type failureModel struct {
+	mode         lbpb.RegistryFailure_Mode
+	maxStaleness time.Duration
+	fallback     []string
 }
 
 type dnsModel struct {
@@ -137,19 +147,27 @@ func methodRules(m *protogen.Method) *lbpb.MethodRules {
 	return r
 }
 
-var registryNameRE = regexp.MustCompile(`^[A-Za-z0-9._/-]+$`)
-
 func readService(f *protogen.File, s *protogen.Service, rules *lbpb.ServiceRules, errs *errorList) *serviceModel {
 	name := s.Desc.FullName()
 	bad := func(format string, args ...any) { errs.add(f, name, format, args...) }
 	m := &serviceModel{service: s, registryName: string(name), rules: rules, poolSize: rules.GetPoolSize()}
 	if n := rules.GetName(); n != "" {
-		if !registryNameRE.MatchString(n) {
-			bad("(lb.service).name %q: only letters, digits, '.', '-', '_' and '/' are allowed", n)
-		}
 		m.registryName = n
 	}
 	m.discovery = readDiscovery(rules.GetDiscovery(), bad)
+	// A name every client of the backend can resolve: etcd keys take '/',
+	// Consul service names do not.
+	if err := discovery.CheckServiceName(m.registryName, m.discovery.etcd != nil); err != nil {
+		field := "(lb.service).name"
+		if rules.GetName() == "" {
+			field = "the default (lb.service).name (the service's full name)"
+		}
+		bad("%s: %v", field, err)
+	}
+	m.failure = readFailure(rules.GetOnRegistryFailure(), bad)
+	if c := m.discovery.consul; c != nil && m.failure != nil && (c.failFast || c.grace != 0) {
+		bad("(lb.service).on_registry_failure and discovery.consul grace or fail_fast exclude each other: use on_registry_failure")
+	}
 	if m.poolSize > maxPoolSize {
 		bad("(lb.service).pool_size %d is more than %d", m.poolSize, maxPoolSize)
 	}
@@ -192,17 +210,69 @@ func readDiscovery(d *lbpb.Discovery, bad func(string, ...any)) discoveryModel {
 	return m
 }
 
+func readFailure(r *lbpb.RegistryFailure, bad func(string, ...any)) *failureModel {
+	if r == nil {
+		return nil
+	}
+	const pre = "(lb.service).on_registry_failure."
+	m := &failureModel{
+		mode:         r.GetMode(),
+		maxStaleness: positiveDuration(r.GetMaxStaleness(), pre+"max_staleness", bad),
+	}
+	if m.mode == lbpb.RegistryFailure_MODE_UNSPECIFIED {
+		m.mode = lbpb.RegistryFailure_KEEP_LAST_GOOD
+	}
+	if _, ok := lbpb.RegistryFailure_Mode_name[int32(m.mode)]; !ok {
+		bad(pre+"mode %d is not a known mode", m.mode)
+	}
+	if m.mode == lbpb.RegistryFailure_FAIL_FAST && r.GetMaxStaleness() != nil {
+		bad(pre + "max_staleness does not apply to FAIL_FAST")
+	}
+	fallback := m.mode == lbpb.RegistryFailure_STATIC_FALLBACK
+	switch n := len(r.GetFallbackAddresses()); {
+	case fallback && n == 0:
+		bad(pre + "fallback_addresses is required with STATIC_FALLBACK")
+	case !fallback && n > 0:
+		bad(pre+"fallback_addresses is set but the mode is %s: it goes with STATIC_FALLBACK", m.mode)
+	}
+	for i, a := range r.GetFallbackAddresses() {
+		addr, err := discovery.ParseAddress(a)
+		if err != nil {
+			bad(pre+"fallback_addresses[%d]: %v", i, err)
+		}
+		m.fallback = append(m.fallback, addr)
+	}
+	return m
+}
+
 const minLeaseTTL = 2 * time.Second
 
 func readEtcd(e *lbpb.Etcd, bad func(string, ...any)) *etcdModel {
 	const pre = "(lb.service).discovery.etcd."
-	m := &etcdModel{prefix: e.GetPrefix(), plain: e.GetPlainValue()}
+	m := &etcdModel{prefix: e.GetPrefix(), plain: e.GetPlainValue(), caFile: e.GetCaCertFile(), certFile: e.GetCertFile(), keyFile: e.GetKeyFile()}
+	schemes := map[bool]bool{}
 	for i, ep := range e.GetEndpoints() {
-		addr, err := discovery.ParseAddress(ep)
+		scheme, hostport, found := strings.Cut(ep, "://")
+		if !found {
+			scheme, hostport = "", ep
+		}
+		if scheme != "" && scheme != "http" && scheme != "https" {
+			bad(pre+"endpoints[%d] %q: the scheme must be http or https", i, ep)
+		}
+		schemes[scheme == "https"] = true
+		addr, err := discovery.ParseAddress(hostport)
 		if err != nil {
 			bad(pre+"endpoints[%d]: %v", i, err)
+		} else if scheme != "" {
+			addr = scheme + "://" + addr
 		}
 		m.endpoints = append(m.endpoints, addr)
+	}
+	if len(schemes) > 1 {
+		bad(pre + "endpoints mix https and plaintext: use one")
+	}
+	if (m.certFile == "") != (m.keyFile == "") {
+		bad(pre + "cert_file and key_file go together: set both or neither")
 	}
 	if m.prefix != "" && (m.prefix[0] != '/' || strings.ContainsAny(m.prefix, " \t\r\n")) {
 		bad(pre+"prefix %q must start with '/' and have no spaces", m.prefix)
@@ -227,6 +297,11 @@ func readConsul(c *lbpb.Consul, bad func(string, ...any)) *consulModel {
 		checkInterval:   positiveDuration(c.GetCheckInterval(), pre+"check_interval", bad),
 		deregisterAfter: positiveDuration(c.GetDeregisterCriticalAfter(), pre+"deregister_critical_after", bad),
 		ttl:             positiveDuration(c.GetTtl(), pre+"ttl", bad),
+		grpcUseTLS:      c.GetGrpcUseTls(),
+		tlsServerName:   c.GetTlsServerName(),
+	}
+	if m.tlsServerName != "" && !m.grpcUseTLS {
+		bad(pre + "tls_server_name needs grpc_use_tls")
 	}
 	if m.address != "" {
 		if _, err := discovery.ParseAddress(m.address); err != nil {

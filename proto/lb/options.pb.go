@@ -146,6 +146,66 @@ func (Policy) EnumDescriptor() ([]byte, []int) {
 	return file_lb_options_proto_rawDescGZIP(), []int{0}
 }
 
+// Mode is what calls see while the registry gives no usable answer.
+type RegistryFailure_Mode int32
+
+const (
+	// KEEP_LAST_GOOD.
+	RegistryFailure_MODE_UNSPECIFIED RegistryFailure_Mode = 0
+	// Keep calling the last good set (for at most `max_staleness` when it is
+	// set; then calls fail with UNAVAILABLE). Before any good answer, calls
+	// fail with UNAVAILABLE.
+	RegistryFailure_KEEP_LAST_GOOD RegistryFailure_Mode = 1
+	// Calls fail with UNAVAILABLE at once; `max_staleness` must be unset.
+	RegistryFailure_FAIL_FAST RegistryFailure_Mode = 2
+	// Call the `fallback_addresses` (after `max_staleness` when it is set)
+	// until the registry has valid instances again.
+	RegistryFailure_STATIC_FALLBACK RegistryFailure_Mode = 3
+)
+
+// Enum value maps for RegistryFailure_Mode.
+var (
+	RegistryFailure_Mode_name = map[int32]string{
+		0: "MODE_UNSPECIFIED",
+		1: "KEEP_LAST_GOOD",
+		2: "FAIL_FAST",
+		3: "STATIC_FALLBACK",
+	}
+	RegistryFailure_Mode_value = map[string]int32{
+		"MODE_UNSPECIFIED": 0,
+		"KEEP_LAST_GOOD":   1,
+		"FAIL_FAST":        2,
+		"STATIC_FALLBACK":  3,
+	}
+)
+
+func (x RegistryFailure_Mode) Enum() *RegistryFailure_Mode {
+	p := new(RegistryFailure_Mode)
+	*p = x
+	return p
+}
+
+func (x RegistryFailure_Mode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RegistryFailure_Mode) Descriptor() protoreflect.EnumDescriptor {
+	return file_lb_options_proto_enumTypes[1].Descriptor()
+}
+
+func (RegistryFailure_Mode) Type() protoreflect.EnumType {
+	return &file_lb_options_proto_enumTypes[1]
+}
+
+func (x RegistryFailure_Mode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RegistryFailure_Mode.Descriptor instead.
+func (RegistryFailure_Mode) EnumDescriptor() ([]byte, []int) {
+	return file_lb_options_proto_rawDescGZIP(), []int{1, 0}
+}
+
 // RecordType is the kind of lookup.
 type DNS_RecordType int32
 
@@ -185,11 +245,11 @@ func (x DNS_RecordType) String() string {
 }
 
 func (DNS_RecordType) Descriptor() protoreflect.EnumDescriptor {
-	return file_lb_options_proto_enumTypes[1].Descriptor()
+	return file_lb_options_proto_enumTypes[2].Descriptor()
 }
 
 func (DNS_RecordType) Type() protoreflect.EnumType {
-	return &file_lb_options_proto_enumTypes[1]
+	return &file_lb_options_proto_enumTypes[2]
 }
 
 func (x DNS_RecordType) Number() protoreflect.EnumNumber {
@@ -198,7 +258,7 @@ func (x DNS_RecordType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DNS_RecordType.Descriptor instead.
 func (DNS_RecordType) EnumDescriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{3, 0}
+	return file_lb_options_proto_rawDescGZIP(), []int{4, 0}
 }
 
 // ServiceRules is how a service's instances are found and balanced.
@@ -206,7 +266,8 @@ type ServiceRules struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The name of the service in the registry: the Consul service name, the
 	// etcd key segment under the prefix. Default: the proto service's full
-	// name, e.g. "helloworld.Greeter". Letters, digits, '.', '-', '_' and '/'.
+	// name, e.g. "helloworld.Greeter". Letters, digits, '.', '-' and '_';
+	// etcd also allows '/' between segments.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Where the instances are found. Required.
 	Discovery *Discovery `protobuf:"bytes,2,opt,name=discovery,proto3" json:"discovery,omitempty"`
@@ -226,9 +287,14 @@ type ServiceRules struct {
 	//	*ServiceRules_P2CEwma
 	//	*ServiceRules_LeastRequest
 	//	*ServiceRules_WeightedRoundRobin
-	PolicyParams  isServiceRules_PolicyParams `protobuf_oneof:"policy_params"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PolicyParams isServiceRules_PolicyParams `protobuf_oneof:"policy_params"`
+	// What clients do when the registry cannot be reached, or answers with no
+	// valid instance (every key deleted, every value invalid, every check
+	// critical). The same for every backend. Default: keep calling the last
+	// good set of instances for as long as it takes, and report why.
+	OnRegistryFailure *RegistryFailure `protobuf:"bytes,20,opt,name=on_registry_failure,json=onRegistryFailure,proto3" json:"on_registry_failure,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ServiceRules) Reset() {
@@ -332,6 +398,13 @@ func (x *ServiceRules) GetWeightedRoundRobin() *WeightedRoundRobin {
 	return nil
 }
 
+func (x *ServiceRules) GetOnRegistryFailure() *RegistryFailure {
+	if x != nil {
+		return x.OnRegistryFailure
+	}
+	return nil
+}
+
 type isServiceRules_PolicyParams interface {
 	isServiceRules_PolicyParams()
 }
@@ -360,6 +433,73 @@ func (*ServiceRules_LeastRequest) isServiceRules_PolicyParams() {}
 
 func (*ServiceRules_WeightedRoundRobin) isServiceRules_PolicyParams() {}
 
+// RegistryFailure is the failure policy of the clients of a service.
+type RegistryFailure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// KEEP_LAST_GOOD (default), FAIL_FAST or STATIC_FALLBACK.
+	Mode RegistryFailure_Mode `protobuf:"varint,1,opt,name=mode,proto3,enum=lb.RegistryFailure_Mode" json:"mode,omitempty"`
+	// How long the last good set is kept once the registry stopped giving
+	// one. Default: for as long as it takes with KEEP_LAST_GOOD, not at all
+	// with STATIC_FALLBACK. Must be positive.
+	MaxStaleness *durationpb.Duration `protobuf:"bytes,2,opt,name=max_staleness,json=maxStaleness,proto3" json:"max_staleness,omitempty"`
+	// The "host:port" addresses STATIC_FALLBACK calls; required with it, not
+	// allowed with the other modes.
+	FallbackAddresses []string `protobuf:"bytes,3,rep,name=fallback_addresses,json=fallbackAddresses,proto3" json:"fallback_addresses,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RegistryFailure) Reset() {
+	*x = RegistryFailure{}
+	mi := &file_lb_options_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegistryFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegistryFailure) ProtoMessage() {}
+
+func (x *RegistryFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_options_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegistryFailure.ProtoReflect.Descriptor instead.
+func (*RegistryFailure) Descriptor() ([]byte, []int) {
+	return file_lb_options_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RegistryFailure) GetMode() RegistryFailure_Mode {
+	if x != nil {
+		return x.Mode
+	}
+	return RegistryFailure_MODE_UNSPECIFIED
+}
+
+func (x *RegistryFailure) GetMaxStaleness() *durationpb.Duration {
+	if x != nil {
+		return x.MaxStaleness
+	}
+	return nil
+}
+
+func (x *RegistryFailure) GetFallbackAddresses() []string {
+	if x != nil {
+		return x.FallbackAddresses
+	}
+	return nil
+}
+
 // Discovery is the registry a service's instances are found in.
 type Discovery struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -378,7 +518,7 @@ type Discovery struct {
 
 func (x *Discovery) Reset() {
 	*x = Discovery{}
-	mi := &file_lb_options_proto_msgTypes[1]
+	mi := &file_lb_options_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +530,7 @@ func (x *Discovery) String() string {
 func (*Discovery) ProtoMessage() {}
 
 func (x *Discovery) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[1]
+	mi := &file_lb_options_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +543,7 @@ func (x *Discovery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Discovery.ProtoReflect.Descriptor instead.
 func (*Discovery) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{1}
+	return file_lb_options_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Discovery) GetBackend() isDiscovery_Backend {
@@ -488,7 +628,7 @@ type Static struct {
 
 func (x *Static) Reset() {
 	*x = Static{}
-	mi := &file_lb_options_proto_msgTypes[2]
+	mi := &file_lb_options_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +640,7 @@ func (x *Static) String() string {
 func (*Static) ProtoMessage() {}
 
 func (x *Static) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[2]
+	mi := &file_lb_options_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +653,7 @@ func (x *Static) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Static.ProtoReflect.Descriptor instead.
 func (*Static) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{2}
+	return file_lb_options_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Static) GetAddresses() []string {
@@ -544,7 +684,7 @@ type DNS struct {
 
 func (x *DNS) Reset() {
 	*x = DNS{}
-	mi := &file_lb_options_proto_msgTypes[3]
+	mi := &file_lb_options_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +696,7 @@ func (x *DNS) String() string {
 func (*DNS) ProtoMessage() {}
 
 func (x *DNS) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[3]
+	mi := &file_lb_options_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +709,7 @@ func (x *DNS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNS.ProtoReflect.Descriptor instead.
 func (*DNS) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{3}
+	return file_lb_options_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DNS) GetHost() string {
@@ -609,10 +749,14 @@ func (x *DNS) GetServer() string {
 
 // Etcd finds instances under a key prefix in etcd, and registers servers
 // there with a lease. Credentials never go here: they come from
-// ETCD_USERNAME and ETCD_PASSWORD.
+// ETCD_USERNAME and ETCD_PASSWORD, which are refused over plaintext (set
+// LB_ETCD_ALLOW_PLAINTEXT_AUTH=1 to allow them). TLS: https:// endpoints,
+// the file paths below, or etcdctl's ETCDCTL_CACERT, ETCDCTL_CERT and
+// ETCDCTL_KEY.
 type Etcd struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "host:port" client endpoints. Default: "127.0.0.1:2379".
+	// Client endpoints: "host:port", or "https://host:port" for TLS (all of
+	// one kind). Default: "127.0.0.1:2379".
 	Endpoints []string `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	// The key prefix; instances live under "<prefix>/<service name>/<id>".
 	// Default: "/services". Must start with '/'.
@@ -624,14 +768,21 @@ type Etcd struct {
 	// Register plain "host:port" values, as go-kit's sd/etcdv3 reads them,
 	// instead of etcd's naming/endpoints JSON (which etcd's own resolver and
 	// metadata need). The resolver reads both.
-	PlainValue    bool `protobuf:"varint,4,opt,name=plain_value,json=plainValue,proto3" json:"plain_value,omitempty"`
+	PlainValue bool `protobuf:"varint,4,opt,name=plain_value,json=plainValue,proto3" json:"plain_value,omitempty"`
+	// The path of a PEM CA bundle that verifies etcd's certificate; turns TLS
+	// on. Default: ETCDCTL_CACERT.
+	CaCertFile string `protobuf:"bytes,5,opt,name=ca_cert_file,json=caCertFile,proto3" json:"ca_cert_file,omitempty"`
+	// The paths of a PEM client certificate and its key, for an etcd that
+	// requires one; set both or neither. Default: ETCDCTL_CERT, ETCDCTL_KEY.
+	CertFile      string `protobuf:"bytes,6,opt,name=cert_file,json=certFile,proto3" json:"cert_file,omitempty"`
+	KeyFile       string `protobuf:"bytes,7,opt,name=key_file,json=keyFile,proto3" json:"key_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Etcd) Reset() {
 	*x = Etcd{}
-	mi := &file_lb_options_proto_msgTypes[4]
+	mi := &file_lb_options_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +794,7 @@ func (x *Etcd) String() string {
 func (*Etcd) ProtoMessage() {}
 
 func (x *Etcd) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[4]
+	mi := &file_lb_options_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +807,7 @@ func (x *Etcd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Etcd.ProtoReflect.Descriptor instead.
 func (*Etcd) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{4}
+	return file_lb_options_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Etcd) GetEndpoints() []string {
@@ -687,6 +838,27 @@ func (x *Etcd) GetPlainValue() bool {
 	return false
 }
 
+func (x *Etcd) GetCaCertFile() string {
+	if x != nil {
+		return x.CaCertFile
+	}
+	return ""
+}
+
+func (x *Etcd) GetCertFile() string {
+	if x != nil {
+		return x.CertFile
+	}
+	return ""
+}
+
+func (x *Etcd) GetKeyFile() string {
+	if x != nil {
+		return x.KeyFile
+	}
+	return ""
+}
+
 // Consul finds instances through a Consul agent's health API with blocking
 // queries, and registers servers there with a gRPC health check that Consul
 // runs against the grpc.health.v1 service the generated Register helper
@@ -705,11 +877,11 @@ type Consul struct {
 	PassingOnly *bool `protobuf:"varint,4,opt,name=passing_only,json=passingOnly,proto3,oneof" json:"passing_only,omitempty"`
 	// Sort by round-trip time from this node ("_agent" for the local agent).
 	Near string `protobuf:"bytes,5,opt,name=near,proto3" json:"near,omitempty"`
-	// When no instance passes, keep calling the last ones for this long (and
-	// report why) before giving up. Default 30s; must be positive.
+	// Kept for compatibility: the same as `on_registry_failure { max_staleness
+	// }`, which is preferred. Must be positive.
 	Grace *durationpb.Duration `protobuf:"bytes,6,opt,name=grace,proto3" json:"grace,omitempty"`
-	// When no instance passes, fail calls at once instead of keeping the last
-	// ones for `grace`.
+	// Kept for compatibility: the same as `on_registry_failure { mode:
+	// FAIL_FAST }`, which is preferred.
 	FailFast bool `protobuf:"varint,7,opt,name=fail_fast,json=failFast,proto3" json:"fail_fast,omitempty"`
 	// The interval of a registered server's gRPC health check. Default 10s;
 	// must be positive.
@@ -720,14 +892,20 @@ type Consul struct {
 	// When set, registered servers also get a TTL check that they pass
 	// every ttl/3: they disappear when the process hangs or dies. Must be
 	// positive.
-	Ttl           *durationpb.Duration `protobuf:"bytes,10,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl *durationpb.Duration `protobuf:"bytes,10,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// The registered gRPC check connects with TLS, for servers that serve
+	// TLS. The agent verifies the certificate with its own CA settings.
+	GrpcUseTls bool `protobuf:"varint,11,opt,name=grpc_use_tls,json=grpcUseTls,proto3" json:"grpc_use_tls,omitempty"`
+	// The name the check verifies the server's certificate for (its SNI).
+	// Needs grpc_use_tls.
+	TlsServerName string `protobuf:"bytes,12,opt,name=tls_server_name,json=tlsServerName,proto3" json:"tls_server_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Consul) Reset() {
 	*x = Consul{}
-	mi := &file_lb_options_proto_msgTypes[5]
+	mi := &file_lb_options_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +917,7 @@ func (x *Consul) String() string {
 func (*Consul) ProtoMessage() {}
 
 func (x *Consul) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[5]
+	mi := &file_lb_options_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +930,7 @@ func (x *Consul) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consul.ProtoReflect.Descriptor instead.
 func (*Consul) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{5}
+	return file_lb_options_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Consul) GetAddress() string {
@@ -825,6 +1003,20 @@ func (x *Consul) GetTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *Consul) GetGrpcUseTls() bool {
+	if x != nil {
+		return x.GrpcUseTls
+	}
+	return false
+}
+
+func (x *Consul) GetTlsServerName() string {
+	if x != nil {
+		return x.TlsServerName
+	}
+	return ""
+}
+
 // RingHash parameters (see gRFC A42).
 type RingHash struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -838,7 +1030,7 @@ type RingHash struct {
 
 func (x *RingHash) Reset() {
 	*x = RingHash{}
-	mi := &file_lb_options_proto_msgTypes[6]
+	mi := &file_lb_options_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +1042,7 @@ func (x *RingHash) String() string {
 func (*RingHash) ProtoMessage() {}
 
 func (x *RingHash) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[6]
+	mi := &file_lb_options_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +1055,7 @@ func (x *RingHash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingHash.ProtoReflect.Descriptor instead.
 func (*RingHash) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{6}
+	return file_lb_options_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RingHash) GetMinRingSize() uint64 {
@@ -891,7 +1083,7 @@ type P2CEWMA struct {
 
 func (x *P2CEWMA) Reset() {
 	*x = P2CEWMA{}
-	mi := &file_lb_options_proto_msgTypes[7]
+	mi := &file_lb_options_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1095,7 @@ func (x *P2CEWMA) String() string {
 func (*P2CEWMA) ProtoMessage() {}
 
 func (x *P2CEWMA) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[7]
+	mi := &file_lb_options_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1108,7 @@ func (x *P2CEWMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use P2CEWMA.ProtoReflect.Descriptor instead.
 func (*P2CEWMA) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{7}
+	return file_lb_options_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *P2CEWMA) GetDecay() *durationpb.Duration {
@@ -937,7 +1129,7 @@ type LeastRequest struct {
 
 func (x *LeastRequest) Reset() {
 	*x = LeastRequest{}
-	mi := &file_lb_options_proto_msgTypes[8]
+	mi := &file_lb_options_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1141,7 @@ func (x *LeastRequest) String() string {
 func (*LeastRequest) ProtoMessage() {}
 
 func (x *LeastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[8]
+	mi := &file_lb_options_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1154,7 @@ func (x *LeastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeastRequest.ProtoReflect.Descriptor instead.
 func (*LeastRequest) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{8}
+	return file_lb_options_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LeastRequest) GetChoiceCount() uint32 {
@@ -995,7 +1187,7 @@ type WeightedRoundRobin struct {
 
 func (x *WeightedRoundRobin) Reset() {
 	*x = WeightedRoundRobin{}
-	mi := &file_lb_options_proto_msgTypes[9]
+	mi := &file_lb_options_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1199,7 @@ func (x *WeightedRoundRobin) String() string {
 func (*WeightedRoundRobin) ProtoMessage() {}
 
 func (x *WeightedRoundRobin) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[9]
+	mi := &file_lb_options_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1212,7 @@ func (x *WeightedRoundRobin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedRoundRobin.ProtoReflect.Descriptor instead.
 func (*WeightedRoundRobin) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{9}
+	return file_lb_options_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WeightedRoundRobin) GetEnableOobLoadReport() bool {
@@ -1091,7 +1283,7 @@ type MethodRules struct {
 
 func (x *MethodRules) Reset() {
 	*x = MethodRules{}
-	mi := &file_lb_options_proto_msgTypes[10]
+	mi := &file_lb_options_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1295,7 @@ func (x *MethodRules) String() string {
 func (*MethodRules) ProtoMessage() {}
 
 func (x *MethodRules) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[10]
+	mi := &file_lb_options_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1308,7 @@ func (x *MethodRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MethodRules.ProtoReflect.Descriptor instead.
 func (*MethodRules) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{10}
+	return file_lb_options_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MethodRules) GetTimeout() *durationpb.Duration {
@@ -1167,7 +1359,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_lb_options_proto_msgTypes[11]
+	mi := &file_lb_options_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1371,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[11]
+	mi := &file_lb_options_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1384,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{11}
+	return file_lb_options_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Retry) GetMaxAttempts() uint32 {
@@ -1271,7 +1463,7 @@ var File_lb_options_proto protoreflect.FileDescriptor
 
 const file_lb_options_proto_rawDesc = "" +
 	"\n" +
-	"\x10lb/options.proto\x12\x02lb\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\xfd\x02\n" +
+	"\x10lb/options.proto\x12\x02lb\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\xc2\x03\n" +
 	"\fServiceRules\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\tdiscovery\x18\x02 \x01(\v2\r.lb.DiscoveryR\tdiscovery\x12\"\n" +
@@ -1282,8 +1474,18 @@ const file_lb_options_proto_rawDesc = "" +
 	" \x01(\v2\f.lb.RingHashH\x00R\bringHash\x12(\n" +
 	"\bp2c_ewma\x18\v \x01(\v2\v.lb.P2CEWMAH\x00R\ap2cEwma\x127\n" +
 	"\rleast_request\x18\f \x01(\v2\x10.lb.LeastRequestH\x00R\fleastRequest\x12J\n" +
-	"\x14weighted_round_robin\x18\r \x01(\v2\x16.lb.WeightedRoundRobinH\x00R\x12weightedRoundRobinB\x0f\n" +
-	"\rpolicy_params\"\x9f\x01\n" +
+	"\x14weighted_round_robin\x18\r \x01(\v2\x16.lb.WeightedRoundRobinH\x00R\x12weightedRoundRobin\x12C\n" +
+	"\x13on_registry_failure\x18\x14 \x01(\v2\x13.lb.RegistryFailureR\x11onRegistryFailureB\x0f\n" +
+	"\rpolicy_params\"\x84\x02\n" +
+	"\x0fRegistryFailure\x12,\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x18.lb.RegistryFailure.ModeR\x04mode\x12>\n" +
+	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\x12-\n" +
+	"\x12fallback_addresses\x18\x03 \x03(\tR\x11fallbackAddresses\"T\n" +
+	"\x04Mode\x12\x14\n" +
+	"\x10MODE_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eKEEP_LAST_GOOD\x10\x01\x12\r\n" +
+	"\tFAIL_FAST\x10\x02\x12\x13\n" +
+	"\x0fSTATIC_FALLBACK\x10\x03\"\x9f\x01\n" +
 	"\tDiscovery\x12$\n" +
 	"\x06static\x18\x01 \x01(\v2\n" +
 	".lb.StaticH\x00R\x06static\x12\x1b\n" +
@@ -1304,13 +1506,17 @@ const file_lb_options_proto_rawDesc = "" +
 	"RecordType\x12\x1b\n" +
 	"\x17RECORD_TYPE_UNSPECIFIED\x10\x00\x12\x05\n" +
 	"\x01A\x10\x01\x12\a\n" +
-	"\x03SRV\x10\x02\"\x95\x01\n" +
+	"\x03SRV\x10\x02\"\xef\x01\n" +
 	"\x04Etcd\x12\x1c\n" +
 	"\tendpoints\x18\x01 \x03(\tR\tendpoints\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x126\n" +
 	"\tlease_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\x12\x1f\n" +
 	"\vplain_value\x18\x04 \x01(\bR\n" +
-	"plainValue\"\xb7\x03\n" +
+	"plainValue\x12 \n" +
+	"\fca_cert_file\x18\x05 \x01(\tR\n" +
+	"caCertFile\x12\x1b\n" +
+	"\tcert_file\x18\x06 \x01(\tR\bcertFile\x12\x19\n" +
+	"\bkey_file\x18\a \x01(\tR\akeyFile\"\x81\x04\n" +
 	"\x06Consul\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04tags\x18\x02 \x03(\tR\x04tags\x12\x1e\n" +
@@ -1324,7 +1530,10 @@ const file_lb_options_proto_rawDesc = "" +
 	"\x0echeck_interval\x18\b \x01(\v2\x19.google.protobuf.DurationR\rcheckInterval\x12U\n" +
 	"\x19deregister_critical_after\x18\t \x01(\v2\x19.google.protobuf.DurationR\x17deregisterCriticalAfter\x12+\n" +
 	"\x03ttl\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\x03ttlB\x0f\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12 \n" +
+	"\fgrpc_use_tls\x18\v \x01(\bR\n" +
+	"grpcUseTls\x12&\n" +
+	"\x0ftls_server_name\x18\f \x01(\tR\rtlsServerNameB\x0f\n" +
 	"\r_passing_only\"R\n" +
 	"\bRingHash\x12\"\n" +
 	"\rmin_ring_size\x18\x01 \x01(\x04R\vminRingSize\x12\"\n" +
@@ -1381,63 +1590,68 @@ func file_lb_options_proto_rawDescGZIP() []byte {
 	return file_lb_options_proto_rawDescData
 }
 
-var file_lb_options_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_lb_options_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_lb_options_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_lb_options_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_lb_options_proto_goTypes = []any{
 	(Policy)(0),                         // 0: lb.Policy
-	(DNS_RecordType)(0),                 // 1: lb.DNS.RecordType
-	(*ServiceRules)(nil),                // 2: lb.ServiceRules
-	(*Discovery)(nil),                   // 3: lb.Discovery
-	(*Static)(nil),                      // 4: lb.Static
-	(*DNS)(nil),                         // 5: lb.DNS
-	(*Etcd)(nil),                        // 6: lb.Etcd
-	(*Consul)(nil),                      // 7: lb.Consul
-	(*RingHash)(nil),                    // 8: lb.RingHash
-	(*P2CEWMA)(nil),                     // 9: lb.P2CEWMA
-	(*LeastRequest)(nil),                // 10: lb.LeastRequest
-	(*WeightedRoundRobin)(nil),          // 11: lb.WeightedRoundRobin
-	(*MethodRules)(nil),                 // 12: lb.MethodRules
-	(*Retry)(nil),                       // 13: lb.Retry
-	(*durationpb.Duration)(nil),         // 14: google.protobuf.Duration
-	(*descriptorpb.ServiceOptions)(nil), // 15: google.protobuf.ServiceOptions
-	(*descriptorpb.MethodOptions)(nil),  // 16: google.protobuf.MethodOptions
+	(RegistryFailure_Mode)(0),           // 1: lb.RegistryFailure.Mode
+	(DNS_RecordType)(0),                 // 2: lb.DNS.RecordType
+	(*ServiceRules)(nil),                // 3: lb.ServiceRules
+	(*RegistryFailure)(nil),             // 4: lb.RegistryFailure
+	(*Discovery)(nil),                   // 5: lb.Discovery
+	(*Static)(nil),                      // 6: lb.Static
+	(*DNS)(nil),                         // 7: lb.DNS
+	(*Etcd)(nil),                        // 8: lb.Etcd
+	(*Consul)(nil),                      // 9: lb.Consul
+	(*RingHash)(nil),                    // 10: lb.RingHash
+	(*P2CEWMA)(nil),                     // 11: lb.P2CEWMA
+	(*LeastRequest)(nil),                // 12: lb.LeastRequest
+	(*WeightedRoundRobin)(nil),          // 13: lb.WeightedRoundRobin
+	(*MethodRules)(nil),                 // 14: lb.MethodRules
+	(*Retry)(nil),                       // 15: lb.Retry
+	(*durationpb.Duration)(nil),         // 16: google.protobuf.Duration
+	(*descriptorpb.ServiceOptions)(nil), // 17: google.protobuf.ServiceOptions
+	(*descriptorpb.MethodOptions)(nil),  // 18: google.protobuf.MethodOptions
 }
 var file_lb_options_proto_depIdxs = []int32{
-	3,  // 0: lb.ServiceRules.discovery:type_name -> lb.Discovery
+	5,  // 0: lb.ServiceRules.discovery:type_name -> lb.Discovery
 	0,  // 1: lb.ServiceRules.policy:type_name -> lb.Policy
-	8,  // 2: lb.ServiceRules.ring_hash:type_name -> lb.RingHash
-	9,  // 3: lb.ServiceRules.p2c_ewma:type_name -> lb.P2CEWMA
-	10, // 4: lb.ServiceRules.least_request:type_name -> lb.LeastRequest
-	11, // 5: lb.ServiceRules.weighted_round_robin:type_name -> lb.WeightedRoundRobin
-	4,  // 6: lb.Discovery.static:type_name -> lb.Static
-	5,  // 7: lb.Discovery.dns:type_name -> lb.DNS
-	6,  // 8: lb.Discovery.etcd:type_name -> lb.Etcd
-	7,  // 9: lb.Discovery.consul:type_name -> lb.Consul
-	1,  // 10: lb.DNS.record:type_name -> lb.DNS.RecordType
-	14, // 11: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
-	14, // 12: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
-	14, // 13: lb.Consul.grace:type_name -> google.protobuf.Duration
-	14, // 14: lb.Consul.check_interval:type_name -> google.protobuf.Duration
-	14, // 15: lb.Consul.deregister_critical_after:type_name -> google.protobuf.Duration
-	14, // 16: lb.Consul.ttl:type_name -> google.protobuf.Duration
-	14, // 17: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
-	14, // 18: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
-	14, // 19: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
-	14, // 20: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
-	14, // 21: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
-	14, // 22: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
-	13, // 23: lb.MethodRules.retry:type_name -> lb.Retry
-	14, // 24: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
-	14, // 25: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
-	15, // 26: lb.service:extendee -> google.protobuf.ServiceOptions
-	16, // 27: lb.method:extendee -> google.protobuf.MethodOptions
-	2,  // 28: lb.service:type_name -> lb.ServiceRules
-	12, // 29: lb.method:type_name -> lb.MethodRules
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	28, // [28:30] is the sub-list for extension type_name
-	26, // [26:28] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	10, // 2: lb.ServiceRules.ring_hash:type_name -> lb.RingHash
+	11, // 3: lb.ServiceRules.p2c_ewma:type_name -> lb.P2CEWMA
+	12, // 4: lb.ServiceRules.least_request:type_name -> lb.LeastRequest
+	13, // 5: lb.ServiceRules.weighted_round_robin:type_name -> lb.WeightedRoundRobin
+	4,  // 6: lb.ServiceRules.on_registry_failure:type_name -> lb.RegistryFailure
+	1,  // 7: lb.RegistryFailure.mode:type_name -> lb.RegistryFailure.Mode
+	16, // 8: lb.RegistryFailure.max_staleness:type_name -> google.protobuf.Duration
+	6,  // 9: lb.Discovery.static:type_name -> lb.Static
+	7,  // 10: lb.Discovery.dns:type_name -> lb.DNS
+	8,  // 11: lb.Discovery.etcd:type_name -> lb.Etcd
+	9,  // 12: lb.Discovery.consul:type_name -> lb.Consul
+	2,  // 13: lb.DNS.record:type_name -> lb.DNS.RecordType
+	16, // 14: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
+	16, // 15: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
+	16, // 16: lb.Consul.grace:type_name -> google.protobuf.Duration
+	16, // 17: lb.Consul.check_interval:type_name -> google.protobuf.Duration
+	16, // 18: lb.Consul.deregister_critical_after:type_name -> google.protobuf.Duration
+	16, // 19: lb.Consul.ttl:type_name -> google.protobuf.Duration
+	16, // 20: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
+	16, // 21: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
+	16, // 22: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
+	16, // 23: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
+	16, // 24: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
+	16, // 25: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
+	15, // 26: lb.MethodRules.retry:type_name -> lb.Retry
+	16, // 27: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
+	16, // 28: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
+	17, // 29: lb.service:extendee -> google.protobuf.ServiceOptions
+	18, // 30: lb.method:extendee -> google.protobuf.MethodOptions
+	3,  // 31: lb.service:type_name -> lb.ServiceRules
+	14, // 32: lb.method:type_name -> lb.MethodRules
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	31, // [31:33] is the sub-list for extension type_name
+	29, // [29:31] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_lb_options_proto_init() }
@@ -1451,21 +1665,21 @@ func file_lb_options_proto_init() {
 		(*ServiceRules_LeastRequest)(nil),
 		(*ServiceRules_WeightedRoundRobin)(nil),
 	}
-	file_lb_options_proto_msgTypes[1].OneofWrappers = []any{
+	file_lb_options_proto_msgTypes[2].OneofWrappers = []any{
 		(*Discovery_Static)(nil),
 		(*Discovery_Dns)(nil),
 		(*Discovery_Etcd)(nil),
 		(*Discovery_Consul)(nil),
 	}
-	file_lb_options_proto_msgTypes[5].OneofWrappers = []any{}
-	file_lb_options_proto_msgTypes[10].OneofWrappers = []any{}
+	file_lb_options_proto_msgTypes[6].OneofWrappers = []any{}
+	file_lb_options_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lb_options_proto_rawDesc), len(file_lb_options_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   12,
+			NumEnums:      3,
+			NumMessages:   13,
 			NumExtensions: 2,
 			NumServices:   0,
 		},

@@ -199,6 +199,31 @@ func checkHostName(h string) error {
 	return nil
 }
 
+// CheckServiceName checks that name can be a service's name in a registry:
+// letters, digits, '-', '_' and '.', at most 255 characters (what Consul's
+// DNS interface and every target can carry); with slash, also '/' between
+// non-empty segments (an etcd key path).
+func CheckServiceName(name string, slash bool) error {
+	if name == "" || len(name) > 255 {
+		return fmt.Errorf("service name %q: 1 to 255 characters", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+		case c == '/' && slash:
+			if i == 0 || i == len(name)-1 || name[i-1] == '/' {
+				return fmt.Errorf("service name %q: an empty segment between '/'", name)
+			}
+		case c == '/':
+			return fmt.Errorf("service name %q: '/' is not allowed here (letters, digits, '-', '_', '.')", name)
+		default:
+			return fmt.Errorf("service name %q: character %q is not allowed (letters, digits, '-', '_', '.')", name, c)
+		}
+	}
+	return nil
+}
+
 // RegistrationStatus tracks whether a Registrar's instance is registered;
 // backends embed it. The zero value is "not registered yet".
 type RegistrationStatus struct {

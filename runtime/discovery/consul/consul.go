@@ -195,7 +195,7 @@ func parseTarget(u *url.URL) (target, error) {
 	if t.service == "" {
 		return target{}, bad("no service: want consul://host:port/<service>")
 	}
-	if err := CheckServiceName(t.service); err != nil {
+	if err := discovery.CheckServiceName(t.service, false); err != nil {
 		return target{}, bad("%v", err)
 	}
 	q, err := url.ParseQuery(u.RawQuery)
@@ -242,22 +242,6 @@ func parseTarget(u *url.URL) (target, error) {
 		}
 	}
 	return t, nil
-}
-
-// CheckServiceName checks that name can be a Consul service name that a
-// target can carry and Consul's DNS interface can answer: letters, digits,
-// '-', '_' and '.', at most 255 characters.
-func CheckServiceName(name string) error {
-	if name == "" || len(name) > 255 {
-		return fmt.Errorf("service name %q: 1 to 255 characters", name)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("service name %q: character %q is not allowed in a Consul service name (letters, digits, '-', '_', '.')", name, c)
-		}
-	}
-	return nil
 }
 
 // newClient returns a Consul client configured from the environment, with
