@@ -15,8 +15,16 @@ type Proxy struct {
 	wg     sync.WaitGroup
 
 	mu    sync.Mutex
-	cut   bool                  // guarded by mu
-	conns map[net.Conn]struct{} // guarded by mu
+	cut      bool                  // guarded by mu
+	conns    map[net.Conn]struct{} // guarded by mu
+	accepted int                   // guarded by mu; client connections forwarded
+}
+
+// Accepted returns how many client connections the proxy has forwarded.
+func (p *Proxy) Accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
 }
 
 // New starts a proxy to target on a free loopback port.
@@ -87,6 +95,9 @@ func (p *Proxy) accept() {
 			in.Close()
 			continue
 		}
+		p.mu.Lock()
+		p.accepted++
+		p.mu.Unlock()
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
