@@ -114,6 +114,10 @@ type WatchInfo struct {
 	Subscribers int
 	// Instances is the number of instances it holds.
 	Instances int
+	// Err is why the registry gives no good answer now; nil while it does.
+	Err error
+	// FailingSince is when that began; zero while the registry answers.
+	FailingSince time.Time
 }
 
 // Watches returns the watches running in the process, sorted by key: one
@@ -122,22 +126,16 @@ type WatchInfo struct {
 func Watches() []WatchInfo {
 	h := defaultHub
 	h.mu.Lock()
-	var out []WatchInfo
-	for k, hw := range h.watches {
-		out = append(out, WatchInfo{Key: k, Subscribers: hw.refs})
-	}
-	ws := make([]*hubWatch, 0, len(out))
+	ws := make([]*hubWatch, 0, len(h.watches))
 	for _, hw := range h.watches {
 		ws = append(ws, hw)
 	}
 	h.mu.Unlock()
-	out = out[:0]
+	out := make([]WatchInfo, 0, len(ws))
 	for _, hw := range ws {
 		hw.mu.Lock()
-		n := hw.set.len()
-		subs := len(hw.subs)
+		out = append(out, WatchInfo{Key: hw.key, Subscribers: len(hw.subs), Instances: hw.set.len(), Err: hw.view.err, FailingSince: hw.badSince})
 		hw.mu.Unlock()
-		out = append(out, WatchInfo{Key: hw.key, Subscribers: subs, Instances: n})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].Key.String()+out[i].Key.Policy < out[j].Key.String()+out[j].Key.Policy

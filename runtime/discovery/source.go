@@ -76,6 +76,15 @@ type Dropped struct {
 // instance of the service.
 var ErrNoInstances = errors.New("no instances")
 
+// NoInstancesError returns an error with msg that is ErrNoInstances (for
+// errors.Is), for a backend to say better why there is none.
+func NoInstancesError(msg string) error { return noInstances(msg) }
+
+type noInstances string
+
+func (e noInstances) Error() string        { return string(e) }
+func (e noInstances) Is(target error) bool { return target == ErrNoInstances }
+
 // Spec is everything the hub needs to run, or join, the watch of one
 // service.
 type Spec struct {

@@ -67,7 +67,8 @@ var (
 	// token may not read the service.
 	ErrFilteredByACLs = errors.New("consul: the answer is empty because of ACLs: the token may not read this service")
 	// ErrNoInstances: no instance passes its checks.
-	ErrNoInstances = fmt.Errorf("consul: no instance passes its health checks: %w", discovery.ErrNoInstances)
+	// It is discovery.ErrNoInstances too.
+	ErrNoInstances = discovery.NoInstancesError("consul: no instance passes its health checks")
 )
 
 // Config is the Consul backend of (lb.service).discovery.

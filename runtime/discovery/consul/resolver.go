@@ -34,7 +34,7 @@ func WithToken(token string) Option {
 }
 
 // WithRateLimit sets how many blocking queries a second the resolver may
-// make, with a burst. The default, 1 a second with a burst of 3, never
+// make, with a burst. The default, 1 a second with a burst of 5, never
 // delays a lone change and coalesces a flapping check into at most one
 // update a second.
 func WithRateLimit(perSecond float64, burst int) Option {
@@ -58,7 +58,7 @@ func NewBuilder(opts ...Option) resolver.Builder {
 }
 
 func newBuilder(opts ...Option) *builder {
-	b := &builder{limit: 1, burst: 3, wait: WaitTime}
+	b := &builder{limit: 1, burst: 5, wait: WaitTime}
 	for _, o := range opts {
 		o(b)
 	}

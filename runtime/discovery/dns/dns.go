@@ -382,4 +382,5 @@ func (s *source) lookupError(err error) error {
 // ErrNoAddresses is reported when a lookup succeeds but yields no usable
 // address; the failure policy applies (by default the last good addresses
 // are kept).
-var ErrNoAddresses = fmt.Errorf("no addresses: %w", discovery.ErrNoInstances)
+// It is discovery.ErrNoInstances too.
+var ErrNoAddresses = discovery.NoInstancesError("no addresses")

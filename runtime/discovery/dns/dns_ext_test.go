@@ -275,3 +275,34 @@ func TestErrorsNameTheConfiguredServer(t *testing.T) {
 		t.Errorf("error %q, want it to name the configured server 127.0.0.1:8600, not the system's", err)
 	}
 }
+
+// TestFailurePolicyParams: the failure policy in a target's parameters, as
+// plain grpc.NewClient users give it.
+func TestFailurePolicyParams(t *testing.T) {
+	for _, tc := range []struct {
+		params string
+		want   []string
+	}{
+		{"", []string{"10.0.0.1:80"}},
+		{"&onfailure=failfast", nil},
+		{"&onfailure=fallback&fallback=10.9.9.9:80,10.9.9.8:80", []string{"10.9.9.9:80", "10.9.9.8:80"}},
+	} {
+		for _, failure := range []string{"SERVFAIL", "empty"} {
+			f := newFakeNet()
+			f.set(func(f *fakeNet) { f.hosts["svc.test"] = []string{"10.0.0.1"} })
+			cc := build(t, "lbdns:///svc.test:80?refresh=10ms"+tc.params, f)
+			cc.WaitAddrs(t, "10.0.0.1:80")
+			f.set(func(f *fakeNet) {
+				if failure == "empty" {
+					f.hosts["svc.test"] = nil
+				} else {
+					f.err = errors.New("SERVFAIL")
+				}
+			})
+			cc.Wait(t, "the failure reported", func(_ []resolver.State, errs []error) bool { return len(errs) > 0 })
+			cc.WaitAddrsInOrder(t, tc.want...)
+			f.set(func(f *fakeNet) { f.err = nil; f.hosts["svc.test"] = []string{"10.0.0.2"} })
+			cc.WaitAddrs(t, "10.0.0.2:80")
+		}
+	}
+}

@@ -1,0 +1,169 @@
+package etcd_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
+)
+
+// countingBackend serves grpc.health.v1 and counts the calls it answers.
+type countingBackend struct {
+	addr  string
+	calls atomic.Int64
+}
+
+func startCountingBackend(t *testing.T) *countingBackend {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &countingBackend{addr: lis.Addr().String()}
+	s := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if r, ok := req.(*healthpb.HealthCheckRequest); ok && r.GetService() == "count" {
+			b.calls.Add(1)
+			return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+		}
+		return h(ctx, req)
+	}))
+	healthpb.RegisterHealthServer(s, health.NewServer())
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	return b
+}
+
+func countCall(ctx context.Context, c *lb.Conn) error {
+	_, err := healthpb.NewHealthClient(c).Check(ctx, &healthpb.HealthCheckRequest{Service: "count"})
+	return err
+}
+
+// waitWatch waits until the watch of key prefix satisfies cond.
+func waitWatch(t *testing.T, prefix string, cond func(discovery.WatchInfo) bool) discovery.WatchInfo {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, w := range discovery.Watches() {
+			if w.Key.Scheme == etcd.Scheme && w.Key.Service == prefix && cond(w) {
+				return w
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watch of %s: condition not met within %v (%+v)", prefix, timeout, discovery.Watches())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestFailurePolicies: with live backends, every key deleted or every value
+// made invalid does what the declared policy says, under load: keep last
+// good fails no call, fail fast fails with UNAVAILABLE, static fallback
+// calls the fallback. Each recovers when the instances return.
+func TestFailurePolicies(t *testing.T) {
+	s := startEtcd(t)
+	raw := rawClient(t, s.Endpoint())
+	backends := []*countingBackend{startCountingBackend(t), startCountingBackend(t)}
+	fallback := startCountingBackend(t)
+	for i, tc := range []struct {
+		name   string
+		policy discovery.FailurePolicy
+	}{
+		{"keep", discovery.FailurePolicy{}},
+		{"failfast", discovery.FailurePolicy{Mode: discovery.FailFast}},
+		{"fallback", discovery.FailurePolicy{Mode: discovery.StaticFallback, Fallback: []string{fallback.addr}}},
+	} {
+		for _, failure := range []string{"deleted", "invalid"} {
+			t.Run(tc.name+"/"+failure, func(t *testing.T) {
+				service := fmt.Sprintf("policy-%d-%s", i, failure)
+				prefix := "/services/" + service
+				put := func() {
+					for j, b := range backends {
+						if _, err := raw.Put(ctxT(t), fmt.Sprintf("%s/%d", prefix, j), b.addr); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				put()
+				policy := tc.policy
+				c, err := lb.Dial(ctxT(t), &lb.Service{Name: service, Discovery: etcd.Config{Endpoints: []string{s.Endpoint()}}, Failure: &policy}, lb.WithInsecure(), lb.WithBlock())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				l := load.Start(2, func(ctx context.Context) error { return countCall(ctx, c) })
+				defer l.Stop()
+
+				broken := time.Now()
+				for j := range backends {
+					key := fmt.Sprintf("%s/%d", prefix, j)
+					var err error
+					if failure == "deleted" {
+						_, err = raw.Delete(ctxT(t), key)
+					} else {
+						_, err = raw.Put(ctxT(t), key, `{"Addr": "nohost"}`)
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				w := waitWatch(t, prefix, func(w discovery.WatchInfo) bool { return w.Err != nil })
+				t.Logf("failure seen after %v: %v", time.Since(broken), w.Err)
+
+				switch policy.Mode {
+				case discovery.KeepLastGood:
+					before := l.Failed()
+					for range 100 {
+						if err := countCall(ctxT(t), c); err != nil {
+							t.Fatalf("call with keep-last-good: %v", err)
+						}
+					}
+					if n := l.Failed() - before; n != 0 || l.Failed() != 0 {
+						t.Errorf("%d calls failed with keep-last-good while the backends were up", l.Failed())
+					}
+				case discovery.FailFast:
+					for {
+						err := countCall(ctxT(t), c)
+						if status.Code(err) == codes.Unavailable {
+							t.Logf("UNAVAILABLE %v after the failure", time.Since(broken))
+							break
+						}
+						if time.Since(broken) > timeout {
+							t.Fatalf("calls still end with %v, want UNAVAILABLE", err)
+						}
+					}
+				case discovery.StaticFallback:
+					for n := fallback.calls.Load(); fallback.calls.Load() < n+10; {
+						if err := countCall(ctxT(t), c); err != nil && time.Since(broken) > timeout {
+							t.Fatalf("calls do not reach the fallback: %v", err)
+						}
+					}
+					t.Logf("fallback called %v after the failure", time.Since(broken))
+				}
+
+				l.Stop()
+				recovered := time.Now()
+				put()
+				for n := backends[0].calls.Load(); backends[0].calls.Load() < n+5; {
+					countCall(ctxT(t), c)
+					if time.Since(recovered) > timeout {
+						t.Fatal("no recovery")
+					}
+				}
+				t.Logf("recovered %v after the instances returned", time.Since(recovered))
+			})
+		}
+	}
+}
