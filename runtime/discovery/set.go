@@ -20,11 +20,12 @@ type instanceSet struct {
 }
 
 type entry struct {
-	id   string
-	addr string
-	md   Metadata
-	ep   resolver.Endpoint
-	pos  int // index in order
+	id    string
+	addr  string
+	md    Metadata
+	ep    resolver.Endpoint
+	pos   int  // index in order
+	shown bool // the visible entry of its address: byAddr[addr][0]
 }
 
 func newInstanceSet() *instanceSet {
@@ -74,6 +75,10 @@ func (s *instanceSet) delete(id string) bool {
 func (s *instanceSet) link(e *entry) bool {
 	g := s.byAddr[e.addr]
 	if len(g) == 0 || e.id < g[0].id {
+		if len(g) > 0 {
+			g[0].shown = false
+		}
+		e.shown = true
 		s.byAddr[e.addr] = append([]*entry{e}, g...)
 		return true
 	}
@@ -92,6 +97,7 @@ func (s *instanceSet) unlink(e *entry) bool {
 	if i == len(g) {
 		return false
 	}
+	e.shown = false
 	g = append(g[:i:i], g[i+1:]...)
 	if len(g) == 0 {
 		delete(s.byAddr, e.addr)
@@ -106,6 +112,7 @@ func (s *instanceSet) unlink(e *entry) bool {
 			}
 		}
 		g[0], g[low] = g[low], g[0]
+		g[0].shown = true
 	}
 	s.byAddr[e.addr] = g
 	return i == 0
@@ -127,7 +134,7 @@ func (s *instanceSet) compact() {
 func (s *instanceSet) endpoints() []resolver.Endpoint {
 	eps := make([]resolver.Endpoint, 0, len(s.byAddr))
 	for _, e := range s.order {
-		if e != nil && s.byAddr[e.addr][0] == e {
+		if e != nil && e.shown {
 			eps = append(eps, e.ep)
 		}
 	}
