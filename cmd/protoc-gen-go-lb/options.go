@@ -83,10 +83,10 @@ type consulModel struct {
 }
 
 type etcdModel struct {
-	endpoints                []string
-	prefix                   string
-	ttl                      time.Duration
-	plain                    bool
+	endpoints                 []string
+	prefix                    string
+	ttl                       time.Duration
+	plain                     bool
 	caFile, certFile, keyFile string
 }
 

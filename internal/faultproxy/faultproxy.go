@@ -14,7 +14,7 @@ type Proxy struct {
 	lis    net.Listener
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
+	mu       sync.Mutex
 	cut      bool                  // guarded by mu
 	conns    map[net.Conn]struct{} // guarded by mu
 	accepted int                   // guarded by mu; client connections forwarded

@@ -120,6 +120,27 @@ type WatchInfo struct {
 	FailingSince time.Time
 }
 
+var (
+	changedMu sync.Mutex
+	changed   = make(chan struct{})
+)
+
+// WatchesChanged returns a channel that is closed when any watch of the
+// process next publishes a state or reports an error, for a caller of
+// Watches to wait on.
+func WatchesChanged() <-chan struct{} {
+	changedMu.Lock()
+	defer changedMu.Unlock()
+	return changed
+}
+
+func notifyChanged() {
+	changedMu.Lock()
+	defer changedMu.Unlock()
+	close(changed)
+	changed = make(chan struct{})
+}
+
 // Watches returns the watches running in the process, sorted by key: one
 // per registry, service, filters and failure policy, however many channels
 // resolve them.

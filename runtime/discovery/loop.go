@@ -359,6 +359,7 @@ func (w *watch) report(err error) {
 }
 
 func (w *watch) deliver() {
+	defer notifyChanged()
 	v := w.view
 	for s := range w.subs {
 		s.deliver(v)

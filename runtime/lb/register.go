@@ -170,6 +170,16 @@ func (r *Registration) Status() error {
 	return nil
 }
 
+// StatusChanged returns a channel that is closed when Status next changes
+// between nil and an error; nil when the registrar does not tell (no
+// registry).
+func (r *Registration) StatusChanged() <-chan struct{} {
+	if sc, ok := r.registrar.(interface{ StatusChanged() <-chan struct{} }); ok {
+		return sc.StatusChanged()
+	}
+	return nil
+}
+
 // Deregister sets the service NOT_SERVING, so that health-checking clients
 // stop sending it calls, and removes the instance from the registry. The
 // server keeps serving calls already sent.

@@ -270,27 +270,37 @@ func waitPassing(t testing.TB, agent string, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(timeout)
-	for {
-		entries, _, err := c.Health().Service("echo", "", true, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	// Blocking queries: each returns when the answer changes.
+	for index := uint64(0); ; {
+		entries, meta, err := c.Health().Service("echo", "", true, (&api.QueryOptions{WaitIndex: index, WaitTime: timeout}).WithContext(ctx))
 		if err == nil && len(entries) == n {
 			return
 		}
-		if time.Now().After(deadline) {
+		if ctx.Err() != nil {
 			t.Fatalf("%d instances passing (%v), want %d", len(entries), err, n)
 		}
-		time.Sleep(50 * time.Millisecond)
+		if err == nil {
+			index = max(meta.LastIndex, 1)
+		}
 	}
 }
 
 func waitRegistered(t testing.TB, reg *lb.Registration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for reg.Status() != nil {
-		if time.Now().After(deadline) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		changed := reg.StatusChanged()
+		if reg.Status() == nil {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
 			t.Fatalf("not registered again: %v", reg.Status())
 		}
-		time.Sleep(20 * time.Millisecond) // polling a status
 	}
 }
 

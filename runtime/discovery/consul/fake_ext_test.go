@@ -28,10 +28,12 @@ type reply struct {
 	ports    []int // instances 10.0.0.1:<port>
 	filtered bool  // X-Consul-Results-Filtered-By-ACLs
 	hold     bool  // block until the test ends, like an unchanged blocking query
+	instant  bool  // when it is the last: answer every query at once, as a misbehaving agent would
 }
 
-// fakeConsul answers /v1/health/service/<name> from a script, then repeats
-// the last reply; it records the index and time of every query.
+// fakeConsul answers /v1/health/service/<name> from a script, then blocks
+// queries that wait on the last reply's index as a real agent does (unless
+// it is instant); it records the index and time of every query.
 type fakeConsul struct {
 	*httptest.Server
 	mu      sync.Mutex
@@ -62,10 +64,16 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request) {
 	f.indexes = append(f.indexes, idx)
 	f.times = append(f.times, time.Now())
 	rep := f.script[0]
-	if len(f.script) > 1 {
+	last := len(f.script) == 1
+	if !last {
 		f.script = f.script[1:]
 	}
 	f.mu.Unlock()
+	if last && !rep.instant && idx >= rep.index && idx > 0 {
+		// The script has nothing new: block as a real agent does until
+		// its answer changes (never, here).
+		rep.hold = true
+	}
 	select {
 	case f.queried <- struct{}{}:
 	default: // nobody counts queries this far
@@ -135,7 +143,7 @@ func TestIndexGoingBackwardsResets(t *testing.T) {
 
 func TestIndexZeroIsNeverWaitedOnAndLoopIsRateLimited(t *testing.T) {
 	const perSecond, burst, queries = 20, 2, 12
-	f := newFake(t, reply{index: 0, ports: []int{1}}) // index 0, instant replies, forever
+	f := newFake(t, reply{index: 0, ports: []int{1}, instant: true}) // index 0, instant replies, forever
 	cc := build(t, fakeTarget(f), consul.WithRateLimit(perSecond, burst))
 	cc.WaitAddrs(t, "10.0.0.1:1")
 	got := f.waitQueries(t, queries)

@@ -116,16 +116,19 @@ func ctxT(t *testing.T) context.Context {
 // waitConsulWatch waits until the watch of service satisfies cond.
 func waitConsulWatch(t *testing.T, service string, cond func(discovery.WatchInfo) bool) discovery.WatchInfo {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
 	for {
+		changed := discovery.WatchesChanged()
 		for _, w := range discovery.Watches() {
 			if w.Key.Scheme == consul.Scheme && w.Key.Service == service && cond(w) {
 				return w
 			}
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-timer.C:
 			t.Fatalf("watch of %s: condition not met within %v", service, timeout)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

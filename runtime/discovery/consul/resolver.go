@@ -7,8 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
-	)
+)
 
 func init() {
 	resolver.Register(discovery.NewBuilder(Scheme, defaultBuilder.parse))

@@ -268,7 +268,9 @@ func TestConfigTarget(t *testing.T) {
 // its errors even when the query went to the one the target names.
 func TestErrorsNameTheConfiguredServer(t *testing.T) {
 	f := newFakeNet()
-	f.set(func(f *fakeNet) { f.err = &net.DNSError{Err: "server misbehaving", Name: "svc.test", Server: "192.0.2.53:53"} })
+	f.set(func(f *fakeNet) {
+		f.err = &net.DNSError{Err: "server misbehaving", Name: "svc.test", Server: "192.0.2.53:53"}
+	})
 	cc := build(t, "lbdns://127.0.0.1:8600/svc.test:80", f)
 	cc.Wait(t, "an error", func(_ []resolver.State, errs []error) bool { return len(errs) > 0 })
 	if err := cc.Errors()[0]; !strings.Contains(err.Error(), "127.0.0.1:8600") || strings.Contains(err.Error(), "192.0.2.53") {

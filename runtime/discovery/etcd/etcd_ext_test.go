@@ -186,12 +186,13 @@ func TestCompactionWhileWatchBroken(t *testing.T) {
 	}
 	p.Heal()
 	cc.WaitAddrs(t, "10.0.0.2:1", "10.0.0.3:1")
+	// The hook runs after the listing is published: wait for it.
 	select {
 	case rev := <-lists:
 		if rev < resp.Header.Revision {
 			t.Errorf("re-list at revision %d, before the compaction at %d", rev, resp.Header.Revision)
 		}
-	default:
+	case <-time.After(timeout):
 		t.Fatal("view is right but the resolver did not list again")
 	}
 	if n := len(lists); n != 0 {

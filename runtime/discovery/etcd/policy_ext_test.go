@@ -54,17 +54,20 @@ func countCall(ctx context.Context, c *lb.Conn) error {
 // waitWatch waits until the watch of key prefix satisfies cond.
 func waitWatch(t *testing.T, prefix string, cond func(discovery.WatchInfo) bool) discovery.WatchInfo {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
 	for {
+		changed := discovery.WatchesChanged()
 		for _, w := range discovery.Watches() {
 			if w.Key.Scheme == etcd.Scheme && w.Key.Service == prefix && cond(w) {
 				return w
 			}
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-timer.C:
 			t.Fatalf("watch of %s: condition not met within %v (%+v)", prefix, timeout, discovery.Watches())
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
