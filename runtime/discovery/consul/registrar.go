@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc/grpclog"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
@@ -20,12 +21,21 @@ import (
 // knows the instance (an agent restarted in dev mode forgets everything).
 const ResyncInterval = 5 * time.Second
 
+// ErrDeregistered is the status of a Registrar after Deregister, and the
+// error of a Register after it: a deregistered Registrar does not start
+// again.
+var ErrDeregistered = errors.New("consul: deregistered")
+
 // NewRegistrar returns a registrar of inst with the agent at c.Address, or
 // at registry when that is not empty. The ACL token comes from
-// CONSUL_HTTP_TOKEN.
+// CONSUL_HTTP_TOKEN. The instance gets a gRPC health check, over TLS with
+// c.GRPCUseTLS.
 func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discovery.Registrar, error) {
 	if inst.ID == "" {
 		return nil, errors.New("consul: instance has no ID")
+	}
+	if !c.GRPCUseTLS && (c.TLSServerName != "" || c.TLSSkipVerify) {
+		return nil, errors.New("consul: TLSServerName and TLSSkipVerify are settings of a TLS check: set GRPCUseTLS too")
 	}
 	host, portStr, err := net.SplitHostPort(inst.Address)
 	if err != nil {
@@ -71,8 +81,11 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 		Interval:                       interval.String(),
 		Timeout:                        min(interval, 5*time.Second).String(),
 		DeregisterCriticalServiceAfter: deregister.String(),
+		GRPCUseTLS:                     c.GRPCUseTLS,
+		TLSServerName:                  c.TLSServerName,
+		TLSSkipVerify:                  c.TLSSkipVerify,
 	})
-	r := &Registrar{client: client, transport: cfg.Transport, reg: reg, ttl: c.TTL}
+	r := &Registrar{client: client, transport: cfg.Transport, reg: reg, ttl: c.TTL, log: logger}
 	if c.TTL > 0 {
 		r.ttlCheck = inst.ID + ":ttl"
 		reg.Checks = append(reg.Checks, &api.AgentServiceCheck{
@@ -118,36 +131,67 @@ type Registrar struct {
 	reg       *api.AgentServiceRegistration
 	ttl       time.Duration
 	ttlCheck  string
+	log       grpclog.DepthLoggerV2 // the package's logger; a test's
 
-	ctx    context.Context // ends at Deregister
+	ctx    context.Context // ends at Deregister, and with it every request in flight
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	wg     sync.WaitGroup // Register's first attempt, then the keeper
+
+	mu           sync.Mutex
+	started      bool // guarded by mu: Register was called
+	deregistered bool // guarded by mu: Deregister was called
 }
 
 // ID is the instance's service ID.
 func (r *Registrar) ID() string { return r.reg.ID }
 
 func (r *Registrar) setStatus(err error) {
+	if err != nil && !errors.Is(err, ErrDeregistered) && r.ctx.Err() != nil {
+		// A failure that Deregister caused: the status becomes
+		// ErrDeregistered instead.
+		return
+	}
 	if !r.SetStatus(err) {
 		return
 	}
-	if err == nil {
-		logger.Infof("consul: registered %s", r.reg.ID)
-	} else {
-		logger.Warningf("consul: %s not registered: %v", r.reg.ID, err)
+	switch {
+	case err == nil:
+		r.log.Infof("consul: registered %s", r.reg.ID)
+	case errors.Is(err, ErrDeregistered):
+		r.log.Infof("consul: deregistered %s", r.reg.ID)
+	default:
+		r.log.Warningf("consul: %s not registered: %v", r.reg.ID, err)
 	}
 }
 
 // Register registers the instance and starts keeping it registered. If the
-// first attempt fails it returns the error and keeps trying.
+// first attempt fails it returns the error and keeps trying. A second
+// Register does nothing; a Register after Deregister returns
+// ErrDeregistered and starts nothing.
 func (r *Registrar) Register(ctx context.Context) error {
-	var err error
-	r.once.Do(func() {
-		err = r.register(ctx)
-		r.wg.Add(1)
-		go r.keep()
-	})
+	r.mu.Lock()
+	if r.deregistered {
+		r.mu.Unlock()
+		return ErrDeregistered
+	}
+	if r.started {
+		r.mu.Unlock()
+		return nil
+	}
+	r.started = true
+	// Under mu, so that Deregister, which sets deregistered under mu
+	// before it waits, waits for this too.
+	r.wg.Add(1)
+	r.mu.Unlock()
+
+	// The first attempt ends with ctx or at Deregister, whichever is
+	// first.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(r.ctx, cancel)
+	defer stop()
+	err := r.register(ctx)
+	go r.keep()
 	return err
 }
 
@@ -206,12 +250,24 @@ func (r *Registrar) check() error {
 	return err
 }
 
-// Deregister stops keeping the instance and deregisters it, within ctx.
+// Deregister stops keeping the instance and deregisters it, within ctx. It
+// is idempotent: a second call returns nil.
 func (r *Registrar) Deregister(ctx context.Context) error {
+	r.mu.Lock()
+	if r.deregistered {
+		r.mu.Unlock()
+		return nil
+	}
+	r.deregistered = true
+	started := r.started
+	r.mu.Unlock()
 	r.cancel()
 	r.wg.Wait()
 	defer r.transport.CloseIdleConnections()
-	r.setStatus(errors.New("consul: deregistered"))
+	r.setStatus(ErrDeregistered)
+	if !started {
+		return nil // nothing registered
+	}
 	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
 	if err := r.client.Agent().ServiceDeregisterOpts(r.reg.ID, (&api.QueryOptions{}).WithContext(ctx)); err != nil {

@@ -9,14 +9,22 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/grpclog"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
 )
 
+// ErrDeregistered is the status of a Registrar after Deregister, and the
+// error of a Register after it: a deregistered Registrar does not start
+// again.
+var ErrDeregistered = errors.New("etcd: deregistered")
+
 // NewRegistrar returns a registrar that keeps inst under
-// "<Prefix>/<service>/<instance ID>" with a lease of c.TTL. A non-empty
-// registry replaces c.Endpoints.
+// "<Prefix>/<service>/<instance ID>" with a lease of c.TTL, in the etcd of
+// c.Endpoints with c's TLS settings (see the package doc). A non-empty
+// registry replaces c.Endpoints. The key is the one a target of c for the
+// service lists: the prefix is checked the same way.
 func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discovery.Registrar, error) {
 	ttl := c.TTL
 	if ttl == 0 {
@@ -28,20 +36,18 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 	if inst.ID == "" {
 		return nil, errors.New("etcd: instance has no ID")
 	}
-	var eps []string
-	for _, ep := range c.endpoints(registry) {
-		addr, err := discovery.ParseAddress(ep)
-		if err != nil {
-			return nil, fmt.Errorf("etcd: endpoint: %w", err)
-		}
-		eps = append(eps, addr)
+	t, err := c.target(inst.Service, registry)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Registrar{
-		endpoints: eps,
-		key:       c.servicePrefix(inst.Service) + "/" + inst.ID,
+		endpoints: t.endpoints,
+		sec:       t.sec,
+		key:       t.prefix + "/" + inst.ID,
 		value:     encodeValue(inst, c.PlainValue),
 		ttl:       ttl,
+		log:       logger,
 		ctx:       ctx,
 		cancel:    cancel,
 	}, nil
@@ -51,68 +57,125 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 // expired during a partition, etcd restarted, the keep-alive stream closed)
 // it grants a new lease and puts the key again, under jittered backoff and
 // without a retry cap, until Deregister.
+//
+// The key is only ever deleted while it holds the Registrar's own lease: a
+// newer instance that took over the same key (the same instance ID, as in a
+// blue/green deployment) keeps it when the old one deregisters.
 type Registrar struct {
 	discovery.RegistrationStatus
 
 	endpoints []string
+	sec       security
 	key       string
 	value     string
 	ttl       time.Duration
+	log       grpclog.DepthLoggerV2 // the package's logger; a test's
 
-	ctx    context.Context // ends at Deregister
+	// ctx ends at Deregister. It stops the keeper and ends whatever
+	// request, or connection being made, is in flight; the client itself
+	// lives on until Deregister's own requests are done.
+	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once // starts the keeper
+	wg     sync.WaitGroup // Register's first attempt, then the keeper
 
-	mu     sync.Mutex
-	client *clientv3.Client // guarded by mu
-	lease  clientv3.LeaseID // guarded by mu; 0 when none is held
+	mu           sync.Mutex
+	started      bool             // guarded by mu: Register was called
+	deregistered bool             // guarded by mu: Deregister was called
+	client       *clientv3.Client // guarded by mu
+	clientCancel func()           // guarded by mu; ends client's context
+	lease        clientv3.LeaseID // guarded by mu; the last lease granted, 0 when none
 }
 
 // Key is the instance's key.
 func (r *Registrar) Key() string { return r.key }
 
 func (r *Registrar) setStatus(err error) {
+	if err != nil && !errors.Is(err, ErrDeregistered) && r.ctx.Err() != nil {
+		// A failure that Deregister caused: the status becomes
+		// ErrDeregistered instead.
+		return
+	}
 	if !r.SetStatus(err) {
 		return
 	}
-	if err == nil {
-		logger.Infof("etcd: registered %s", r.key)
-	} else {
-		logger.Warningf("etcd: %s not registered: %v", r.key, err)
+	switch {
+	case err == nil:
+		r.log.Infof("etcd: registered %s", r.key)
+	case errors.Is(err, ErrDeregistered):
+		r.log.Infof("etcd: deregistered %s", r.key)
+	default:
+		r.log.Warningf("etcd: %s not registered: %v", r.key, err)
 	}
 }
 
 // Register puts the key with a new lease and starts keeping it alive. If
 // the first attempt fails, it returns the error and keeps trying in the
-// background.
+// background. A second Register does nothing; a Register after Deregister
+// returns ErrDeregistered and starts nothing.
 func (r *Registrar) Register(ctx context.Context) error {
-	var err error
-	r.once.Do(func() {
-		var lease clientv3.LeaseID
-		lease, err = r.register(ctx)
-		r.wg.Add(1)
-		go r.keep(lease)
-	})
+	r.mu.Lock()
+	if r.deregistered {
+		r.mu.Unlock()
+		return ErrDeregistered
+	}
+	if r.started {
+		r.mu.Unlock()
+		return nil
+	}
+	r.started = true
+	// Under mu, so that Deregister, which sets deregistered under mu
+	// before it waits, waits for this too.
+	r.wg.Add(1)
+	r.mu.Unlock()
+
+	// The first attempt ends with ctx or at Deregister, whichever is
+	// first.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(r.ctx, cancel)
+	defer stop()
+	lease, err := r.register(ctx)
+	go r.keep(lease)
 	return err
 }
 
-func (r *Registrar) getClient() (*clientv3.Client, error) {
+// getClient returns the client, making it if there is none yet; making it
+// ends with ctx. Only Register's first attempt and then the keeper call it,
+// one after the other.
+func (r *Registrar) getClient(ctx context.Context) (*clientv3.Client, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.client == nil {
-		c, err := newClient(r.ctx, r.endpoints, securityFromEnv())
-		if err != nil {
-			return nil, err
-		}
-		r.client = c
+	c := r.client
+	r.mu.Unlock()
+	if c != nil {
+		return c, nil
 	}
-	return r.client, nil
+	// The client outlives ctx: it is closed by Deregister, after its
+	// requests. Only the connection being made (a token fetched with
+	// ETCD_USERNAME) ends with ctx.
+	cctx, ccancel := context.WithCancel(context.Background())
+	stop := context.AfterFunc(ctx, ccancel)
+	c, err := newClient(cctx, r.endpoints, r.sec)
+	if !stop() {
+		// ctx ended while connecting: c, if any, is cancelled.
+		if c != nil {
+			c.Close()
+		}
+		ccancel()
+		return nil, fmt.Errorf("etcd: client for %s: %w", r.key, context.Cause(ctx))
+	}
+	if err != nil {
+		ccancel()
+		return nil, err
+	}
+	r.mu.Lock()
+	r.client, r.clientCancel = c, ccancel
+	r.mu.Unlock()
+	return c, nil
 }
 
 // register grants a lease and puts the key with it.
 func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, error) {
-	c, err := r.getClient()
+	c, err := r.getClient(ctx)
 	if err != nil {
 		r.setStatus(err)
 		return 0, err
@@ -125,18 +188,27 @@ func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, error) {
 		r.setStatus(err)
 		return 0, err
 	}
-	if _, err := c.Put(ctx, r.key, r.value, clientv3.WithLease(g.ID)); err != nil {
-		err = fmt.Errorf("etcd: put %s: %w", r.key, err)
-		r.setStatus(err)
-		// The lease expires by itself if this revoke fails too.
-		rctx, rcancel := withTimeout(r.ctx)
-		c.Revoke(rctx, g.ID)
-		rcancel()
-		return 0, err
-	}
+	// Remembered before the put: if the put fails but was applied, or
+	// the revoke below fails, Deregister still deletes the key and
+	// revokes this lease.
 	r.mu.Lock()
 	r.lease = g.ID
 	r.mu.Unlock()
+	if _, err := c.Put(ctx, r.key, r.value, clientv3.WithLease(g.ID)); err != nil {
+		err = fmt.Errorf("etcd: put %s: %w", r.key, err)
+		r.setStatus(err)
+		// Within ctx still (Register returns within its caller's
+		// context): if this revoke fails too, Deregister revokes the
+		// lease, or it expires.
+		if _, rerr := c.Revoke(ctx, g.ID); rerr == nil || errors.Is(rerr, rpctypes.ErrLeaseNotFound) {
+			r.mu.Lock()
+			if r.lease == g.ID {
+				r.lease = 0
+			}
+			r.mu.Unlock()
+		}
+		return 0, err
+	}
 	r.setStatus(nil)
 	return g.ID, nil
 }
@@ -146,6 +218,9 @@ func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, error) {
 func (r *Registrar) keep(lease clientv3.LeaseID) {
 	defer r.wg.Done()
 	for failures := 0; ; {
+		if r.ctx.Err() != nil {
+			return
+		}
 		if lease == 0 {
 			var err error
 			if lease, err = r.register(r.ctx); err != nil {
@@ -180,31 +255,52 @@ func (r *Registrar) keep(lease clientv3.LeaseID) {
 	}
 }
 
-// Deregister stops keeping the instance, deletes its key and revokes its
-// lease, within ctx (each request also within RequestTimeout).
+// Deregister stops keeping the instance, deletes its key if the key still
+// holds the Registrar's lease, and revokes the lease, within ctx (each
+// request also within RequestTimeout). It is idempotent: a second call
+// returns nil.
 func (r *Registrar) Deregister(ctx context.Context) error {
+	r.mu.Lock()
+	if r.deregistered {
+		r.mu.Unlock()
+		return nil
+	}
+	r.deregistered = true
+	r.mu.Unlock()
+	// Everything in flight ends with r.ctx, a connection being made too,
+	// so this wait is short.
 	r.cancel()
 	r.wg.Wait()
 	r.mu.Lock()
-	c, lease := r.client, r.lease
-	r.client, r.lease = nil, 0
+	c, ccancel, lease := r.client, r.clientCancel, r.lease
+	r.client, r.clientCancel, r.lease = nil, nil, 0
 	r.mu.Unlock()
-	r.setStatus(errors.New("etcd: deregistered"))
+	r.setStatus(ErrDeregistered)
 	if c == nil {
 		return nil
 	}
+	defer ccancel()
 	defer c.Close()
+	if lease == 0 {
+		return nil // no key of ours
+	}
 	dctx, cancel := withTimeout(ctx)
 	defer cancel()
 	var errs []error
-	if _, err := c.Delete(dctx, r.key); err != nil {
+	// Delete the key only while it holds our lease: an instance with the
+	// same ID may have put it since, with a lease of its own.
+	_, err := c.Txn(dctx).
+		If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", lease)).
+		Then(clientv3.OpDelete(r.key)).
+		Commit()
+	if err != nil {
 		errs = append(errs, fmt.Errorf("etcd: delete %s: %w", r.key, err))
 	}
-	if lease != 0 {
-		// A lease that expired already is fine: the key went with it.
-		if _, err := c.Revoke(dctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			errs = append(errs, fmt.Errorf("etcd: revoke lease of %s: %w", r.key, err))
-		}
+	// Revoking deletes whatever keys hold the lease, so the key goes even
+	// if the delete above failed. A lease that expired already is fine:
+	// the key went with it.
+	if _, err := c.Revoke(dctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		errs = append(errs, fmt.Errorf("etcd: revoke lease of %s: %w", r.key, err))
 	}
 	return errors.Join(errs...)
 }
