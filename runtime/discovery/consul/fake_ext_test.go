@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,17 +19,20 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
 )
 
 // reply is one scripted answer of the fake.
 type reply struct {
 	index    uint64
-	status   int   // 0 means 200
-	ports    []int // instances 10.0.0.1:<port>
-	filtered bool  // X-Consul-Results-Filtered-By-ACLs
-	hold     bool  // block until the test ends, like an unchanged blocking query
-	instant  bool  // when it is the last: answer every query at once, as a misbehaving agent would
+	status   int               // 0 means 200
+	ports    []int             // instances 10.0.0.1:<port>
+	filtered bool              // X-Consul-Results-Filtered-By-ACLs
+	hold     bool              // block until the test ends, like an unchanged blocking query
+	instant  bool              // when it is the last: answer every query at once, as a misbehaving agent would
+	meta     map[string]string // every instance's Meta
+	badAddr  bool              // one more instance, whose service address has a port
 }
 
 // fakeConsul answers /v1/health/service/<name> from a script, then blocks
@@ -102,7 +106,13 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request) {
 	for _, p := range rep.ports {
 		entries = append(entries, map[string]any{
 			"Node":    map[string]any{"Node": "n1", "Address": "10.0.0.1"},
-			"Service": map[string]any{"ID": "s" + strconv.Itoa(p), "Service": "svc", "Address": "", "Port": p},
+			"Service": map[string]any{"ID": "s" + strconv.Itoa(p), "Service": "svc", "Address": "", "Port": p, "Meta": rep.meta},
+		})
+	}
+	if rep.badAddr {
+		entries = append(entries, map[string]any{
+			"Node":    map[string]any{"Node": "n1", "Address": "10.0.0.1"},
+			"Service": map[string]any{"ID": "bad", "Service": "svc", "Address": "127.0.0.1:45489", "Port": 45489},
 		})
 	}
 	json.NewEncoder(w).Encode(entries)
@@ -218,4 +228,44 @@ func equal(a, b []uint64) bool {
 		}
 	}
 	return true
+}
+
+// TestBadEntriesAndWeights: an instance whose address cannot be dialled is
+// dropped, the others served; a weight that is not a number is ignored and
+// its instance kept.
+func TestBadEntriesAndWeights(t *testing.T) {
+	f := newFake(t, reply{index: 3, ports: []int{1, 2}, meta: map[string]string{"weight": "heavy", "zone": "z1"}, badAddr: true})
+	cc := build(t, fakeTarget(f), consul.WithRateLimit(1000, 10))
+	s := cc.WaitAddrs(t, "10.0.0.1:1", "10.0.0.1:2")
+	md, ok := discovery.MetadataOf(s.Endpoints[0])
+	if !ok || md.Weight != 0 || md.Zone != "z1" {
+		t.Errorf("metadata %+v, %v; want zone z1 and no weight", md, ok)
+	}
+}
+
+// TestBadTargets: each bad target is refused with an error that names the
+// bad part and shows no secret.
+func TestBadTargets(t *testing.T) {
+	for _, tc := range []struct{ target, want string }{
+		{"consul://127.0.0.1:8500/team/greeter", `'/' is not allowed`},
+		{"consul://127.0.0.1:8500/greeter?tag=", "empty tag"},
+		{"consul://127.0.0.1:8500/greeter?token=S3CRET", "token is not allowed"},
+		{"consul://user:S3CRET@127.0.0.1:8500/greeter", "credentials are not allowed"},
+		{"consul://127.0.0.1:8500/greeter?grace=soon", `grace "soon"`},
+		{"consul://127.0.0.1:8500/greeter?stale=maybe", `stale "maybe"`},
+		{"consul://127.0.0.1:8500/greeter?onfailure=never&token=S3CRET", `onfailure "never"`},
+		{"consul://127.0.0.1:8500/", "no service"},
+	} {
+		u, err := url.Parse(tc.target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = consul.NewBuilder().Build(resolver.Target{URL: *u}, resolvertest.New(), resolver.BuildOptions{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Build(%s) = %v, want an error containing %q", tc.target, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "S3CRET") {
+			t.Errorf("Build(%s) = %v: the error shows a secret", tc.target, err)
+		}
+	}
 }
