@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/experimental/balancer/weight"
+	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
 )
 
@@ -469,4 +472,66 @@ func TestTargetPolicyParams(t *testing.T) {
 func parseQuery(s string) (map[string][]string, error) {
 	q, err := url.ParseQuery(s)
 	return q, err
+}
+
+// testLogs holds the package's log lines: set once before any test runs.
+var testLogs = &lockedBuffer{}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// take returns what was logged since the last take.
+func (l *lockedBuffer) take() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.b.String()
+	l.b.Reset()
+	return s
+}
+
+func TestMain(m *testing.M) {
+	grpclog.SetLoggerV2(grpclog.NewLoggerV2(testLogs, io.Discard, io.Discard)) // the first writer gets every severity
+	os.Exit(m.Run())
+}
+
+// TestDropsAreLoggedOnceAndSummarised: 1,000 invalid entries log a few
+// lines and a summary, and the same entries listed again log nothing.
+func TestDropsAreLoggedOnceAndSummarised(t *testing.T) {
+	h := newTestHub(t)
+	src := newFakeSource()
+	rec := h.join(t, fakeSpec(src, FailurePolicy{}))
+	list := func() {
+		src.do(t, func(u Updates) error {
+			insts := []Instance{{ID: "good", Address: "10.0.0.1:80"}}
+			for i := range 1000 {
+				insts = append(insts, Instance{ID: fmt.Sprintf("bad-%d", i), Address: "nohost"})
+			}
+			u.Reset(insts, nil)
+			u.Flush()
+			return nil
+		})
+	}
+	testLogs.take()
+	list()
+	rec.waitAddrs(t, "10.0.0.1:80")
+	first := testLogs.take()
+	if n := strings.Count(first, "dropping bad-"); n != maxDropLines {
+		t.Errorf("first listing logged %d entries one by one, want %d:\n%s", n, maxDropLines, first)
+	}
+	if !strings.Contains(first, "and 995 more entries dropped as invalid (1000 in all now)") {
+		t.Errorf("first listing has no summary:\n%s", first)
+	}
+	list()
+	src.do(t, func(Updates) error { return nil }) // the second listing is done
+	if again := testLogs.take(); strings.Contains(again, "dropping") || strings.Contains(again, "more entries") {
+		t.Errorf("the same bad entries listed again were logged again:\n%s", again)
+	}
 }

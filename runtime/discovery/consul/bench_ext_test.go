@@ -1,6 +1,7 @@
 package consul_test
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 	"testing"
@@ -18,7 +19,7 @@ import (
 // BenchmarkDeregisterToLastCall measures, per trial, the time from
 // deregistering an instance from the agent to the last call that reaches
 // it. Trials are 2 s apart: the resolver's rate limit (1 query a second,
-// burst 3) coalesces changes closer together than that, by design, and a
+// burst 5) coalesces changes closer together than that, by design, and a
 // lone change must not wait for it. Run it with -benchtime=20x; it reports
 // the median and p90.
 //
@@ -37,8 +38,17 @@ func BenchmarkDeregisterToLastCall(b *testing.B) {
 		}
 	}
 	register("stay", stay)
+	// Stale reads (the default) and consistent reads, in one run.
+	for _, stale := range []bool{true, false} {
+		b.Run(fmt.Sprintf("stale=%v", stale), func(b *testing.B) {
+			benchDeregister(b, a.HTTPAddr()+"/bench?stale="+strconv.FormatBool(stale), client, stay, leave, register)
+		})
+	}
+}
+
+func benchDeregister(b *testing.B, target string, client *api.Client, stay, leave *propagation.Backend, register func(string, *propagation.Backend)) {
 	rb, rec := resolvertest.Wrap(consul.NewBuilder())
-	conn, err := grpc.NewClient("consul://"+a.HTTPAddr()+"/bench", grpc.WithResolvers(rb),
+	conn, err := grpc.NewClient("consul://"+target, grpc.WithResolvers(rb),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
 	if err != nil {

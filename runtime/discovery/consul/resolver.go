@@ -99,6 +99,9 @@ func (b *builder) spec(t target) discovery.Spec {
 	if t.near != "" {
 		f.Set("near", t.near)
 	}
+	if t.consistent {
+		f.Set("stale", "false")
+	}
 	var p discovery.FailurePolicy
 	switch {
 	case t.failFast:
