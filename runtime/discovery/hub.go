@@ -37,7 +37,7 @@ var defaultHub = &hub{clock: realClock{}, linger: DefaultLinger, watches: map[Ke
 // subscribe joins the watch of spec, starting it if there is none, and
 // returns the channel's resolver. The channel gets the watch's last state
 // at once.
-func (h *hub) subscribe(spec Spec, cc resolver.ClientConn) *subscriber {
+func (h *hub) subscribe(target string, spec Spec, cc resolver.ClientConn, opts resolver.BuildOptions) *subscriber {
 	h.mu.Lock()
 	hw := h.watches[spec.Key]
 	if hw == nil {
@@ -51,7 +51,7 @@ func (h *hub) subscribe(spec Spec, cc resolver.ClientConn) *subscriber {
 		hw.linger = nil
 	}
 	h.mu.Unlock()
-	s := &subscriber{w: hw.watch, h: h, cc: cc}
+	s := &subscriber{w: hw.watch, h: h, cc: cc, metrics: opts.MetricsRecorder, target: target, label: spec.Key.String()}
 	hw.subscribe(s)
 	return s
 }
@@ -180,7 +180,7 @@ type urlBuilder struct {
 
 func (b *urlBuilder) Scheme() string { return b.scheme }
 
-func (b *urlBuilder) Build(t resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+func (b *urlBuilder) Build(t resolver.Target, cc resolver.ClientConn, opts resolver.BuildOptions) (resolver.Resolver, error) {
 	u := t.URL
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
@@ -198,17 +198,18 @@ func (b *urlBuilder) Build(t resolver.Target, cc resolver.ClientConn, _ resolver
 	if found {
 		spec.Policy = p
 	}
-	return Subscribe(spec, cc)
+	return Subscribe(t, spec, cc, opts)
 }
 
-// Subscribe returns a resolver that feeds cc from the shared watch of
-// spec. Builders call it.
-func Subscribe(spec Spec, cc resolver.ClientConn) (resolver.Resolver, error) {
+// Subscribe returns a resolver that feeds cc, the channel of t, from the
+// shared watch of spec. Builders call it, with their BuildOptions: the
+// channel's MetricsRecorder gets the watch's metrics.
+func Subscribe(t resolver.Target, spec Spec, cc resolver.ClientConn, opts resolver.BuildOptions) (resolver.Resolver, error) {
 	if err := spec.Policy.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", spec.Key, err)
 	}
 	spec.Key.Policy = spec.Policy.String()
-	return defaultHub.subscribe(spec, cc), nil
+	return defaultHub.subscribe(Redact(&t.URL), spec, cc, opts), nil
 }
 
 // SpecBuilder returns a resolver.Builder of scheme that builds every
@@ -226,8 +227,8 @@ type specBuilder struct {
 
 func (b specBuilder) Scheme() string { return b.scheme }
 
-func (b specBuilder) Build(_ resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
-	return Subscribe(b.spec, cc)
+func (b specBuilder) Build(t resolver.Target, cc resolver.ClientConn, opts resolver.BuildOptions) (resolver.Resolver, error) {
+	return Subscribe(t, b.spec, cc, opts)
 }
 
 // Redact returns u without its user info and query, either of which could

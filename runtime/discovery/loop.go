@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	estats "google.golang.org/grpc/experimental/stats"
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
 
@@ -14,6 +15,33 @@ import (
 )
 
 var logger = grpclog.Component("lb-discovery")
+
+// The metrics of a watch, recorded for each channel through the
+// MetricsRecorder grpc-go hands its resolver (resolver.BuildOptions), in
+// subscriber.deliver: the one place they are recorded. They are off by
+// default, as grpc-go's own LB metrics are; enable them by name in the
+// channel's OpenTelemetry options. Labels: the channel's target, and the
+// watch (scheme://registry/service, never a secret).
+var (
+	updatesMetric = estats.RegisterInt64Count(estats.MetricDescriptor{
+		Name:        "lb.discovery.updates",
+		Description: "EXPERIMENTAL. Resolver states a discovery watch gave a channel.",
+		Unit:        "{update}",
+		Labels:      []string{"grpc.target", "lb.discovery.watch"},
+	})
+	errorsMetric = estats.RegisterInt64Count(estats.MetricDescriptor{
+		Name:        "lb.discovery.errors",
+		Description: "EXPERIMENTAL. Registry errors a discovery watch reported to a channel (each once while it stays the same).",
+		Unit:        "{error}",
+		Labels:      []string{"grpc.target", "lb.discovery.watch"},
+	})
+	instancesMetric = estats.RegisterInt64Gauge(estats.MetricDescriptor{
+		Name:        "lb.discovery.instances",
+		Description: "EXPERIMENTAL. Endpoints in the last state a discovery watch gave a channel.",
+		Unit:        "{endpoint}",
+		Labels:      []string{"grpc.target", "lb.discovery.watch"},
+	})
+)
 
 // maxDropLines is how many dropped entries one flush logs one by one; the
 // rest are summed up in one line.
@@ -391,9 +419,12 @@ func (w *watch) requestResolve() {
 
 // subscriber is one channel's resolver: it takes what its watch publishes.
 type subscriber struct {
-	w  *watch
-	h  *hub
-	cc resolver.ClientConn
+	w       *watch
+	h       *hub
+	cc      resolver.ClientConn
+	metrics estats.MetricsRecorder // nil when the channel has none
+	target  string                 // the channel's target without user info or query, for the metrics
+	label   string                 // the watch, for the metrics
 
 	mu       sync.Mutex
 	closed   bool
@@ -410,6 +441,10 @@ func (s *subscriber) deliver(v view) {
 	}
 	if v.state != nil && v.stateVer > s.stateVer {
 		s.stateVer = v.stateVer
+		if s.metrics != nil {
+			updatesMetric.Record(s.metrics, 1, s.target, s.label)
+			instancesMetric.Record(s.metrics, int64(len(v.state.Endpoints)), s.target, s.label)
+		}
 		if err := s.cc.UpdateState(*v.state); err != nil && len(v.state.Endpoints) > 0 {
 			// The balancer rejected the state: ask a polling source to
 			// look again, as grpc-go's dns resolver does.
@@ -418,6 +453,9 @@ func (s *subscriber) deliver(v view) {
 	}
 	if v.err != nil && v.errVer > s.errVer {
 		s.errVer = v.errVer
+		if s.metrics != nil {
+			errorsMetric.Record(s.metrics, 1, s.target, s.label)
+		}
 		s.cc.ReportError(v.err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/experimental/balancer/weight"
+	estats "google.golang.org/grpc/experimental/stats"
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
 )
@@ -231,7 +232,7 @@ func newTestHub(t *testing.T) testHub {
 func (h testHub) join(t *testing.T, spec Spec) *recorder {
 	t.Helper()
 	rec := newRecorder()
-	s := h.subscribe(spec, rec)
+	s := h.subscribe("fake:///svc", spec, rec, resolver.BuildOptions{})
 	t.Cleanup(s.Close)
 	return rec
 }
@@ -395,7 +396,7 @@ func TestOneWatchSharedAndLastStateReplayed(t *testing.T) {
 	var recs []*recorder
 	for range 100 {
 		rec := newRecorder()
-		subs = append(subs, h.subscribe(spec, rec))
+		subs = append(subs, h.subscribe("fake:///svc", spec, rec, resolver.BuildOptions{}))
 		recs = append(recs, rec)
 	}
 	src.reset(t, "10.0.0.1:80")
@@ -419,7 +420,7 @@ func TestOneWatchSharedAndLastStateReplayed(t *testing.T) {
 	// source.
 	h2 := newTestHub(t)
 	src2 := newFakeSource()
-	s := h2.subscribe(fakeSpec(src2, FailurePolicy{}), newRecorder())
+	s := h2.subscribe("fake:///svc", fakeSpec(src2, FailurePolicy{}), newRecorder(), resolver.BuildOptions{})
 	src2.reset(t, "10.0.0.1:80")
 	s.Close()
 	h2.clock.advance(time.Minute)
@@ -533,5 +534,51 @@ func TestDropsAreLoggedOnceAndSummarised(t *testing.T) {
 	src.do(t, func(Updates) error { return nil }) // the second listing is done
 	if again := testLogs.take(); strings.Contains(again, "dropping") || strings.Contains(again, "more entries") {
 		t.Errorf("the same bad entries listed again were logged again:\n%s", again)
+	}
+}
+
+// metricsRecorder records the counts and gauges it is given.
+type metricsRecorder struct {
+	estats.UnimplementedMetricsRecorder
+	mu     sync.Mutex
+	values map[string]int64 // name + labels -> sum (counts) or last (gauges)
+}
+
+func (r *metricsRecorder) RecordInt64Count(h *estats.Int64CountHandle, v int64, labels ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.values[h.Descriptor().Name+" "+strings.Join(labels, " ")] += v
+}
+
+func (r *metricsRecorder) RecordInt64Gauge(h *estats.Int64GaugeHandle, v int64, labels ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.values[h.Descriptor().Name+" "+strings.Join(labels, " ")] = v
+}
+
+func (r *metricsRecorder) get(key string) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.values[key]
+}
+
+// TestMetricsGoToTheChannelsRecorder: each channel's MetricsRecorder gets
+// the updates, errors and instance count its watch gave it.
+func TestMetricsGoToTheChannelsRecorder(t *testing.T) {
+	h := newTestHub(t)
+	src := newFakeSource()
+	m := &metricsRecorder{values: map[string]int64{}}
+	rec := newRecorder()
+	s := h.subscribe("fake:///svc", fakeSpec(src, FailurePolicy{}), rec, resolver.BuildOptions{MetricsRecorder: m})
+	defer s.Close()
+	src.reset(t, "10.0.0.1:80", "10.0.0.2:80")
+	rec.waitAddrs(t, "10.0.0.1:80", "10.0.0.2:80")
+	src.do(t, func(u Updates) error { u.Fail(errors.New("acl")); return nil })
+	rec.waitErr(t, "acl")
+	const labels = " fake:///svc fake:///svc"
+	for key, want := range map[string]int64{"lb.discovery.updates": 1, "lb.discovery.instances": 2, "lb.discovery.errors": 1} {
+		if got := m.get(key + labels); got != want {
+			t.Errorf("%s = %d, want %d (all: %v)", key, got, want, m.values)
+		}
 	}
 }
