@@ -213,3 +213,54 @@ func (c closingM) Run() int {
 	discovery.CloseIdleWatches()
 	return code
 }
+
+// WaitWatch waits until the process's watch of scheme and service (the
+// discovery.Key's Service) satisfies cond, and returns it; it fails the test
+// after Timeout.
+func WaitWatch(t testing.TB, scheme, service string, cond func(discovery.WatchInfo) bool) discovery.WatchInfo {
+	t.Helper()
+	timer := time.NewTimer(Timeout)
+	defer timer.Stop()
+	for {
+		changed := discovery.WatchesChanged()
+		for _, w := range discovery.Watches() {
+			if w.Key.Scheme == scheme && w.Key.Service == service && cond(w) {
+				return w
+			}
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			t.Fatalf("watch of %s %s: condition not met within %v (%+v)", scheme, service, Timeout, discovery.Watches())
+		}
+	}
+}
+
+// LogBuffer collects log output, for a grpclog logger set once in a
+// package's TestMain.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything logged so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Take returns what was logged since the last Take.
+func (l *LogBuffer) Take() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.b.String()
+	l.b.Reset()
+	return s
+}

@@ -241,7 +241,11 @@ func (u *updates) Flush() {
 	}
 	w.reset, w.dirty = false, false
 	w.good = eps
-	w.recover()
+	if w.recover() {
+		// Give the balancers a good state again even if it is the one they
+		// had before the error.
+		w.view.state = nil
+	}
 	w.publish(eps)
 }
 
@@ -337,10 +341,11 @@ func (w *watch) expire() {
 	w.report(err)
 }
 
-// recover ends a failure: the registry gives a good set again.
-func (w *watch) recover() {
+// recover ends a failure, if there was one: the registry gives a good set
+// again.
+func (w *watch) recover() bool {
 	if w.badSince.IsZero() {
-		return
+		return false
 	}
 	w.badSince = time.Time{}
 	if w.expiry != nil {
@@ -349,6 +354,7 @@ func (w *watch) recover() {
 	}
 	w.lastErrMsg = ""
 	w.view.err = nil
+	return true
 }
 
 func (w *watch) publishFallback() {
@@ -363,7 +369,7 @@ func (w *watch) publishFallback() {
 // publish hands eps (nil: none, calls fail) to every subscriber. Callers
 // hold mu, which keeps the subscribers' updates in order.
 func (w *watch) publish(eps []resolver.Endpoint) {
-	if w.view.state != nil && equalEndpoints(w.view.state.Endpoints, eps) && (eps != nil) == (w.view.state.Endpoints != nil) {
+	if w.view.state != nil && equalEndpoints(w.view.state.Endpoints, eps) {
 		return
 	}
 	s := stateOf(eps)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -275,4 +276,31 @@ func splitPolicy(q url.Values) (p FailurePolicy, found bool, err error) {
 		}
 	}
 	return p, found, nil
+}
+
+// IDs numbers distinct values of K (TLS settings, credentials), 0 for K's
+// zero value, so that a Key can tell watches with other credentials apart
+// without showing them. The zero IDs is ready to use.
+type IDs[K comparable] struct {
+	mu sync.Mutex
+	m  map[K]int
+}
+
+// Of returns k's number.
+func (n *IDs[K]) Of(k K) int {
+	var zero K
+	if k == zero {
+		return 0
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	id, ok := n.m[k]
+	if !ok {
+		if n.m == nil {
+			n.m = map[K]int{}
+		}
+		id = len(n.m) + 1
+		n.m[k] = id
+	}
+	return id
 }

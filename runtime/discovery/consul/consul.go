@@ -129,17 +129,14 @@ type Config struct {
 // Target returns the consul target of c for service. A non-empty registry
 // replaces c.Address.
 func (c Config) Target(service, registry string) (string, error) {
-	u, err := c.url(service, registry)
-	if err != nil {
-		return "", err
-	}
+	u := c.url(service, registry)
 	if _, err := parseTarget(u); err != nil {
 		return "", err
 	}
 	return u.String(), nil
 }
 
-func (c Config) url(service, registry string) (*url.URL, error) {
+func (c Config) url(service, registry string) *url.URL {
 	addr := c.Address
 	if registry != "" {
 		addr = registry
@@ -163,7 +160,7 @@ func (c Config) url(service, registry string) (*url.URL, error) {
 	if c.FailFast {
 		q.Set("failfast", "true")
 	}
-	return &url.URL{Scheme: Scheme, Host: addr, Path: "/" + service, RawQuery: q.Encode()}, nil
+	return &url.URL{Scheme: Scheme, Host: addr, Path: "/" + service, RawQuery: q.Encode()}
 }
 
 type target struct {

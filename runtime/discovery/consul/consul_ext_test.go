@@ -12,7 +12,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,7 +34,7 @@ import (
 // testLogs holds every log line of the package's tests: the logger is set
 // once, before any test runs, so that no goroutine of one test races a
 // later change of it.
-var testLogs = &lockedBuffer{}
+var testLogs = &resolvertest.LogBuffer{}
 
 func TestMain(m *testing.M) {
 	grpclog.SetLoggerV2(grpclog.NewLoggerV2WithVerbosity(testLogs, testLogs, testLogs, 99))
@@ -356,24 +355,6 @@ func TestFlappingCheck(t *testing.T) {
 	if failed != 0 {
 		t.Errorf("%d of %d calls failed, want 0", failed, calls)
 	}
-}
-
-// lockedBuffer collects log output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestACLs runs an agent with default-deny ACLs: with the management token

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
 )
@@ -65,7 +66,7 @@ func TestFailurePolicies(t *testing.T) {
 
 			broken := time.Now()
 			setChecks(api.HealthCritical)
-			w := waitConsulWatch(t, service, func(w discovery.WatchInfo) bool { return w.Err != nil })
+			w := resolvertest.WaitWatch(t, consul.Scheme, service, func(w discovery.WatchInfo) bool { return w.Err != nil })
 			t.Logf("failure seen after %v: %v", time.Since(broken), w.Err)
 			switch policy.Mode {
 			case discovery.KeepLastGood:
@@ -111,24 +112,4 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// waitConsulWatch waits until the watch of service satisfies cond.
-func waitConsulWatch(t *testing.T, service string, cond func(discovery.WatchInfo) bool) discovery.WatchInfo {
-	t.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		changed := discovery.WatchesChanged()
-		for _, w := range discovery.Watches() {
-			if w.Key.Scheme == consul.Scheme && w.Key.Service == service && cond(w) {
-				return w
-			}
-		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			t.Fatalf("watch of %s: condition not met within %v", service, timeout)
-		}
-	}
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -136,35 +135,21 @@ func (b *builder) spec(t target) discovery.Spec {
 	}
 }
 
-var (
-	tokenMu  sync.Mutex
-	tokenIDs = map[[2]string]int{{}: 0}
-)
+// tokenIDs numbers the distinct ACL tokens (a builder's, else the
+// environment's token and token file) of the process.
+var tokenIDs discovery.IDs[[2]string]
 
-// tokenID numbers the distinct ACL tokens (token, else the environment's
-// token or token file) of the process.
+// tokenID returns the number of the token in use.
 func tokenID(token string) int {
-	k := [2]string{token, ""}
-	if token == "" {
-		k = [2]string{os.Getenv("CONSUL_HTTP_TOKEN"), os.Getenv("CONSUL_HTTP_TOKEN_FILE")}
+	if token != "" {
+		return tokenIDs.Of([2]string{token, ""})
 	}
-	tokenMu.Lock()
-	defer tokenMu.Unlock()
-	n, ok := tokenIDs[k]
-	if !ok {
-		n = len(tokenIDs)
-		tokenIDs[k] = n
-	}
-	return n
+	return tokenIDs.Of([2]string{os.Getenv("CONSUL_HTTP_TOKEN"), os.Getenv("CONSUL_HTTP_TOKEN_FILE")})
 }
 
 // Spec returns the watch of service.
 func (c Config) Spec(service, registry string) (discovery.Spec, error) {
-	u, err := c.url(service, registry)
-	if err != nil {
-		return discovery.Spec{}, err
-	}
-	t, err := parseTarget(u)
+	t, err := parseTarget(c.url(service, registry))
 	if err != nil {
 		return discovery.Spec{}, err
 	}

@@ -2,6 +2,7 @@ package consul_test
 
 import (
 	"context"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testpki"
 	"net"
 	"strings"
 	"testing"
@@ -77,8 +78,8 @@ func waitCheck(t *testing.T, c *api.Client, service, id string, cond func(*api.H
 // TLS check with that server name passes, as does one that skips
 // verification; a plaintext check, and a TLS check for another name, fail.
 func TestGRPCCheckOverTLS(t *testing.T) {
-	ca := newTestCA(t, "consul-test")
-	certFile, keyFile := ca.issue(t, "greeter.test", "greeter.test")
+	ca := testpki.NewCA(t, "consul-test")
+	certFile, keyFile := ca.Issue(t, "greeter.test", "greeter.test")
 	const healthService = "test.Greeter"
 	addr := startTLSHealthServer(t, certFile, keyFile, healthService)
 	// check_update_interval 0: a failing check's output reaches the
@@ -133,8 +134,8 @@ check_update_interval = "0s"`)
 // test CA fails the TLS check: the CA reaches checks only through the
 // agent's configuration.
 func TestGRPCCheckOverTLSNeedsTheAgentsCA(t *testing.T) {
-	ca := newTestCA(t, "consul-test")
-	certFile, keyFile := ca.issue(t, "greeter.test", "greeter.test")
+	ca := testpki.NewCA(t, "consul-test")
+	certFile, keyFile := ca.Issue(t, "greeter.test", "greeter.test")
 	addr := startTLSHealthServer(t, certFile, keyFile, "test.Greeter")
 	agent := startAgent(t, `check_update_interval = "0s"`)
 	c, err := api.NewClient(&api.Config{Address: agent.HTTPAddr()})

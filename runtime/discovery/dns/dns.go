@@ -83,17 +83,14 @@ type Config struct {
 // Target returns the lbdns target of c. A non-empty registry replaces
 // c.Server.
 func (c Config) Target(_, registry string) (string, error) {
-	u, err := c.url(registry)
-	if err != nil {
-		return "", err
-	}
+	u := c.url(registry)
 	if _, err := parseTarget(u); err != nil {
 		return "", err
 	}
 	return u.String(), nil
 }
 
-func (c Config) url(registry string) (*url.URL, error) {
+func (c Config) url(registry string) *url.URL {
 	server := c.Server
 	if registry != "" {
 		server = registry
@@ -109,7 +106,7 @@ func (c Config) url(registry string) (*url.URL, error) {
 		q.Set("refresh", c.Refresh.String())
 	}
 	u.RawQuery = q.Encode()
-	return u, nil
+	return u
 }
 
 // NetResolver is the part of *net.Resolver the resolver uses; tests put a
@@ -268,11 +265,7 @@ func (b *builder) spec(t target) discovery.Spec {
 
 // Spec returns the watch of c's name.
 func (c Config) Spec(_, registry string) (discovery.Spec, error) {
-	u, err := c.url(registry)
-	if err != nil {
-		return discovery.Spec{}, err
-	}
-	t, err := parseTarget(u)
+	t, err := parseTarget(c.url(registry))
 	if err != nil {
 		return discovery.Spec{}, err
 	}

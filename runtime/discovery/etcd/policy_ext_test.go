@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
@@ -49,26 +50,6 @@ func startCountingBackend(t *testing.T) *countingBackend {
 func countCall(ctx context.Context, c *lb.Conn) error {
 	_, err := healthpb.NewHealthClient(c).Check(ctx, &healthpb.HealthCheckRequest{Service: "count"})
 	return err
-}
-
-// waitWatch waits until the watch of key prefix satisfies cond.
-func waitWatch(t *testing.T, prefix string, cond func(discovery.WatchInfo) bool) discovery.WatchInfo {
-	t.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		changed := discovery.WatchesChanged()
-		for _, w := range discovery.Watches() {
-			if w.Key.Scheme == etcd.Scheme && w.Key.Service == prefix && cond(w) {
-				return w
-			}
-		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			t.Fatalf("watch of %s: condition not met within %v (%+v)", prefix, timeout, discovery.Watches())
-		}
-	}
 }
 
 // TestFailurePolicies: with live backends, every key deleted or every value
@@ -122,7 +103,7 @@ func TestFailurePolicies(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				w := waitWatch(t, prefix, func(w discovery.WatchInfo) bool { return w.Err != nil })
+				w := resolvertest.WaitWatch(t, etcd.Scheme, prefix, func(w discovery.WatchInfo) bool { return w.Err != nil })
 				t.Logf("failure seen after %v: %v", time.Since(broken), w.Err)
 
 				switch policy.Mode {

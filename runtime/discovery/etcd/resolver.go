@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -75,7 +74,7 @@ func (b *builder) parse(u *url.URL) (discovery.Spec, error) {
 
 func (b *builder) spec(t target) discovery.Spec {
 	filters := ""
-	if n := securityID(t.sec); n > 0 {
+	if n := securityIDs.Of(t.sec); n > 0 {
 		// Clients with other TLS settings or credentials are other
 		// clients; the key only tells them apart, it shows nothing.
 		filters = "security=" + strconv.Itoa(n)
@@ -98,22 +97,8 @@ func (c Config) Spec(service, registry string) (discovery.Spec, error) {
 	return defaultBuilder.spec(t), nil
 }
 
-var (
-	securityMu  sync.Mutex
-	securityIDs = map[security]int{security{}: 0}
-)
-
-// securityID numbers the distinct security settings of the process.
-func securityID(s security) int {
-	securityMu.Lock()
-	defer securityMu.Unlock()
-	n, ok := securityIDs[s]
-	if !ok {
-		n = len(securityIDs)
-		securityIDs[s] = n
-	}
-	return n
-}
+// securityIDs numbers the distinct security settings of the process.
+var securityIDs discovery.IDs[security]
 
 // source lists the prefix, then watches it from the next revision; on a
 // compaction it lists again at once, on any other watch error it returns

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testpki"
 	"net"
 	"net/url"
 	"os"
@@ -43,15 +44,15 @@ func clearSecurityEnv(t *testing.T) {
 // requires a client certificate signed by its CA.
 type tlsEtcd struct {
 	*etcdserver.Server
-	ca                *testCA
+	ca                *testpki.CA
 	certFile, keyFile string      // a client certificate, CN "root"
 	tlsConfig         *tls.Config // with the CA and the client certificate
 }
 
 func startTLSEtcd(t *testing.T) *tlsEtcd {
 	t.Helper()
-	ca := newTestCA(t, "etcd-test")
-	serverCert, serverKey := ca.issue(t, "etcd-server", "127.0.0.1", "localhost")
+	ca := testpki.NewCA(t, "etcd-test")
+	serverCert, serverKey := ca.Issue(t, "etcd-server", "127.0.0.1", "localhost")
 	s, err := etcdserver.Start(t.TempDir(), "", etcdserver.WithTLS(etcdserver.TLS{CertFile: serverCert, KeyFile: serverKey, ClientCAFile: ca.CAFile}))
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +61,7 @@ func startTLSEtcd(t *testing.T) *tlsEtcd {
 	// CN "root": with authentication enabled, etcd takes the CN of a
 	// client certificate as the user of a request without a token.
 	e := &tlsEtcd{Server: s, ca: ca}
-	e.certFile, e.keyFile = ca.issue(t, "root")
+	e.certFile, e.keyFile = ca.Issue(t, "root")
 	pool := x509.NewCertPool()
 	pem, err := os.ReadFile(ca.CAFile)
 	if err != nil || !pool.AppendCertsFromPEM(pem) {
@@ -228,8 +229,8 @@ func TestDialOverTLS(t *testing.T) {
 func TestTLSFailures(t *testing.T) {
 	clearSecurityEnv(t)
 	e := startTLSEtcd(t)
-	other := newTestCA(t, "other")
-	otherCert, otherKey := other.issue(t, "intruder")
+	other := testpki.NewCA(t, "other")
+	otherCert, otherKey := other.Issue(t, "intruder")
 	for _, tc := range []struct {
 		name string
 		cfg  etcd.Config
@@ -304,7 +305,7 @@ func TestPlaintextAuth(t *testing.T) {
 	}{
 		{"allowed by the environment", "1", etcd.Config{}, false},
 		{"allowed by the Config", "", etcd.Config{AllowPlaintextAuth: true}, false},
-		{"over TLS", "", etcd.Config{CACertFile: newTestCA(t, "any").CAFile}, false},
+		{"over TLS", "", etcd.Config{CACertFile: testpki.NewCA(t, "any").CAFile}, false},
 		{"not allowed by a bad value", "yes please", etcd.Config{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,4 +1,7 @@
-package consul_test
+// Package testpki makes up certificate authorities for tests: a CA and the
+// server and client certificates it signs, as PEM files in a temporary
+// directory.
+package testpki
 
 import (
 	"crypto/ecdsa"
@@ -15,17 +18,16 @@ import (
 	"time"
 )
 
-// testCA is a certificate authority a test makes up, writing its
-// certificates and keys as PEM files in a temporary directory. (The same
-// as the etcd tests': test files cannot share code across packages.)
-type testCA struct {
+// CA is a certificate authority a test makes up, writing its
+// certificates and keys as PEM files in a temporary directory.
+type CA struct {
 	dir    string
 	cert   *x509.Certificate
 	key    *ecdsa.PrivateKey
 	CAFile string // the CA certificate, PEM
 }
 
-func newTestCA(t testing.TB, name string) *testCA {
+func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -48,12 +50,12 @@ func newTestCA(t testing.TB, name string) *testCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := &testCA{dir: t.TempDir(), cert: cert, key: key}
+	ca := &CA{dir: t.TempDir(), cert: cert, key: key}
 	ca.CAFile = ca.write(t, name+"-ca.pem", "CERTIFICATE", der)
 	return ca
 }
 
-func (ca *testCA) write(t testing.TB, name, typ string, der []byte) string {
+func (ca *CA) write(t testing.TB, name, typ string, der []byte) string {
 	t.Helper()
 	p := filepath.Join(ca.dir, name)
 	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
@@ -62,11 +64,11 @@ func (ca *testCA) write(t testing.TB, name, typ string, der []byte) string {
 	return p
 }
 
-// issue signs a certificate for cn and returns its certificate and key
+// Issue signs a certificate for cn and returns its certificate and key
 // files. With hosts (IP addresses or DNS names) it is a server certificate
-// for them (usable as a client certificate too); without, a client
-// certificate.
-func (ca *testCA) issue(t testing.TB, cn string, hosts ...string) (certFile, keyFile string) {
+// for them, usable as a client certificate too (etcd's gateway dials its
+// server with it); without, a client certificate.
+func (ca *CA) Issue(t testing.TB, cn string, hosts ...string) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
