@@ -584,3 +584,31 @@ func TestMetricsGoToTheChannelsRecorder(t *testing.T) {
 		}
 	}
 }
+
+// rejectingCC is a channel whose balancer rejects every state.
+type rejectingCC struct{ *recorder }
+
+func (r rejectingCC) UpdateState(s resolver.State) error {
+	r.recorder.UpdateState(s)
+	return errors.New("bad resolver state")
+}
+
+// TestRejectedStateAsksToLookAgain: when a balancer rejects a state, a
+// polling source is asked to look again, as grpc-go's dns resolver does.
+func TestRejectedStateAsksToLookAgain(t *testing.T) {
+	h := newTestHub(t)
+	src := newFakeSource()
+	rec := newRecorder()
+	s := h.subscribe("fake:///svc", fakeSpec(src, FailurePolicy{}), rejectingCC{rec}, resolver.BuildOptions{})
+	defer s.Close()
+	src.reset(t, "10.0.0.1:80")
+	rec.waitAddrs(t, "10.0.0.1:80")
+	src.do(t, func(u Updates) error {
+		select {
+		case <-u.ResolveNow():
+		case <-time.After(timeout):
+			t.Error("a rejected state did not ask the source to look again")
+		}
+		return nil
+	})
+}

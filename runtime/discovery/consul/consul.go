@@ -23,9 +23,13 @@
 // 0 when it goes backwards and kept at 1 or more, queries are rate limited
 // (a lone change is never delayed), errors back off with jitter, and Close
 // cancels the long poll. An empty answer that Consul filtered by ACLs is an
-// error, not an empty list. When no instance passes, the last set is kept
-// for the grace period (default 30s) and the channel is told why; with
-// failfast the empty list is published at once.
+// error, not an empty list. When the agent cannot be reached, no instance
+// passes, or every one is invalid, the failure policy of package discovery
+// applies (by default the last set is kept and the channel is told why);
+// grace is its maximum staleness and failfast its FailFast mode. Queries
+// allow stale reads (any server answers) unless stale=false. Every channel
+// of the process that resolves the same service with the same filters and
+// token shares one blocking query.
 package consul
 
 import (

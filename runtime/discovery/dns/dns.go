@@ -17,8 +17,11 @@
 // Target: lbdns://[dns-server]/name[:port][?record=a|srv][&refresh=duration].
 // The port is required for A records and not allowed for SRV. refresh
 // defaults to 30s. A failed or empty lookup is reported to the channel with
-// ReportError and the last good addresses are kept: it never publishes an
-// empty list. ResolveNow triggers a lookup at most once a second.
+// ReportError and the failure policy of package discovery applies (by
+// default the last good addresses are kept: a failure never becomes an empty
+// list). ResolveNow triggers a lookup at most once a second. A/AAAA answers
+// are sorted by address (servers rotate them); SRV answers keep their
+// priority order.
 package dns
 
 import (

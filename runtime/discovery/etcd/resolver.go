@@ -82,7 +82,7 @@ func (b *builder) spec(t target) discovery.Spec {
 	return discovery.Spec{
 		Key: discovery.Key{Scheme: Scheme, Registry: strings.Join(t.endpoints, ","), Service: t.prefix, Filters: filters, Options: b.id},
 		New: func() (discovery.Source, error) {
-			return &source{t: t, resync: b.resync, onList: b.onList}, nil
+			return &source{t: t, resync: b.resync, onList: b.onList, warned: map[string]string{}}, nil
 		},
 		Backoff: discovery.Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second},
 	}
@@ -109,7 +109,8 @@ type source struct {
 	resync time.Duration
 	onList func(revision int64)
 
-	client *clientv3.Client // made by the first Watch; closed by Close
+	client *clientv3.Client  // made by the first Watch; closed by Close
+	warned map[string]string // key -> the bad weight logged for it
 }
 
 // Close closes the etcd client.
@@ -159,7 +160,7 @@ func (s *source) list(ctx context.Context, u discovery.Updates) (int64, error) {
 	insts := make([]discovery.Instance, 0, len(resp.Kvs))
 	var dropped []discovery.Dropped
 	for _, kv := range resp.Kvs {
-		inst, err := instance(kv.Key, kv.Value)
+		inst, err := s.instance(kv.Key, kv.Value)
 		if err != nil {
 			dropped = append(dropped, discovery.Dropped{ID: string(kv.Key), Reason: err})
 			continue
@@ -172,11 +173,20 @@ func (s *source) list(ctx context.Context, u discovery.Updates) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
-// instance reads the instance of one key.
-func instance(key, value []byte) (discovery.Instance, error) {
-	addr, md, err := parseValue(value)
+// instance reads the instance of one key. A bad weight is logged once
+// per key and value, and ignored.
+func (s *source) instance(key, value []byte) (discovery.Instance, error) {
+	addr, md, warn, err := parseValue(value)
 	if err != nil {
 		return discovery.Instance{}, err
+	}
+	if warn != nil {
+		if msg := warn.Error(); s.warned[string(key)] != msg {
+			s.warned[string(key)] = msg
+			logger.Warningf("etcd: %s: %v", key, warn)
+		}
+	} else if len(s.warned) > 0 {
+		delete(s.warned, string(key))
 	}
 	return discovery.Instance{ID: string(key), Address: addr, Metadata: md}, nil
 }
@@ -205,7 +215,7 @@ func (s *source) watch(ctx context.Context, u discovery.Updates, rev int64) erro
 			for _, ev := range wr.Events {
 				switch ev.Type {
 				case clientv3.EventTypePut:
-					if inst, err := instance(ev.Kv.Key, ev.Kv.Value); err != nil {
+					if inst, err := s.instance(ev.Kv.Key, ev.Kv.Value); err != nil {
 						u.Drop(discovery.Dropped{ID: string(ev.Kv.Key), Reason: err})
 					} else {
 						u.Put(inst)

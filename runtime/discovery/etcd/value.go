@@ -26,14 +26,15 @@ const (
 	versionKey = "version"
 )
 
-// parseValue reads one instance from a value in either format.
-func parseValue(v []byte) (string, discovery.Metadata, error) {
-	var md discovery.Metadata
+// parseValue reads one instance from a value in either format. A bad
+// weight does not make the value invalid: it is left out of md and said in
+// warn, for the caller to log.
+func parseValue(v []byte) (addr string, md discovery.Metadata, warn, err error) {
 	if len(v) > MaxValueSize {
-		return "", md, fmt.Errorf("%w: %d bytes, more than %d", ErrValue, len(v), MaxValueSize)
+		return "", md, nil, fmt.Errorf("%w: %d bytes, more than %d", ErrValue, len(v), MaxValueSize)
 	}
 	v = bytes.TrimSpace(v)
-	addr := string(v)
+	addr = string(v)
 	if len(v) > 0 && v[0] == '{' {
 		var ev struct {
 			Op       *int `json:"Op"`
@@ -41,26 +42,24 @@ func parseValue(v []byte) (string, discovery.Metadata, error) {
 			Metadata any
 		}
 		if err := json.Unmarshal(v, &ev); err != nil {
-			return "", md, fmt.Errorf("%w: bad JSON: %v", ErrValue, err)
+			return "", md, nil, fmt.Errorf("%w: bad JSON: %v", ErrValue, err)
 		}
 		if ev.Op != nil && *ev.Op != 0 {
-			return "", md, fmt.Errorf("%w: Op %d is not an add", ErrValue, *ev.Op)
+			return "", md, nil, fmt.Errorf("%w: Op %d is not an add", ErrValue, *ev.Op)
 		}
-		var err error
-		if md, err = parseMetadata(ev.Metadata); err != nil {
-			return "", md, err
-		}
+		md, warn = parseMetadata(ev.Metadata)
 		addr = ev.Addr
 	}
-	addr, err := discovery.ParseAddress(addr)
+	addr, err = discovery.ParseAddress(addr)
 	if err != nil {
-		return "", md, fmt.Errorf("%w: %w", ErrValue, err)
+		return "", md, nil, fmt.Errorf("%w: %w", ErrValue, err)
 	}
-	return addr, md, nil
+	return addr, md, warn, nil
 }
 
-func parseMetadata(m any) (discovery.Metadata, error) {
-	var md discovery.Metadata
+// parseMetadata reads the metadata; a bad weight is left out and said in
+// warn.
+func parseMetadata(m any) (md discovery.Metadata, warn error) {
 	fields, ok := m.(map[string]any)
 	if !ok {
 		return md, nil // absent, or a shape we do not read
@@ -70,7 +69,8 @@ func parseMetadata(m any) (discovery.Metadata, error) {
 		case weightKey:
 			w, err := parseWeight(v)
 			if err != nil {
-				return md, fmt.Errorf("%w: metadata weight %v: %v", ErrValue, v, err)
+				warn = fmt.Errorf("ignoring metadata weight %v: %v", v, err)
+				continue
 			}
 			md.Weight = w
 		case zoneKey:
@@ -89,7 +89,7 @@ func parseMetadata(m any) (discovery.Metadata, error) {
 			}
 		}
 	}
-	return md, nil
+	return md, warn
 }
 
 func parseWeight(v any) (uint32, error) {

@@ -16,6 +16,7 @@ func TestParseValue(t *testing.T) {
 		addr        string
 		md          discovery.Metadata
 		wantErr     string
+		wantWarn    string
 	}{
 		{name: "plain (go-kit)", value: "10.0.0.1:50051", addr: "10.0.0.1:50051"},
 		{name: "plain with newline", value: "10.0.0.1:50051\n", addr: "10.0.0.1:50051"},
@@ -31,11 +32,16 @@ func TestParseValue(t *testing.T) {
 		{name: "port 70000", value: `{"Addr":"10.0.0.1:70000"}`, wantErr: `port "70000"`},
 		{name: "empty host", value: ":80", wantErr: "empty host"},
 		{name: "empty", value: "", wantErr: "want host:port"},
-		{name: "negative weight", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":-1}}`, wantErr: "weight"},
-		{name: "fractional weight", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":1.5}}`, wantErr: "weight"},
+		// A bad weight is ignored and said; the instance is kept.
+		{name: "negative weight", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":-1,"zone":"z"}}`, addr: "10.0.0.1:1", md: discovery.Metadata{Zone: "z"}, wantWarn: "weight -1"},
+		{name: "fractional weight", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":1.5}}`, addr: "10.0.0.1:1", wantWarn: "weight 1.5"},
+		{name: "word weight", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":"heavy"}}`, addr: "10.0.0.1:1", wantWarn: "weight heavy"},
 		{name: "10 KB", value: "10.0.0.1:1" + strings.Repeat(" ", 10240), wantErr: "10250 bytes"},
 	} {
-		addr, md, err := parseValue([]byte(tc.value))
+		addr, md, warn, err := parseValue([]byte(tc.value))
+		if (warn != nil) != (tc.wantWarn != "") || warn != nil && !strings.Contains(warn.Error(), tc.wantWarn) {
+			t.Errorf("%s: warning %v, want one containing %q", tc.name, warn, tc.wantWarn)
+		}
 		if tc.wantErr != "" {
 			if !errors.Is(err, ErrValue) || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("%s: parseValue() error = %v, want ErrValue containing %q", tc.name, err, tc.wantErr)
@@ -54,7 +60,7 @@ func TestParseValue(t *testing.T) {
 func TestEncodeValueRoundTrips(t *testing.T) {
 	inst := discovery.Instance{Address: "10.0.0.1:1", Metadata: discovery.Metadata{Weight: 2, Zone: "z", Version: "v", Custom: map[string]string{"k": "v"}}}
 	for _, plain := range []bool{false, true} {
-		addr, md, err := parseValue([]byte(encodeValue(inst, plain)))
+		addr, md, _, err := parseValue([]byte(encodeValue(inst, plain)))
 		if err != nil || addr != inst.Address {
 			t.Fatalf("parseValue(encodeValue(plain=%v)) = %q, %v", plain, addr, err)
 		}
