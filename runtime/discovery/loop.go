@@ -128,6 +128,8 @@ func (w *watch) run() {
 	defer close(w.done)
 	var src Source
 	for failures := 0; ; failures++ {
+		// failures counts the watches in a row that broke before the
+		// source sent anything.
 		if src == nil {
 			var err error
 			if src, err = w.spec.New(); err != nil {
@@ -149,7 +151,7 @@ func (w *watch) run() {
 			w.fail(err)
 			w.mu.Lock()
 			if w.flushes > 0 {
-				failures = 0
+				failures = 0 // this watch worked for a while: back off from the start
 			}
 			w.flushes = 0
 			w.mu.Unlock()

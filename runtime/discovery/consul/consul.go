@@ -97,6 +97,10 @@ type Config struct {
 	// no instance passes: the FailFast failure policy, kept for
 	// compatibility.
 	FailFast bool
+	// Consistent makes the resolver's queries read from the leader; by
+	// default they allow stale reads, which any server answers (Consul's
+	// advice for discovery at scale).
+	Consistent bool
 
 	// CheckInterval is the interval of the registered gRPC health check;
 	// 0 means DefaultCheckInterval.
@@ -133,13 +137,13 @@ type Config struct {
 // Target returns the consul target of c for service. A non-empty registry
 // replaces c.Address.
 func (c Config) Target(service, registry string) (string, error) {
-	u := c.url(service, registry)
-	if _, err := parseTarget(u); err != nil {
-		return "", err
+	if _, err := c.target(service, registry); err != nil {
+		return "", fmt.Errorf("consul: %w", err)
 	}
-	return u.String(), nil
+	return c.url(service, registry).String(), nil
 }
 
+// url is the target of c for service.
 func (c Config) url(service, registry string) *url.URL {
 	addr := c.Address
 	if registry != "" {
@@ -164,60 +168,72 @@ func (c Config) url(service, registry string) *url.URL {
 	if c.FailFast {
 		q.Set("failfast", "true")
 	}
+	if c.Consistent {
+		q.Set("stale", "false")
+	}
 	return &url.URL{Scheme: Scheme, Host: addr, Path: "/" + service, RawQuery: q.Encode()}
 }
 
+// target is what a watch resolves: a service with its settings.
 type target struct {
-	addr       string // empty: from the environment
-	service    string
-	tags       []string
-	datacenter string
-	passing    bool
-	near       string
-	grace      time.Duration
-	failFast   bool
-	consistent bool // no stale reads
+	Config // Address is the agent; empty: from the environment
+	service string
+}
+
+// target checks c's settings for service (at registry, when not empty):
+// the one check of a Config, whether it comes from generated code, a
+// hand-built value or a target URL.
+func (c Config) target(service, registry string) (target, error) {
+	if registry != "" {
+		c.Address = registry
+	}
+	if c.Address != "" {
+		if _, err := discovery.ParseAddress(c.Address); err != nil {
+			return target{}, fmt.Errorf("agent address: %w", err)
+		}
+	}
+	if service == "" {
+		return target{}, errors.New("no service: want consul://host:port/<service>")
+	}
+	if err := discovery.CheckServiceName(service, false); err != nil {
+		return target{}, err
+	}
+	for _, tag := range c.Tags {
+		if tag == "" || strings.ContainsAny(tag, " \t\r\n") {
+			return target{}, fmt.Errorf("tag %q: empty tag, or a tag with spaces", tag)
+		}
+	}
+	switch {
+	case c.Grace < 0:
+		return target{}, fmt.Errorf("grace %v is negative", c.Grace)
+	case c.Grace > 0 && c.FailFast:
+		return target{}, errors.New("grace and failfast exclude each other")
+	}
+	return target{Config: c, service: service}, nil
 }
 
 func parseTarget(u *url.URL) (target, error) {
 	// Errors never show the query or user info: either could hold a token.
-	shown := u.Scheme + "://" + u.Host + u.Path
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("consul: target %q: %s", shown, fmt.Sprintf(format, a...))
+		return fmt.Errorf("consul: target %q: %s", discovery.Redact(u), fmt.Sprintf(format, a...))
 	}
 	if u.User != nil {
 		return target{}, bad("credentials are not allowed in a target: set CONSUL_HTTP_TOKEN")
-	}
-	t := target{addr: u.Host, service: strings.TrimPrefix(u.Path, "/"), passing: true}
-	if t.addr != "" {
-		if _, err := discovery.ParseAddress(t.addr); err != nil {
-			return target{}, bad("agent address: %v", err)
-		}
-	}
-	if t.service == "" {
-		return target{}, bad("no service: want consul://host:port/<service>")
-	}
-	if err := discovery.CheckServiceName(t.service, false); err != nil {
-		return target{}, bad("%v", err)
 	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
 		return target{}, bad("bad query")
 	}
+	c := Config{Address: u.Host}
 	for k, vs := range q {
 		v := vs[len(vs)-1]
 		switch k {
 		case "tag":
-			for _, tag := range vs {
-				if tag == "" {
-					return target{}, bad("empty tag")
-				}
-			}
-			t.tags = vs
+			c.Tags = vs
 		case "dc":
-			t.datacenter = v
+			c.Datacenter = v
 		case "near":
-			t.near = v
+			c.Near = v
 		case "passing", "failfast", "stale":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
@@ -225,23 +241,27 @@ func parseTarget(u *url.URL) (target, error) {
 			}
 			switch k {
 			case "passing":
-				t.passing = b
+				c.IncludeFailing = !b
 			case "failfast":
-				t.failFast = b
+				c.FailFast = b
 			default:
-				t.consistent = !b
+				c.Consistent = !b
 			}
 		case "grace":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
 				return target{}, bad("grace %q is not a positive duration", v)
 			}
-			t.grace = d
+			c.Grace = d
 		case "token":
 			return target{}, bad("a token is not allowed in a target: set CONSUL_HTTP_TOKEN")
 		default:
 			return target{}, bad("unknown parameter %q (want tag, dc, passing, near, grace, failfast, stale, onfailure, maxstale or fallback)", k)
 		}
+	}
+	t, err := c.target(strings.TrimPrefix(u.Path, "/"), "")
+	if err != nil {
+		return target{}, bad("%v", err)
 	}
 	return t, nil
 }

@@ -42,15 +42,13 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 		return nil, fmt.Errorf("consul: instance address %q: %w", inst.Address, err)
 	}
 	port, _ := strconv.Atoi(portStr)
-	addr := c.Address
-	if registry != "" {
-		addr = registry
+	// The same checks as the resolver's: an instance no client could find
+	// is not registered.
+	t, err := c.target(inst.Service, registry)
+	if err != nil {
+		return nil, fmt.Errorf("consul: %w", err)
 	}
-	if addr != "" {
-		if _, err := discovery.ParseAddress(addr); err != nil {
-			return nil, fmt.Errorf("consul: agent address: %w", err)
-		}
-	}
+	addr := t.Address
 	client, cfg, err := newClient(addr, "")
 	if err != nil {
 		return nil, err

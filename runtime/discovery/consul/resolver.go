@@ -86,27 +86,27 @@ func (b *builder) parse(u *url.URL) (discovery.Spec, error) {
 
 func (b *builder) spec(t target) discovery.Spec {
 	f := url.Values{}
-	for _, tag := range slices.Sorted(slices.Values(t.tags)) {
+	for _, tag := range slices.Sorted(slices.Values(t.Tags)) {
 		f.Add("tag", tag)
 	}
-	if t.datacenter != "" {
-		f.Set("dc", t.datacenter)
+	if t.Datacenter != "" {
+		f.Set("dc", t.Datacenter)
 	}
-	if !t.passing {
+	if t.IncludeFailing {
 		f.Set("passing", "false")
 	}
-	if t.near != "" {
-		f.Set("near", t.near)
+	if t.Near != "" {
+		f.Set("near", t.Near)
 	}
-	if t.consistent {
+	if t.Consistent {
 		f.Set("stale", "false")
 	}
 	var p discovery.FailurePolicy
 	switch {
-	case t.failFast:
+	case t.FailFast:
 		p.Mode = discovery.FailFast
-	case t.grace > 0:
-		p.MaxStaleness = t.grace
+	case t.Grace > 0:
+		p.MaxStaleness = t.Grace
 	}
 	// Channels with other ACL tokens see other answers: they get watches
 	// of their own. The key numbers the tokens, it never shows one.
@@ -114,9 +114,9 @@ func (b *builder) spec(t target) discovery.Spec {
 		f.Set("token", strconv.Itoa(n))
 	}
 	return discovery.Spec{
-		Key: discovery.Key{Scheme: Scheme, Registry: t.addr, Service: t.service, Filters: f.Encode(), Options: b.id},
+		Key: discovery.Key{Scheme: Scheme, Registry: t.Address, Service: t.service, Filters: f.Encode(), Options: b.id},
 		New: func() (discovery.Source, error) {
-			client, cfg, err := newClient(t.addr, b.token)
+			client, cfg, err := newClient(t.Address, b.token)
 			if err != nil {
 				return nil, err
 			}
@@ -149,9 +149,9 @@ func tokenID(token string) int {
 
 // Spec returns the watch of service.
 func (c Config) Spec(service, registry string) (discovery.Spec, error) {
-	t, err := parseTarget(c.url(service, registry))
+	t, err := c.target(service, registry)
 	if err != nil {
-		return discovery.Spec{}, err
+		return discovery.Spec{}, fmt.Errorf("consul: %w", err)
 	}
 	return defaultBuilder.spec(t), nil
 }
@@ -232,13 +232,13 @@ func (s *source) query(ctx context.Context) ([]*api.ServiceEntry, *api.QueryMeta
 	ctx, cancel := context.WithTimeout(ctx, s.wait+s.wait/16+RequestTimeout)
 	defer cancel()
 	q := (&api.QueryOptions{
-		Datacenter: s.t.datacenter,
-		Near:       s.t.near,
+		Datacenter: s.t.Datacenter,
+		Near:       s.t.Near,
 		WaitIndex:  s.index,
 		WaitTime:   s.wait,
-		AllowStale: !s.t.consistent,
+		AllowStale: !s.t.Consistent,
 	}).WithContext(ctx)
-	return s.client.Health().ServiceMultipleTags(s.t.service, s.t.tags, s.t.passing, q)
+	return s.client.Health().ServiceMultipleTags(s.t.service, s.t.Tags, !s.t.IncludeFailing, q)
 }
 
 // entryID names an entry: service IDs are unique per node.

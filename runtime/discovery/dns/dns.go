@@ -86,11 +86,10 @@ type Config struct {
 // Target returns the lbdns target of c. A non-empty registry replaces
 // c.Server.
 func (c Config) Target(_, registry string) (string, error) {
-	u := c.url(registry)
-	if _, err := parseTarget(u); err != nil {
-		return "", err
+	if _, err := c.target(registry); err != nil {
+		return "", fmt.Errorf("lbdns: %w", err)
 	}
-	return u.String(), nil
+	return c.url(registry).String(), nil
 }
 
 func (c Config) url(registry string) *url.URL {
@@ -188,8 +187,43 @@ type target struct {
 	refresh time.Duration
 }
 
+// target checks c (with registry as the DNS server, when not empty): the
+// one check of a Config, whether it comes from generated code, a hand-built
+// value or a target URL.
+func (c Config) target(registry string) (target, error) {
+	if registry != "" {
+		c.Server = registry
+	}
+	t := target{server: c.Server, host: c.Host, srv: c.SRV, refresh: c.Refresh}
+	if t.refresh == 0 {
+		t.refresh = DefaultRefresh
+	}
+	if t.refresh < 0 {
+		return target{}, fmt.Errorf("refresh %v is negative", t.refresh)
+	}
+	if t.server != "" {
+		if _, err := discovery.ParseAddress(t.server); err != nil {
+			return target{}, fmt.Errorf("DNS server: %w", err)
+		}
+	}
+	if t.srv {
+		if c.Port != 0 {
+			return target{}, errors.New("a port is not allowed with record=srv: SRV records give the ports")
+		}
+		if t.host == "" {
+			return target{}, errors.New("empty name")
+		}
+		return t, nil
+	}
+	addr, err := discovery.ParseAddress(net.JoinHostPort(c.Host, strconv.FormatUint(uint64(c.Port), 10)))
+	if err != nil {
+		return target{}, fmt.Errorf("name: %w", err)
+	}
+	t.host, t.port, _ = net.SplitHostPort(addr)
+	return t, nil
+}
+
 func parseTarget(u *url.URL) (target, error) {
-	t := target{server: u.Host, refresh: DefaultRefresh}
 	bad := func(format string, a ...any) error {
 		// Never the user info or the query: either could hold a secret.
 		return fmt.Errorf("lbdns: target %q: %s", discovery.Redact(u), fmt.Sprintf(format, a...))
@@ -197,11 +231,7 @@ func parseTarget(u *url.URL) (target, error) {
 	if u.User != nil {
 		return target{}, bad("user info is not allowed in a target")
 	}
-	if t.server != "" {
-		if _, err := discovery.ParseAddress(t.server); err != nil {
-			return target{}, bad("DNS server: %v", err)
-		}
-	}
+	c := Config{Server: u.Host}
 	q := u.Query()
 	for k := range q {
 		if k != "record" && k != "refresh" {
@@ -211,7 +241,7 @@ func parseTarget(u *url.URL) (target, error) {
 	switch r := q.Get("record"); r {
 	case "", "a":
 	case "srv":
-		t.srv = true
+		c.SRV = true
 	default:
 		return target{}, bad("record %q is not a or srv", r)
 	}
@@ -220,27 +250,25 @@ func parseTarget(u *url.URL) (target, error) {
 		if err != nil || d <= 0 {
 			return target{}, bad("refresh %q is not a positive duration", s)
 		}
-		t.refresh = d
+		c.Refresh = d
 	}
-	name := u.Path
-	if len(name) > 0 && name[0] == '/' {
-		name = name[1:]
-	}
-	if t.srv {
-		if _, _, err := net.SplitHostPort(name); err == nil {
+	c.Host = strings.TrimPrefix(u.Path, "/")
+	if host, port, err := net.SplitHostPort(c.Host); err == nil {
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || p == 0 {
+			return target{}, bad("name: %v", fmt.Errorf("%w %q: port %q is not in 1-65535", discovery.ErrBadAddress, c.Host, port))
+		}
+		if c.SRV {
 			return target{}, bad("a port is not allowed with record=srv: SRV records give the ports")
 		}
-		if name == "" {
-			return target{}, bad("empty name")
-		}
-		t.host = name
-		return t, nil
+		c.Host, c.Port = host, uint32(p)
+	} else if !c.SRV {
+		return target{}, bad("name: %v", fmt.Errorf("%w %q: want host:port", discovery.ErrBadAddress, c.Host))
 	}
-	addr, err := discovery.ParseAddress(name)
+	t, err := c.target("")
 	if err != nil {
-		return target{}, bad("name: %v", err)
+		return target{}, bad("%v", err)
 	}
-	t.host, t.port, _ = net.SplitHostPort(addr)
 	return t, nil
 }
 
@@ -268,9 +296,9 @@ func (b *builder) spec(t target) discovery.Spec {
 
 // Spec returns the watch of c's name.
 func (c Config) Spec(_, registry string) (discovery.Spec, error) {
-	t, err := parseTarget(c.url(registry))
+	t, err := c.target(registry)
 	if err != nil {
-		return discovery.Spec{}, err
+		return discovery.Spec{}, fmt.Errorf("lbdns: %w", err)
 	}
 	return defaultBuilder.spec(t), nil
 }
