@@ -176,7 +176,7 @@ func (c Config) url(service, registry string) *url.URL {
 
 // target is what a watch resolves: a service with its settings.
 type target struct {
-	Config // Address is the agent; empty: from the environment
+	Config  // Address is the agent; empty: from the environment
 	service string
 }
 
