@@ -6,7 +6,6 @@ package consulgreeter_test
 
 import (
 	"context"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"net"
 	"os"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/consulgreeter"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/helloworld"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/consulagent"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
 

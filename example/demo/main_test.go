@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 )
 
 func TestMain(m *testing.M) { resolvertest.VerifyTestMain(m) }

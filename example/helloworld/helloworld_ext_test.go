@@ -6,7 +6,6 @@ package helloworld_test
 import (
 	"context"
 	"errors"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"net"
 	"strconv"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/helloworld"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )

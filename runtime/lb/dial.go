@@ -40,6 +40,7 @@ type Option interface {
 
 type dialOptions struct {
 	balancer Balancer
+	failure  *discovery.FailurePolicy
 	registry string
 	target   string
 	creds    credentials.TransportCredentials
@@ -73,6 +74,14 @@ func WithTarget(target string) DialOption {
 // WithBalancer replaces the balancing policy declared in the proto.
 func WithBalancer(b Balancer) DialOption {
 	return dialFunc(func(o *dialOptions) { o.balancer = b })
+}
+
+// WithFailurePolicy replaces the failure policy declared in the proto
+// ((lb.service).on_registry_failure): what calls see when the registry
+// cannot be reached or has no valid instance. With WithTarget, give the
+// policy as target parameters instead (onfailure, maxstale, fallback).
+func WithFailurePolicy(p discovery.FailurePolicy) DialOption {
+	return dialFunc(func(o *dialOptions) { o.failure = &p })
 }
 
 // WithTransportCredentials secures the connections with creds.
@@ -137,6 +146,9 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 			}
 			if svc.Failure != nil {
 				spec.Policy = *svc.Failure
+			}
+			if o.failure != nil {
+				spec.Policy = *o.failure
 			}
 			if err := spec.Policy.Validate(); err != nil {
 				return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)

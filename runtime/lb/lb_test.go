@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"net"
 	"strings"
 	"sync"
@@ -18,7 +17,9 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
 )
 
@@ -308,4 +309,32 @@ func TestRegisterHealthAlreadyRegistered(t *testing.T) {
 		t.Error("Registration does not use the given health server")
 	}
 	r.Shutdown(context.Background())
+}
+
+// TestDialFailurePolicy: WithFailurePolicy reaches the watch: with a DNS
+// server that refuses, the static fallback serves the calls; a bad policy
+// is an error.
+func TestDialFailurePolicy(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	healthpb.RegisterHealthServer(s, health.NewServer())
+	go s.Serve(lis)
+	defer s.Stop()
+	svc := &Service{Discovery: dns.Config{Host: "svc.test", Port: 80, Server: "127.0.0.1:1"}}
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	c, err := Dial(ctx, svc, WithInsecure(), WithFailurePolicy(discovery.FailurePolicy{Mode: discovery.StaticFallback, Fallback: []string{lis.Addr().String()}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := healthpb.NewHealthClient(c).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
+		t.Errorf("call with the DNS server down and a static fallback: %v", err)
+	}
+	if _, err := Dial(ctx, svc, WithInsecure(), WithFailurePolicy(discovery.FailurePolicy{Mode: discovery.StaticFallback})); err == nil || !strings.Contains(err.Error(), "fallback") {
+		t.Errorf("Dial with a fallback policy without addresses = %v, want an error", err)
+	}
 }

@@ -2,7 +2,6 @@ package consul_test
 
 import (
 	"context"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testpki"
 	"net"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testpki"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
 )

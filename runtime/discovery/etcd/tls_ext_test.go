@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testpki"
 	"net"
 	"net/url"
 	"os"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testpki"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"

@@ -2,7 +2,6 @@ package static_test
 
 import (
 	"context"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"net"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
 )
 
