@@ -26,13 +26,13 @@ var File_consulgreeter_consulgreeter_proto protoreflect.FileDescriptor
 
 const file_consulgreeter_consulgreeter_proto_rawDesc = "" +
 	"\n" +
-	"!consulgreeter/consulgreeter.proto\x12\rconsulgreeter\x1a\x1bhelloworld/helloworld.proto\x1a\x10lb/options.proto2\x80\x01\n" +
+	"!consulgreeter/consulgreeter.proto\x12\rconsulgreeter\x1a\x1bhelloworld/helloworld.proto\x1a\x10lb/options.proto2\x88\x01\n" +
 	"\aGreeter\x12I\n" +
 	"\bSayHello\x12\x18.helloworld.HelloRequest\x1a\x16.helloworld.HelloReply\"\v\xaa\xb8\x19\x04\n" +
-	"\x02\b\x02\x90\x02\x01\x1a*\xa2\xb8\x19&\n" +
+	"\x02\b\x02\x90\x02\x01\x1a2\xa2\xb8\x19.\n" +
 	"\n" +
 	"helloworld\x12\x16\"\x14\n" +
-	"\x0e127.0.0.1:8500B\x02\b\x01\x18\x02BRZPgithub.com/protoc-gen-go-lb/protoc-gen-go-lb/example/consulgreeter;consulgreeterb\x06proto3"
+	"\x0e127.0.0.1:8500B\x02\b\x01\x18\x02\xa2\x01\x05\x12\x03\b\xac\x02BRZPgithub.com/protoc-gen-go-lb/protoc-gen-go-lb/example/consulgreeter;consulgreeterb\x06proto3"
 
 var file_consulgreeter_consulgreeter_proto_goTypes = []any{
 	(*helloworld.HelloRequest)(nil), // 0: helloworld.HelloRequest

@@ -18,6 +18,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/helloworld"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/consulagent"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
 
@@ -134,4 +135,36 @@ func TestConsulGreeter(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, c, ss[2].addr)
+}
+
+// TestAgentDownKeepsServing: the failure policy declared in the proto
+// (keep the last instances for up to 5 minutes) reaches the shared watch,
+// and with the agent stopped every call still succeeds.
+func TestAgentDownKeepsServing(t *testing.T) {
+	a, err := consulagent.Start(t.TempDir(), "")
+	if err == consulagent.ErrNoBinary && os.Getenv("LB_REQUIRE_TOOLS") == "" {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	ss := []server{startServer(t, a.HTTPAddr()), startServer(t, a.HTTPAddr())}
+	c, err := consulgreeter.NewGreeterBalancedClient(context.Background(), lb.WithInsecure(), lb.WithRegistryAddress(a.HTTPAddr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, c, ss[0].addr, ss[1].addr)
+	w := resolvertest.WaitWatch(t, "consul", "helloworld", func(w discovery.WatchInfo) bool { return w.Key.Registry == a.HTTPAddr() })
+	if w.Key.Policy != "maxstale=5m0s" {
+		t.Errorf("the watch's failure policy is %q, want the proto's maxstale=5m0s", w.Key.Policy)
+	}
+	a.Stop()
+	resolvertest.WaitWatch(t, "consul", "helloworld", func(w discovery.WatchInfo) bool {
+		return w.Key.Registry == a.HTTPAddr() && w.Err != nil
+	})
+	if got := spread(t, c, 100); len(got) != 2 {
+		t.Errorf("with the agent down calls reached %v, want both backends", got)
+	}
 }

@@ -27,9 +27,11 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Greeter is the helloworld greeter found through Consul, where seed 003
-// looks for it: consul://127.0.0.1:8500/helloworld. Servers register with a
-// gRPC health check that Consul runs every second.
+// Greeter is the helloworld greeter found through Consul at the target
+// Consul resolver tutorials use: consul://127.0.0.1:8500/helloworld. Servers
+// register with a gRPC health check that Consul runs every second. While the
+// agent cannot be reached, clients keep calling the last instances it gave
+// for up to 5 minutes.
 type GreeterClient interface {
 	// SayHello greets by name and says which backend answered.
 	SayHello(ctx context.Context, in *helloworld.HelloRequest, opts ...grpc.CallOption) (*helloworld.HelloReply, error)
@@ -57,9 +59,11 @@ func (c *greeterClient) SayHello(ctx context.Context, in *helloworld.HelloReques
 // All implementations must embed UnimplementedGreeterServer
 // for forward compatibility.
 //
-// Greeter is the helloworld greeter found through Consul, where seed 003
-// looks for it: consul://127.0.0.1:8500/helloworld. Servers register with a
-// gRPC health check that Consul runs every second.
+// Greeter is the helloworld greeter found through Consul at the target
+// Consul resolver tutorials use: consul://127.0.0.1:8500/helloworld. Servers
+// register with a gRPC health check that Consul runs every second. While the
+// agent cannot be reached, clients keep calling the last instances it gave
+// for up to 5 minutes.
 type GreeterServer interface {
 	// SayHello greets by name and says which backend answered.
 	SayHello(context.Context, *helloworld.HelloRequest) (*helloworld.HelloReply, error)

@@ -8,6 +8,7 @@ package consulgreeter
 
 import (
 	context "context"
+	discovery "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	consul "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
 	lb "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 	grpc "google.golang.org/grpc"
@@ -26,6 +27,7 @@ var _Greeter_lbService = lb.Service{
 	Name:      GreeterServiceName,
 	FullName:  "consulgreeter.Greeter",
 	Discovery: consul.Config{Address: "127.0.0.1:8500", CheckInterval: time.Second},
+	Failure:   &discovery.FailurePolicy{MaxStaleness: 5 * time.Minute},
 	Balancer:  lb.RoundRobin{},
 	Methods: []lb.Method{
 		{Name: "SayHello", Timeout: 2 * time.Second, Idempotent: true},
@@ -35,9 +37,11 @@ var _Greeter_lbService = lb.Service{
 // GreeterBalancedClient is a GreeterClient whose calls are spread over
 // the instances of consulgreeter.Greeter that its (lb.service) discovery finds.
 //
-// Greeter is the helloworld greeter found through Consul, where seed 003
-// looks for it: consul://127.0.0.1:8500/helloworld. Servers register with a
-// gRPC health check that Consul runs every second.
+// Greeter is the helloworld greeter found through Consul at the target
+// Consul resolver tutorials use: consul://127.0.0.1:8500/helloworld. Servers
+// register with a gRPC health check that Consul runs every second. While the
+// agent cannot be reached, clients keep calling the last instances it gave
+// for up to 5 minutes.
 type GreeterBalancedClient struct {
 	GreeterClient
 	conn *lb.Conn
