@@ -22,9 +22,21 @@ type hub struct {
 	clock  clock
 	linger time.Duration
 
-	mu      sync.Mutex
-	watches map[Key]*hubWatch
+	mu       sync.Mutex
+	watches  map[Key]*hubWatch
+	lastGood map[Key]lastGood // of stopped watches, to seed their successors
+	stopping sync.WaitGroup   // watches being stopped
 }
+
+// lastGood is the last good set of a stopped watch and when the registry
+// last gave it.
+type lastGood struct {
+	eps []resolver.Endpoint
+	at  time.Time
+}
+
+// maxLastGood bounds how many stopped watches' last good sets the hub keeps.
+const maxLastGood = 1024
 
 type hubWatch struct {
 	*watch
@@ -32,7 +44,7 @@ type hubWatch struct {
 	linger stopper // running while refs is 0
 }
 
-var defaultHub = &hub{clock: realClock{}, linger: DefaultLinger, watches: map[Key]*hubWatch{}}
+var defaultHub = &hub{clock: realClock{}, linger: DefaultLinger, watches: map[Key]*hubWatch{}, lastGood: map[Key]lastGood{}}
 
 // subscribe joins the watch of spec, starting it if there is none, and
 // returns the channel's resolver. The channel gets the watch's last state
@@ -42,6 +54,13 @@ func (h *hub) subscribe(target string, spec Spec, cc resolver.ClientConn, opts r
 	hw := h.watches[spec.Key]
 	if hw == nil {
 		hw = &hubWatch{watch: newWatch(spec, h.clock)}
+		if lg, ok := h.lastGood[spec.Key]; ok {
+			// The last good set outlives its watch (a channel idle for
+			// longer than the linger, the registry down when it comes
+			// back): the new watch starts from it.
+			delete(h.lastGood, spec.Key)
+			hw.seed(lg.eps, lg.at)
+		}
 		h.watches[spec.Key] = hw
 		hw.start()
 	}
@@ -76,9 +95,34 @@ func (h *hub) release(s *subscriber) {
 			return
 		}
 		delete(h.watches, hw.key)
+		h.stopping.Add(1)
 		h.mu.Unlock()
-		hw.stop()
+		h.stop(hw)
 	})
+}
+
+// stop stops hw, which is out of the map and counted in stopping, and
+// keeps its last good set.
+func (h *hub) stop(hw *hubWatch) {
+	defer h.stopping.Done()
+	hw.stop()
+	eps, at := hw.lastGood()
+	if eps == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.lastGood[hw.key]; !ok && len(h.lastGood) >= maxLastGood {
+		var oldest Key
+		first := true
+		for k, lg := range h.lastGood {
+			if first || lg.at.Before(h.lastGood[oldest].at) {
+				oldest, first = k, false
+			}
+		}
+		delete(h.lastGood, oldest)
+	}
+	h.lastGood[hw.key] = lastGood{eps: eps, at: at}
 }
 
 // closeIdle stops every watch that has no subscriber now, and waits.
@@ -91,13 +135,16 @@ func (h *hub) closeIdle() {
 				hw.linger.Stop()
 			}
 			delete(h.watches, k)
+			h.stopping.Add(1)
 			idle = append(idle, hw)
 		}
 	}
 	h.mu.Unlock()
 	for _, hw := range idle {
-		hw.stop()
+		h.stop(hw)
 	}
+	// Also those a linger timer is stopping right now.
+	h.stopping.Wait()
 }
 
 // CloseIdleWatches stops every watch that no channel uses any more, without

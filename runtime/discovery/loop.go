@@ -70,6 +70,7 @@ type watch struct {
 	dropped    map[string]string   // ID -> reason, of entries dropped as invalid
 	dropLog    []Dropped           // dropped since the last Flush, to log
 	good       []resolver.Endpoint // the last good set; nil before the first
+	goodAt     time.Time           // when the registry last gave it
 	badSince   time.Time           // when the registry stopped giving a good set; zero while it does
 	expiry     stopper             // the failure policy's timer
 	flushes    int                 // Flushes since the last watch error
@@ -111,6 +112,34 @@ func newWatch(spec Spec, c clock) *watch {
 }
 
 func (w *watch) start() { go w.run() }
+
+// seed starts a new watch from the last good set of its predecessor, given
+// at, as far as the failure policy keeps a set that old: the channels get
+// it at once, as stale since at, until the registry answers.
+func (w *watch) seed(eps []resolver.Endpoint, at time.Time) {
+	p := w.spec.Policy
+	age := w.clock.Now().Sub(at)
+	switch {
+	case p.Mode == FailFast, p.Mode == StaticFallback && p.MaxStaleness == 0:
+		return
+	case p.MaxStaleness > 0 && age >= p.MaxStaleness:
+		return
+	}
+	s := stateOf(eps)
+	w.good, w.goodAt, w.badSince = eps, at, at
+	w.view.state, w.view.stateVer = &s, 1
+	if p.MaxStaleness > 0 {
+		w.expiry = w.clock.AfterFunc(p.MaxStaleness-age, w.expire)
+	}
+}
+
+// lastGood returns the last good set and when the registry gave it; nil
+// if it never did.
+func (w *watch) lastGood() ([]resolver.Endpoint, time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.good, w.goodAt
+}
 
 // stop ends the watch and waits for it.
 func (w *watch) stop() {
@@ -234,11 +263,15 @@ func (u *updates) Flush() {
 		return
 	}
 	if !w.dirty && w.badSince.IsZero() {
+		w.goodAt = w.clock.Now()
 		return
 	}
 	eps := w.set.endpoints()
+	w.goodAt = w.clock.Now()
 	if w.reset && w.badSince.IsZero() && equalEndpoints(eps, w.good) {
 		w.reset, w.dirty = false, false
+		// Channels whose balancer rejected the state get it again.
+		w.deliver()
 		return
 	}
 	w.reset, w.dirty = false, false
@@ -331,7 +364,9 @@ func (w *watch) failLocked(err error) {
 func (w *watch) expire() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.stopped || w.badSince.IsZero() {
+	// A timer of an earlier failure may fire late, after a recovery and a
+	// new failure: only the staleness of this one counts.
+	if w.stopped || w.badSince.IsZero() || w.clock.Now().Sub(w.badSince) < w.spec.Policy.MaxStaleness {
 		return
 	}
 	err := fmt.Errorf("%s: no good answer from the registry for %v", w.key, w.spec.Policy.MaxStaleness)
@@ -448,6 +483,7 @@ func (s *subscriber) deliver(v view) {
 		return
 	}
 	if v.state != nil && v.stateVer > s.stateVer {
+		prev := s.stateVer
 		s.stateVer = v.stateVer
 		if s.metrics != nil {
 			updatesMetric.Record(s.metrics, 1, s.target, s.label)
@@ -455,7 +491,10 @@ func (s *subscriber) deliver(v view) {
 		}
 		if err := s.cc.UpdateState(*v.state); err != nil && len(v.state.Endpoints) > 0 {
 			// The balancer rejected the state: ask a polling source to
-			// look again, as grpc-go's dns resolver does.
+			// look again, as grpc-go's dns resolver does, and give this
+			// channel the state again with the next answer. (An empty
+			// state is always rejected: that is how calls fail.)
+			s.stateVer = prev
 			s.w.requestResolve()
 		}
 	}

@@ -103,13 +103,23 @@ func (s *fakeSource) Watch(ctx context.Context, u Updates) error {
 
 func (s *fakeSource) Close() { s.closed.Store(true) }
 
-// do runs op in the watch, waiting until it is taken.
+// do runs op in the watch and waits until it has run.
 func (s *fakeSource) do(t *testing.T, op func(Updates) error) {
 	t.Helper()
+	ran := make(chan struct{})
+	wrapped := func(u Updates) error {
+		defer close(ran)
+		return op(u)
+	}
 	select {
-	case s.ops <- op:
+	case s.ops <- wrapped:
 	case <-time.After(timeout):
 		t.Fatal("the source was not watching")
+	}
+	select {
+	case <-ran:
+	case <-time.After(timeout):
+		t.Fatal("the source did not run the update")
 	}
 }
 
@@ -224,7 +234,7 @@ type testHub struct {
 
 func newTestHub(t *testing.T) testHub {
 	c := newFakeClock()
-	h := &hub{clock: c, linger: time.Minute, watches: map[Key]*hubWatch{}}
+	h := &hub{clock: c, linger: time.Minute, watches: map[Key]*hubWatch{}, lastGood: map[Key]lastGood{}}
 	t.Cleanup(h.closeIdle)
 	return testHub{h, c}
 }
@@ -611,4 +621,71 @@ func TestRejectedStateAsksToLookAgain(t *testing.T) {
 		}
 		return nil
 	})
+	// The same answer again: the channel that rejected it gets it again.
+	src.reset(t, "10.0.0.1:80")
+	rec.wait(t, "the state given again", func(states []resolver.State, _ []error) bool { return len(states) == 2 })
+}
+
+// TestLastGoodOutlivesItsWatch: a watch stopped after its linger leaves its
+// last good set to the next watch of the same key, which gives it to its
+// channels at once, even with the registry down; a set older than the
+// policy's maximum staleness is not used.
+func TestLastGoodOutlivesItsWatch(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		policy FailurePolicy
+		want   []string
+	}{
+		{"keep", FailurePolicy{}, []string{"10.0.0.1:80"}},
+		{"keep for 5s", FailurePolicy{MaxStaleness: 5 * time.Second}, nil},
+		{"fail fast", FailurePolicy{Mode: FailFast}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHub(t)
+			src := newFakeSource()
+			spec := fakeSpec(src, tc.policy)
+			s := h.subscribe("fake:///svc", spec, newRecorder(), resolver.BuildOptions{})
+			src.reset(t, "10.0.0.1:80")
+			s.Close()
+			h.clock.advance(time.Minute) // past the linger: the watch stops
+			if n := len(h.watches); n != 0 {
+				t.Fatalf("%d watches after the linger, want 0", n)
+			}
+			down := Spec{Key: spec.Key, Policy: spec.Policy, Backoff: spec.Backoff,
+				New: func() (Source, error) { return nil, errors.New("registry down") }}
+			rec := h.join(t, down)
+			rec.waitErr(t, "registry down")
+			if tc.want == nil {
+				if len(rec.states) != 0 && len(rec.states[len(rec.states)-1].Endpoints) != 0 {
+					t.Errorf("states %v, want no endpoints from a set older than the policy allows", rec.addrs())
+				}
+				return
+			}
+			rec.waitAddrs(t, tc.want...)
+		})
+	}
+}
+
+// TestLateExpiryTimer: a staleness timer of an earlier failure that fires
+// after a recovery and a new failure does not cut the new one short.
+func TestLateExpiryTimer(t *testing.T) {
+	h := newTestHub(t)
+	src := newFakeSource()
+	rec := h.join(t, fakeSpec(src, FailurePolicy{MaxStaleness: 5 * time.Second}))
+	src.reset(t, "10.0.0.1:80")
+	rec.waitAddrs(t, "10.0.0.1:80")
+	src.do(t, func(u Updates) error { u.Fail(errors.New("first")); return nil })
+	rec.waitErr(t, "first")
+	h.clock.advance(4 * time.Second)
+	src.reset(t, "10.0.0.1:80") // recovery
+	src.do(t, func(u Updates) error { u.Fail(errors.New("second")); return nil })
+	rec.waitErr(t, "second")
+	h.mu.Lock()
+	w := h.watches[fakeSpec(src, FailurePolicy{MaxStaleness: 5 * time.Second}).Key].watch
+	h.mu.Unlock()
+	h.clock.advance(1 * time.Second)
+	w.expire() // the first failure's timer, running late
+	if got := addrsOf(rec.states[len(rec.states)-1]); len(got) == 0 {
+		t.Errorf("a late timer of the first failure emptied the state 1s into the second")
+	}
 }

@@ -213,8 +213,10 @@ func (s *source) Watch(ctx context.Context, u discovery.Updates) error {
 		}
 		insts := make([]discovery.Instance, 0, len(entries))
 		var dropped []discovery.Dropped
+		logged := s.badWeight
+		s.badWeight = map[string]string{} // only the instances of this answer
 		for _, e := range entries {
-			inst, err := s.instance(e)
+			inst, err := s.instance(e, logged)
 			if err != nil {
 				dropped = append(dropped, discovery.Dropped{ID: entryID(e), Reason: err})
 				continue
@@ -256,7 +258,7 @@ func entryID(e *api.ServiceEntry) string {
 // instance returns the instance of one health entry: the service address,
 // else the node address, and the metadata. A bad weight is logged once and
 // ignored: the instance is kept.
-func (s *source) instance(e *api.ServiceEntry) (discovery.Instance, error) {
+func (s *source) instance(e *api.ServiceEntry, logged map[string]string) (discovery.Instance, error) {
 	if e.Service == nil {
 		return discovery.Instance{}, errors.New("entry without a service")
 	}
@@ -273,8 +275,8 @@ func (s *source) instance(e *api.ServiceEntry) (discovery.Instance, error) {
 	if w := e.Service.Meta["weight"]; w != "" {
 		n, err := strconv.ParseUint(w, 10, 32)
 		if err != nil {
-			if s.badWeight[id] != w {
-				s.badWeight[id] = w
+			s.badWeight[id] = w
+			if logged[id] != w {
 				logger.Warningf("consul: %s: instance %s: ignoring meta weight %q: not a whole number", s.t.service, id, w)
 			}
 		} else {

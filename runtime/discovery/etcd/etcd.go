@@ -96,6 +96,10 @@ const (
 	MinTTL = 2 * time.Second
 	// RequestTimeout is the deadline of every etcd request.
 	RequestTimeout = 5 * time.Second
+	// ProbeInterval is how often a watching resolver checks that etcd can
+	// still be reached (a count-only read with RequestTimeout): an
+	// unreachable etcd is reported within ProbeInterval+RequestTimeout.
+	ProbeInterval = 2 * time.Second
 	// ResyncInterval is how often the resolver re-reads the whole prefix.
 	ResyncInterval = 5 * time.Minute
 	// MaxValueSize is the largest value the resolver accepts.

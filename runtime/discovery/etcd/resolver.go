@@ -167,6 +167,18 @@ func (s *source) list(ctx context.Context, u discovery.Updates) (int64, error) {
 		}
 		insts = append(insts, inst)
 	}
+	if len(s.warned) > 0 {
+		// Forget the warnings of keys that are gone.
+		present := make(map[string]bool, len(resp.Kvs))
+		for _, kv := range resp.Kvs {
+			present[string(kv.Key)] = true
+		}
+		for k := range s.warned {
+			if !present[k] {
+				delete(s.warned, k)
+			}
+		}
+	}
 	u.Reset(insts, dropped)
 	u.Flush()
 	s.onList(resp.Header.Revision)
@@ -195,16 +207,40 @@ func (s *source) instance(key, value []byte) (discovery.Instance, error) {
 // error says why) or it is time to re-read the prefix (nil).
 func (s *source) watch(ctx context.Context, u discovery.Updates, rev int64) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := s.client.Watch(wctx, s.t.prefix+"/", clientv3.WithPrefix(), clientv3.WithRev(rev))
+	// Watch itself blocks while the client cannot open a watch stream (etcd
+	// unreachable): it runs aside, so that the probe below still runs, and
+	// returns once wctx ends.
+	started := make(chan clientv3.WatchChan, 1)
+	go func() { started <- s.client.Watch(wctx, s.t.prefix+"/", clientv3.WithPrefix(), clientv3.WithRev(rev)) }()
+	var wch clientv3.WatchChan // nil until started: a nil channel never delivers
+	defer func() {
+		cancel()
+		if started != nil {
+			<-started
+		}
+	}()
 	resync := time.NewTimer(s.resync)
 	defer resync.Stop()
+	// The client reconnects a broken watch quietly and forever: a cheap
+	// read every ProbeInterval, with its deadline, tells an unreachable
+	// etcd, so that the failure policy applies and the channels are told.
+	probe := time.NewTicker(ProbeInterval)
+	defer probe.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-resync.C:
 			return nil
+		case wch = <-started:
+			started = nil
+		case <-probe.C:
+			pctx, cancel := withTimeout(ctx)
+			_, err := s.client.Get(pctx, s.t.prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				return fmt.Errorf("etcd: %s: unreachable while watching: %w", s.t.prefix, err)
+			}
 		case wr, ok := <-wch:
 			if !ok {
 				return fmt.Errorf("etcd: %s: %w", s.t.prefix, errWatchClosed)
@@ -221,6 +257,7 @@ func (s *source) watch(ctx context.Context, u discovery.Updates, rev int64) erro
 						u.Put(inst)
 					}
 				case clientv3.EventTypeDelete:
+					delete(s.warned, string(ev.Kv.Key))
 					u.Delete(string(ev.Kv.Key))
 				}
 			}

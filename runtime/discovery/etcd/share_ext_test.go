@@ -128,6 +128,18 @@ func TestIdleChannelAndRegistryDown(t *testing.T) {
 	}
 	t.Logf("call out of idle with etcd unreachable: %v", time.Since(start))
 
+	// Idle for longer than the watch lingers (grpc-go's default idle
+	// timeout is 30 minutes): the watch stops, its last good set stays.
+	for st := cc.GetState(); st != connectivity.Idle; st = cc.GetState() {
+		if !cc.WaitForStateChange(ctx, st) {
+			t.Fatalf("channel not idle again (state %v): %v", st, ctx.Err())
+		}
+	}
+	discovery.CloseIdleWatches()
+	if err := check(ctx, cc); err != nil {
+		t.Fatalf("call after the watch stopped, etcd unreachable: %v, want the last good state", err)
+	}
+
 	// Never seen, registry unreachable: UNAVAILABLE, within the request
 	// deadline plus the channel's own work.
 	never, err := grpc.NewClient("etcd://"+p.Addr()+"/services/never", grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -143,4 +155,21 @@ func TestIdleChannelAndRegistryDown(t *testing.T) {
 		t.Fatalf("call with no state ever seen: %v (after %v), want UNAVAILABLE before the deadline", err, time.Since(start))
 	}
 	t.Logf("no state ever seen: %v after %v", status.Code(err), time.Since(start))
+}
+
+// TestUnreachableWhileWatching: etcd becoming unreachable under a running
+// watch (the client would reconnect quietly forever) is noticed, and the
+// failure policy applies: with fail fast, calls fail.
+func TestUnreachableWhileWatching(t *testing.T) {
+	s := startEtcd(t)
+	p := startProxy(t, s.Endpoint())
+	register(t, etcd.Config{}, s.Endpoint(), "cut", "a", "10.0.0.1:1")
+	cc := buildResolver(t, "etcd://"+p.Addr()+"/services/cut?onfailure=failfast")
+	cc.WaitAddrs(t, "10.0.0.1:1")
+	cut := time.Now()
+	p.Cut()
+	cc.WaitAddrs(t)
+	t.Logf("unreachable etcd noticed and calls failed %v after the cut", time.Since(cut))
+	p.Heal()
+	cc.WaitAddrs(t, "10.0.0.1:1")
 }
