@@ -38,7 +38,9 @@
 // resolver again (out of idle, a new client) gets the last known state at
 // once, even while the registry is down. A watch keeps running for
 // DefaultLinger after its last channel closed; CloseIdleWatches stops such
-// watches at once. Watches lists the running watches and WatchesChanged
+// watches at once. A stopped watch leaves its last good set to the next
+// watch of the same key, which starts from it (as stale since the registry
+// last gave it) as far as the failure policy keeps a set that old. Watches lists the running watches and WatchesChanged
 // tells when one publishes.
 //
 // # Failure policy

@@ -54,7 +54,10 @@
 // leader, a closed watch, an expired auth token) it lists again and watches
 // again under jittered exponential backoff, and it re-reads the whole prefix
 // every ResyncInterval in case a watch event was lost. Every etcd request
-// has a deadline (RequestTimeout). A registry error is reported with
+// has a deadline (RequestTimeout); since the client reconnects a broken
+// watch quietly, a watching resolver also reads the key count every
+// ProbeInterval, so an unreachable etcd is noticed within ProbeInterval +
+// RequestTimeout. A registry error is reported with
 // ReportError and the last good state is kept.
 package etcd
 
