@@ -128,6 +128,27 @@ func TestPickFirstSticksToOneBackend(t *testing.T) {
 	}
 }
 
+// TestPickFirstSpreadsAFleet: 1,000 pick_first clients over 5 instances
+// spread over them (each client shuffles, gRFC A62): none gets more than
+// twice its share.
+func TestPickFirstSpreadsAFleet(t *testing.T) {
+	_, addrs := startServers(t, 5)
+	got := map[string]int{}
+	for range 1000 {
+		c := newClient(t, staticTarget(addrs), lb.WithBalancer(lb.PickFirst{}))
+		for b := range count(t, c, 1) {
+			got[b]++
+		}
+		c.Close()
+	}
+	for _, a := range addrs {
+		if got[a] > 2*1000/len(addrs) {
+			t.Errorf("pick_first: %d of 1,000 clients on %s, want at most twice its share (all: %v)", got[a], a, got)
+		}
+	}
+	t.Logf("1,000 pick_first clients over 5 instances: %v", got)
+}
+
 func TestRandomReachesAll(t *testing.T) {
 	_, addrs := startServers(t, 3)
 	c := newClient(t, staticTarget(addrs), lb.WithBalancer(lb.Random{}))

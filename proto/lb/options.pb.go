@@ -70,7 +70,8 @@ const (
 	// ROUND_ROBIN.
 	Policy_POLICY_UNSPECIFIED Policy = 0
 	// Every call goes to the first instance that connects, until it fails
-	// [pick_first].
+	// [pick_first]. Each client shuffles the instances first (gRFC A62), so a
+	// fleet of clients spreads over them.
 	Policy_PICK_FIRST Policy = 1
 	// Calls rotate over the ready instances [round_robin].
 	Policy_ROUND_ROBIN Policy = 2

@@ -15,7 +15,11 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/random"
 )
 
-func (PickFirst) lbConfig() (string, any)  { return "pick_first", struct{}{} }
+// PickFirst shuffles the instances per client (gRFC A62), so that a fleet of
+// clients spreads over them instead of all taking the first one listed.
+func (PickFirst) lbConfig() (string, any) {
+	return "pick_first", map[string]any{"shuffleAddressList": true}
+}
 func (RoundRobin) lbConfig() (string, any) { return "round_robin", struct{}{} }
 func (Random) lbConfig() (string, any)     { return random.Name, struct{}{} }
 

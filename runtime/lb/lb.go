@@ -98,7 +98,9 @@ type Balancer interface {
 	lbConfig() (name string, config any)
 }
 
-// PickFirst sends every call to the first instance that connects.
+// PickFirst sends every call to the first instance that connects. Each
+// client shuffles the instances first (gRFC A62), so a fleet of clients
+// spreads over them.
 type PickFirst struct{}
 
 // RoundRobin rotates calls over the ready instances.
