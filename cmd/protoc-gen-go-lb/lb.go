@@ -243,6 +243,12 @@ func balancerExpr(s *serviceModel, ident func(protogen.GoIdent) string) string {
 		return lb("PickFirst") + "{}"
 	case lbpb.Policy_RANDOM:
 		return lb("Random") + "{}"
+	case lbpb.Policy_P2C_EWMA:
+		var decay string
+		if d := s.rules.GetP2CEwma().GetDecay(); d != nil && d.AsDuration() > 0 {
+			decay = durationExpr(d.AsDuration(), ident)
+		}
+		return literal(lb("P2CEWMA"), [2]string{"Decay", decay})
 	case lbpb.Policy_LEAST_REQUEST:
 		return literal(lb("LeastRequest"), [2]string{"ChoiceCount", num(uint64(s.rules.GetLeastRequest().GetChoiceCount()))})
 	case lbpb.Policy_RING_HASH:

@@ -378,9 +378,6 @@ func checkPolicy(p lbpb.Policy, rules *lbpb.ServiceRules, bad func(string, ...an
 		bad("(lb.service).policy %d is not a known policy", p)
 		return
 	}
-	if p == lbpb.Policy_P2C_EWMA {
-		bad("(lb.service).policy P2C_EWMA is not available in protoc-gen-go-lb v%s yet", version)
-	}
 	if params := rules.GetPolicyParams(); params != nil {
 		field := rules.ProtoReflect().WhichOneof(rules.ProtoReflect().Descriptor().Oneofs().ByName("policy_params"))
 		if policyParams[p] != string(field.Name()) {
@@ -404,6 +401,8 @@ func checkPolicy(p lbpb.Policy, rules *lbpb.ServiceRules, bad func(string, ...an
 		if lo > hi {
 			bad(pre+"ring_hash.min_ring_size %d is more than max_ring_size %d", lo, hi)
 		}
+	case lbpb.Policy_P2C_EWMA:
+		positiveDuration(rules.GetP2CEwma().GetDecay(), pre+"p2c_ewma.decay", bad)
 	case lbpb.Policy_LEAST_REQUEST:
 		if n := rules.GetLeastRequest().GetChoiceCount(); n != 0 && (n < minChoiceCount || n > maxChoiceCount) {
 			bad(pre+"least_request.choice_count %d is not in %d-%d", n, minChoiceCount, maxChoiceCount)

@@ -77,9 +77,11 @@ const (
 	Policy_ROUND_ROBIN Policy = 2
 	// Each call goes to a ready instance chosen uniformly at random [random].
 	Policy_RANDOM Policy = 3
-	// Power of two choices over an exponentially weighted moving average of
-	// latency [p2c_ewma]. Parameters: `p2c_ewma`. Not available yet: the
-	// plugin refuses it rather than generate a client that cannot balance.
+	// Power of two choices: of two random ready instances, the one with the
+	// lower peak-sensitive moving average of latency times calls in flight + 1
+	// [lb_p2c_ewma]. Slow and failing instances get few calls; one that is
+	// fast again gets its share back within a few seconds. Parameters:
+	// `p2c_ewma`.
 	Policy_P2C_EWMA Policy = 4
 	// Of a few random choices, the instance with the fewest calls in flight
 	// [least_request_experimental]. Parameters: `least_request`.
@@ -1076,7 +1078,9 @@ func (x *RingHash) GetMaxRingSize() uint64 {
 // P2CEWMA parameters.
 type P2CEWMA struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The time constant of the latency average. Default 10s; must be positive.
+	// The time constant of the latency average: a latency below it pulls the
+	// average down with the weight exp(-Δt/decay). Default 1s; must be
+	// positive.
 	Decay         *durationpb.Duration `protobuf:"bytes,1,opt,name=decay,proto3" json:"decay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -12,6 +12,7 @@ import (
 	_ "google.golang.org/grpc/balancer/weightedroundrobin" // weighted_round_robin
 	"google.golang.org/grpc/codes"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/random"
 )
 
@@ -22,6 +23,10 @@ func (PickFirst) lbConfig() (string, any) {
 }
 func (RoundRobin) lbConfig() (string, any) { return "round_robin", struct{}{} }
 func (Random) lbConfig() (string, any)     { return random.Name, struct{}{} }
+
+func (p P2CEWMA) lbConfig() (string, any) {
+	return p2cewma.Name, params("decay", duration(p.Decay))
+}
 
 func (l LeastRequest) lbConfig() (string, any) {
 	return "least_request_experimental", params("choiceCount", l.ChoiceCount)

@@ -92,7 +92,7 @@ type Retry struct {
 }
 
 // Balancer is a balancing policy with its parameters: one of PickFirst,
-// RoundRobin, Random, LeastRequest, RingHash, WeightedRoundRobin.
+// RoundRobin, Random, P2CEWMA, LeastRequest, RingHash, WeightedRoundRobin.
 type Balancer interface {
 	// lbConfig returns the gRPC balancer name and its JSON config.
 	lbConfig() (name string, config any)
@@ -108,6 +108,15 @@ type RoundRobin struct{}
 
 // Random sends each call to a ready instance chosen at random.
 type Random struct{}
+
+// P2CEWMA sends each call to the better of two random ready instances,
+// scored by a peak-sensitive moving average of their latency times their
+// calls in flight (package runtime/balancer/p2cewma).
+type P2CEWMA struct {
+	// Decay is the time constant of the latency average; 0 means
+	// p2cewma.DefaultDecay (1s).
+	Decay time.Duration
+}
 
 // LeastRequest sends each call to the instance with the fewest calls in
 // flight among ChoiceCount random ones.

@@ -65,7 +65,7 @@ func TestServiceConfigJSON(t *testing.T) {
 func TestServiceConfigAcceptedByGRPC(t *testing.T) {
 	retry := &Retry{MaxAttempts: 5, InitialBackoff: time.Millisecond, MaxBackoff: time.Minute, BackoffMultiplier: 1.5, RetryableCodes: []codes.Code{codes.Unavailable, codes.ResourceExhausted}}
 	for _, b := range []Balancer{
-		nil, PickFirst{}, RoundRobin{}, Random{}, LeastRequest{}, LeastRequest{ChoiceCount: 4},
+		nil, PickFirst{}, RoundRobin{}, Random{}, P2CEWMA{}, P2CEWMA{Decay: 1500 * time.Millisecond}, LeastRequest{}, LeastRequest{ChoiceCount: 4},
 		RingHash{}, RingHash{MinRingSize: 10, MaxRingSize: 20},
 		WeightedRoundRobin{}, WeightedRoundRobin{EnableOOBLoadReport: true, OOBReportingPeriod: time.Second, BlackoutPeriod: 2 * time.Second, WeightExpirationPeriod: time.Minute, WeightUpdatePeriod: 100 * time.Millisecond, ErrorUtilizationPenalty: 1.5},
 	} {

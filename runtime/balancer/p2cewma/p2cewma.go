@@ -1,0 +1,304 @@
+// Package p2cewma is a latency-aware balancer: power of two choices over the
+// ready endpoints, each scored by a peak-sensitive, exponentially weighted
+// moving average of its call latency times its calls in flight plus one
+// (peak EWMA, as in Finagle and Linkerd; go-zero's default policy).
+//
+// Importing it registers the "lb_p2c_ewma" policy (not "p2c_ewma", which
+// go-zero registers: grpc-go keeps one balancer per name and the last
+// registration wins):
+//
+//	grpc.NewClient(target,
+//		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"lb_p2c_ewma":{"decay":"1s"}}]}`), ...)
+//
+// How it scores:
+//   - A latency above the average replaces it at once (peak); one below
+//     pulls it down with the weight exp(-Δt/decay), Δt the time since the
+//     endpoint's last sample: the average forgets at the same pace whatever
+//     the call rate.
+//   - A call that fails with UNAVAILABLE, DEADLINE_EXCEEDED,
+//     RESOURCE_EXHAUSTED, INTERNAL or UNKNOWN counts as at least
+//     FailurePenalty.
+//   - An endpoint without a sample yet scores as the average of those that
+//     have one: no cold-start flood, no starvation.
+//   - An endpoint not picked for decay/2 is picked when it is one of the two
+//     choices, so that a slow endpoint that became fast again is measured
+//     again and gets its share back within a few decay periods.
+//
+// The clock is read twice a call (at the pick and when the call is done).
+// It is built like grpc-go's round_robin: endpointsharding keeps one
+// pick_first child per endpoint (so client-side health checking works),
+// and the picker chooses among the READY children.
+package p2cewma
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/endpointsharding"
+	"google.golang.org/grpc/balancer/pickfirst"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/serviceconfig"
+	"google.golang.org/grpc/status"
+)
+
+// Name is the name of the balancer.
+const Name = "lb_p2c_ewma"
+
+// Defaults.
+const (
+	// DefaultDecay is the time constant of the latency average.
+	DefaultDecay = time.Second
+	// FailurePenalty is the least latency a failed call counts for.
+	FailurePenalty = 250 * time.Millisecond
+)
+
+func init() {
+	balancer.Register(builder{})
+}
+
+// Config is the balancer's configuration.
+type Config struct {
+	serviceconfig.LoadBalancingConfig `json:"-"`
+
+	// Decay is the time constant of the latency average; default
+	// DefaultDecay.
+	Decay time.Duration
+}
+
+// ParseConfig reads {"decay": "<duration>"}: defaults first, then the
+// JSON, then checks.
+func ParseConfig(js json.RawMessage) (*Config, error) {
+	cfg := &Config{Decay: DefaultDecay}
+	var raw struct {
+		Decay *string `json:"decay"`
+	}
+	if len(js) > 0 {
+		if err := json.Unmarshal(js, &raw); err != nil {
+			return nil, fmt.Errorf("%s: config %s: %w", Name, js, err)
+		}
+	}
+	if raw.Decay != nil {
+		d, err := time.ParseDuration(*raw.Decay)
+		if err != nil {
+			return nil, fmt.Errorf("%s: decay %q: %w", Name, *raw.Decay, err)
+		}
+		cfg.Decay = d
+	}
+	if cfg.Decay <= 0 {
+		return nil, fmt.Errorf("%s: decay %v must be positive", Name, cfg.Decay)
+	}
+	return cfg, nil
+}
+
+type builder struct{}
+
+func (builder) Name() string { return Name }
+
+func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	return ParseConfig(js)
+}
+
+func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+	b := &p2cBalancer{ClientConn: cc, decay: DefaultDecay, stats: map[string]*stats{}}
+	b.child = endpointsharding.NewBalancer(b, opts, balancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
+	return b
+}
+
+// p2cBalancer sits between endpointsharding and the channel: it passes
+// resolver updates down and replaces the pickers coming up. Its methods are
+// called one at a time by the channel.
+type p2cBalancer struct {
+	balancer.ClientConn // the channel; UpdateState is overridden
+	child               balancer.Balancer
+
+	mu    sync.Mutex
+	decay time.Duration
+	stats map[string]*stats // by the endpoint's first address; kept across pickers
+}
+
+func (b *p2cBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
+	if cfg, ok := s.BalancerConfig.(*Config); ok {
+		b.mu.Lock()
+		b.decay = cfg.Decay
+		b.mu.Unlock()
+	}
+	return b.child.UpdateClientConnState(balancer.ClientConnState{
+		// Let the pick_first children honour client-side health checks.
+		ResolverState: pickfirst.EnableHealthListener(s.ResolverState),
+	})
+}
+
+func (b *p2cBalancer) ResolverError(err error) { b.child.ResolverError(err) }
+
+func (b *p2cBalancer) UpdateSubConnState(sc balancer.SubConn, s balancer.SubConnState) {
+	b.child.UpdateSubConnState(sc, s)
+}
+
+func (b *p2cBalancer) ExitIdle() { b.child.ExitIdle() }
+
+func (b *p2cBalancer) Close() { b.child.Close() }
+
+// UpdateState receives endpointsharding's aggregate state and publishes a
+// p2c picker over the READY children. With none ready it passes the
+// aggregate on unchanged, so callers see CONNECTING or the failure.
+func (b *p2cBalancer) UpdateState(s balancer.State) {
+	children := endpointsharding.ChildStatesFromPicker(s.Picker)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	seen := make(map[string]bool, len(children))
+	var ready []child
+	for _, c := range children {
+		if len(c.Endpoint.Addresses) == 0 {
+			continue
+		}
+		addr := c.Endpoint.Addresses[0].Addr
+		seen[addr] = true
+		st := b.stats[addr]
+		if st == nil {
+			st = &stats{}
+			b.stats[addr] = st
+		}
+		if c.State.ConnectivityState == connectivity.Ready {
+			ready = append(ready, child{picker: c.State.Picker, st: st})
+		}
+	}
+	for addr := range b.stats {
+		if !seen[addr] {
+			delete(b.stats, addr)
+		}
+	}
+	if len(ready) == 0 {
+		b.ClientConn.UpdateState(s)
+		return
+	}
+	b.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: newPicker(ready, b.decay)})
+}
+
+// stats are one endpoint's numbers, updated without locks by concurrent
+// calls (a lost update only skews one sample).
+type stats struct {
+	ewma     atomic.Uint64 // float64 bits: the latency average in ns; 0 before the first sample
+	last     atomic.Int64  // when the last sample was taken (nanotime)
+	picked   atomic.Int64  // when the endpoint was last picked (nanotime)
+	inflight atomic.Int64
+}
+
+// observe takes one call's latency rtt (ns), done at now.
+func (s *stats) observe(rtt float64, now int64, decay float64) {
+	old := math.Float64frombits(s.ewma.Load())
+	prev := s.last.Swap(now)
+	v := rtt
+	if old != 0 && rtt < old {
+		w := math.Exp(-float64(now-prev) / decay)
+		v = old*w + rtt*(1-w)
+	}
+	s.ewma.Store(math.Float64bits(v))
+}
+
+type child struct {
+	picker balancer.Picker
+	st     *stats
+}
+
+type picker struct {
+	children []child
+	decay    float64 // ns
+	force    int64   // ns: an endpoint not picked this long is picked when drawn
+	neutral  float64 // the score base of endpoints without a sample
+}
+
+func newPicker(children []child, decay time.Duration) *picker {
+	p := &picker{children: children, decay: float64(decay), force: int64(decay / 2)}
+	var sum float64
+	var n int
+	for _, c := range children {
+		if v := math.Float64frombits(c.st.ewma.Load()); v > 0 {
+			sum += v
+			n++
+		}
+	}
+	p.neutral = 1 // with no sample at all, only calls in flight count
+	if n > 0 {
+		p.neutral = sum / float64(n)
+	}
+	return p
+}
+
+// score is the endpoint's expected cost: latency times calls in flight + 1.
+func (p *picker) score(st *stats) float64 {
+	v := math.Float64frombits(st.ewma.Load())
+	if v == 0 {
+		v = p.neutral
+	}
+	return v * float64(st.inflight.Load()+1)
+}
+
+// nanotime is the clock, in ns since the process started; tests replace it.
+var nanotime = func() int64 { return int64(time.Since(epoch)) }
+
+var epoch = time.Now()
+
+func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	now := nanotime()
+	c := p.children[0]
+	if n := len(p.children); n > 1 {
+		i := rand.IntN(n)
+		j := rand.IntN(n - 1)
+		if j >= i {
+			j++
+		}
+		a, b := p.children[i], p.children[j]
+		switch {
+		case now-a.st.picked.Load() > p.force:
+			c = a
+		case now-b.st.picked.Load() > p.force:
+			c = b
+		case p.score(b.st) < p.score(a.st):
+			c = b
+		default:
+			c = a
+		}
+	}
+	res, err := c.picker.Pick(info)
+	if err != nil {
+		return res, err
+	}
+	st := c.st
+	st.picked.Store(now)
+	st.inflight.Add(1)
+	inner := res.Done
+	decay := p.decay
+	res.Done = func(di balancer.DoneInfo) {
+		end := nanotime()
+		rtt := float64(end - now)
+		if penalized(di.Err) {
+			rtt = max(rtt, float64(FailurePenalty))
+		}
+		st.observe(rtt, end, decay)
+		st.inflight.Add(-1)
+		if inner != nil {
+			inner(di)
+		}
+	}
+	return res, nil
+}
+
+// penalized reports whether a call's error says the endpoint is in
+// trouble, rather than the call or its caller.
+func penalized(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Internal, codes.Unknown:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,198 @@
+package p2cewma
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// fixedPicker always picks its endpoint.
+type fixedPicker struct{ id int }
+
+func (p fixedPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
+	return balancer.PickResult{Metadata: nil}, nil
+}
+
+// clock is a fake nanotime for one test.
+type clock struct{ now int64 }
+
+func useClock(t *testing.T) *clock {
+	c := &clock{now: int64(time.Hour)}
+	old := nanotime
+	nanotime = func() int64 { return c.now }
+	t.Cleanup(func() { nanotime = old })
+	return c
+}
+
+func newChildren(n int) []child {
+	cs := make([]child, n)
+	for i := range cs {
+		cs[i] = child{picker: fixedPicker{i}, st: &stats{}}
+	}
+	return cs
+}
+
+// call picks, lets the call take rtt, and returns the index of the child
+// picked.
+func call(t *testing.T, p *picker, c *clock, rtt time.Duration, err error) int {
+	t.Helper()
+	res, perr := p.Pick(balancer.PickInfo{})
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	// Which child? the one whose picked time is now and inflight is 1.
+	idx := -1
+	for i, ch := range p.children {
+		if ch.st.inflight.Load() == 1 {
+			idx = i
+		}
+	}
+	c.now += int64(rtt)
+	res.Done(balancer.DoneInfo{Err: err})
+	return idx
+}
+
+func TestAvoidsTheSlowEndpoint(t *testing.T) {
+	c := useClock(t)
+	children := newChildren(5)
+	p := newPicker(children, DefaultDecay)
+	counts := make([]int, 5)
+	for range 5000 {
+		i := call(t, p, c, time.Millisecond, nil)
+		if i == 4 {
+			// The slow one: 20 ms more.
+			children[4].st.observe(21e6, c.now, p.decay)
+		}
+		counts[i]++
+		c.now += int64(time.Millisecond) // 1,000 calls a second
+	}
+	if share := float64(counts[4]) / 5000; share > 0.02 {
+		t.Errorf("the slow endpoint got %.1f%% of the calls (%v), want at most 2%%", 100*share, counts)
+	}
+	t.Logf("calls per endpoint, the last one 20 ms slower: %v", counts)
+}
+
+func TestRecoveredEndpointGetsItsShareBack(t *testing.T) {
+	c := useClock(t)
+	children := newChildren(5)
+	p := newPicker(children, DefaultDecay)
+	slow := true
+	run := func(calls int) int {
+		n := 0
+		for range calls {
+			// 1 ms ± 20%: real latencies are never all the same.
+			i := call(t, p, c, time.Duration(800_000+rand.IntN(400_000)), nil)
+			if i == 4 {
+				n++
+				if slow {
+					children[4].st.observe(21e6, c.now, p.decay)
+				}
+			}
+			c.now += int64(time.Millisecond)
+		}
+		return n
+	}
+	run(3000)
+	slow = false
+	// Within 5 s of being fast again it gets its share (20%) back.
+	recovered := -1
+	for s := range 5 {
+		if got := run(1000); got >= 150 {
+			recovered = s + 1
+			break
+		}
+	}
+	if recovered < 0 {
+		t.Errorf("5 s after being fast again, the endpoint still gets less than 15%% of the calls")
+	}
+	t.Logf("share back within %d s", recovered)
+}
+
+func TestNewEndpointStartsNeutral(t *testing.T) {
+	c := useClock(t)
+	children := newChildren(4)
+	for _, ch := range children[:3] {
+		ch.st.observe(5e6, c.now, 1e9)
+	}
+	p := newPicker(children, DefaultDecay)
+	if p.neutral != 5e6 {
+		t.Errorf("neutral score base %v, want the others' average 5e6", p.neutral)
+	}
+	counts := make([]int, 4)
+	for range 4000 {
+		counts[call(t, p, c, 5*time.Millisecond, nil)]++
+		c.now += int64(time.Millisecond)
+	}
+	// No flood to the new one, no starvation either.
+	if counts[3] < 600 || counts[3] > 1400 {
+		t.Errorf("a new endpoint among 4 equal ones got %d of 4000 calls, want about 1000 (%v)", counts[3], counts)
+	}
+}
+
+func TestFailuresArePenalised(t *testing.T) {
+	c := useClock(t)
+	st := &stats{}
+	children := []child{{picker: fixedPicker{0}, st: st}}
+	p := newPicker(children, DefaultDecay)
+	call(t, p, c, time.Millisecond, status.Error(codes.Unavailable, "down"))
+	if v := math.Float64frombits(st.ewma.Load()); v < float64(FailurePenalty) {
+		t.Errorf("after a fast UNAVAILABLE the average is %v ns, want at least the penalty %v", v, FailurePenalty)
+	}
+	st2 := &stats{}
+	p2 := newPicker([]child{{picker: fixedPicker{0}, st: st2}}, DefaultDecay)
+	call(t, p2, c, time.Millisecond, status.Error(codes.NotFound, "no such user"))
+	if v := math.Float64frombits(st2.ewma.Load()); v != 1e6 {
+		t.Errorf("after a NOT_FOUND the average is %v ns, want the latency 1e6: application errors are not the endpoint's fault", v)
+	}
+	_ = errors.New
+}
+
+func TestParseConfig(t *testing.T) {
+	for _, tc := range []struct {
+		js      string
+		want    time.Duration
+		wantErr string
+	}{
+		{``, DefaultDecay, ""},
+		{`{}`, DefaultDecay, ""},
+		{`{"decay":"2.5s"}`, 2500 * time.Millisecond, ""},
+		{`{"decay":"0s"}`, 0, "must be positive"},
+		{`{"decay":"soon"}`, 0, `decay "soon"`},
+		{`{"decay":5}`, 0, "cannot unmarshal"},
+	} {
+		cfg, err := ParseConfig([]byte(tc.js))
+		switch {
+		case tc.wantErr != "" && (err == nil || !contains(err.Error(), tc.wantErr)):
+			t.Errorf("ParseConfig(%s) = %v, want an error containing %q", tc.js, err, tc.wantErr)
+		case tc.wantErr == "" && (err != nil || cfg.Decay != tc.want):
+			t.Errorf("ParseConfig(%s) = %+v, %v; want decay %v", tc.js, cfg, err, tc.want)
+		}
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+// BenchmarkPick is one pick and its Done among 10 endpoints.
+func BenchmarkPick(b *testing.B) {
+	p := newPicker(newChildren(10), DefaultDecay)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			res, _ := p.Pick(balancer.PickInfo{})
+			res.Done(balancer.DoneInfo{})
+		}
+	})
+}
