@@ -35,17 +35,15 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/balancer/endpointsharding"
-	"google.golang.org/grpc/balancer/pickfirst"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
 )
 
 // Name is the name of the balancer.
@@ -106,79 +104,17 @@ func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfi
 }
 
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	b := &p2cBalancer{ClientConn: cc, decay: DefaultDecay, stats: map[string]*stats{}}
-	b.child = endpointsharding.NewBalancer(b, opts, balancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
-	return b
-}
-
-// p2cBalancer sits between endpointsharding and the channel: it passes
-// resolver updates down and replaces the pickers coming up. Its methods are
-// called one at a time by the channel.
-type p2cBalancer struct {
-	balancer.ClientConn // the channel; UpdateState is overridden
-	child               balancer.Balancer
-
-	mu    sync.Mutex
-	decay time.Duration
-	stats map[string]*stats // by the endpoint's first address; kept across pickers
-}
-
-func (b *p2cBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
-	if cfg, ok := s.BalancerConfig.(*Config); ok {
-		b.mu.Lock()
-		b.decay = cfg.Decay
-		b.mu.Unlock()
-	}
-	return b.child.UpdateClientConnState(balancer.ClientConnState{
-		// Let the pick_first children honour client-side health checks.
-		ResolverState: pickfirst.EnableHealthListener(s.ResolverState),
+	return ready.NewBalancer(cc, opts, func(children []ready.Child[stats], cfg serviceconfig.LoadBalancingConfig) balancer.Picker {
+		decay := DefaultDecay
+		if c, ok := cfg.(*Config); ok {
+			decay = c.Decay
+		}
+		cs := make([]child, len(children))
+		for i, c := range children {
+			cs[i] = child{picker: c.Picker, st: c.State}
+		}
+		return newPicker(cs, decay)
 	})
-}
-
-func (b *p2cBalancer) ResolverError(err error) { b.child.ResolverError(err) }
-
-func (b *p2cBalancer) UpdateSubConnState(sc balancer.SubConn, s balancer.SubConnState) {
-	b.child.UpdateSubConnState(sc, s)
-}
-
-func (b *p2cBalancer) ExitIdle() { b.child.ExitIdle() }
-
-func (b *p2cBalancer) Close() { b.child.Close() }
-
-// UpdateState receives endpointsharding's aggregate state and publishes a
-// p2c picker over the READY children. With none ready it passes the
-// aggregate on unchanged, so callers see CONNECTING or the failure.
-func (b *p2cBalancer) UpdateState(s balancer.State) {
-	children := endpointsharding.ChildStatesFromPicker(s.Picker)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	seen := make(map[string]bool, len(children))
-	var ready []child
-	for _, c := range children {
-		if len(c.Endpoint.Addresses) == 0 {
-			continue
-		}
-		addr := c.Endpoint.Addresses[0].Addr
-		seen[addr] = true
-		st := b.stats[addr]
-		if st == nil {
-			st = &stats{}
-			b.stats[addr] = st
-		}
-		if c.State.ConnectivityState == connectivity.Ready {
-			ready = append(ready, child{picker: c.State.Picker, st: st})
-		}
-	}
-	for addr := range b.stats {
-		if !seen[addr] {
-			delete(b.stats, addr)
-		}
-	}
-	if len(ready) == 0 {
-		b.ClientConn.UpdateState(s)
-		return
-	}
-	b.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: newPicker(ready, b.decay)})
 }
 
 // stats are one endpoint's numbers, updated without locks by concurrent
