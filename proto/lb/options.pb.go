@@ -84,7 +84,7 @@ const (
 	// `p2c_ewma`.
 	Policy_P2C_EWMA Policy = 4
 	// Of a few random choices, the instance with the fewest calls in flight
-	// [least_request_experimental]. Parameters: `least_request`.
+	// [lb_least_request]. Parameters: `least_request`.
 	Policy_LEAST_REQUEST Policy = 5
 	// Consistent hashing on each method's `hash_key` [ring_hash_experimental]:
 	// calls with the same key go to the same instance while it is up. Every

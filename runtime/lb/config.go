@@ -7,11 +7,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc/balancer"
-	_ "google.golang.org/grpc/balancer/leastrequest"       // least_request_experimental
 	_ "google.golang.org/grpc/balancer/ringhash"           // ring_hash_experimental
 	_ "google.golang.org/grpc/balancer/weightedroundrobin" // weighted_round_robin
 	"google.golang.org/grpc/codes"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/leastrequest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/random"
 )
@@ -29,7 +29,7 @@ func (p P2CEWMA) lbConfig() (string, any) {
 }
 
 func (l LeastRequest) lbConfig() (string, any) {
-	return "least_request_experimental", params("choiceCount", l.ChoiceCount)
+	return leastrequest.Name, params("choiceCount", l.ChoiceCount)
 }
 
 func (r RingHash) lbConfig() (string, any) {

@@ -119,7 +119,8 @@ type P2CEWMA struct {
 }
 
 // LeastRequest sends each call to the instance with the fewest calls in
-// flight among ChoiceCount random ones.
+// flight among ChoiceCount random ones (package
+// runtime/balancer/leastrequest: lock-free, no allocation per call).
 type LeastRequest struct {
 	// ChoiceCount is 2 to 10; 0 means 2.
 	ChoiceCount uint32

@@ -1,0 +1,144 @@
+// Package leastrequest is a balancer that sends each call to the endpoint
+// with the fewest calls in flight among ChoiceCount distinct ones chosen at
+// random (the power of d choices), lock-free: an atomic counter per endpoint, and no
+// allocation per call.
+//
+// Importing it registers the "lb_least_request" policy (grpc-go's own is
+// "least_request_experimental"):
+//
+//	grpc.NewClient(target,
+//		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"lb_least_request":{"choiceCount":2}}]}`), ...)
+//
+// Ties go to the first endpoint drawn. It is built on grpc-go's
+// endpointsharding + pick_first, so client-side health checking works.
+package leastrequest
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync/atomic"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/serviceconfig"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
+)
+
+// Name is the name of the balancer.
+const Name = "lb_least_request"
+
+// Limits and defaults of ChoiceCount.
+const (
+	DefaultChoiceCount = 2
+	MinChoiceCount     = 2
+	MaxChoiceCount     = 10
+)
+
+func init() {
+	balancer.Register(builder{})
+}
+
+// Config is the balancer's configuration.
+type Config struct {
+	serviceconfig.LoadBalancingConfig `json:"-"`
+
+	// ChoiceCount is how many endpoints are drawn; default
+	// DefaultChoiceCount, MinChoiceCount to MaxChoiceCount.
+	ChoiceCount uint32 `json:"choiceCount,omitempty"`
+}
+
+// ParseConfig reads {"choiceCount": n}: defaults first, then the JSON, then
+// checks.
+func ParseConfig(js json.RawMessage) (*Config, error) {
+	cfg := &Config{ChoiceCount: DefaultChoiceCount}
+	if len(js) > 0 {
+		if err := json.Unmarshal(js, cfg); err != nil {
+			return nil, fmt.Errorf("%s: config %s: %w", Name, js, err)
+		}
+	}
+	if cfg.ChoiceCount < MinChoiceCount || cfg.ChoiceCount > MaxChoiceCount {
+		return nil, fmt.Errorf("%s: choiceCount %d is not in %d-%d", Name, cfg.ChoiceCount, MinChoiceCount, MaxChoiceCount)
+	}
+	return cfg, nil
+}
+
+type builder struct{}
+
+func (builder) Name() string { return Name }
+
+func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	return ParseConfig(js)
+}
+
+func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+	return ready.NewBalancer(cc, opts, func(children []ready.Child[counter], cfg serviceconfig.LoadBalancingConfig) balancer.Picker {
+		n := uint32(DefaultChoiceCount)
+		if c, ok := cfg.(*Config); ok {
+			n = c.ChoiceCount
+		}
+		return &picker{children: children, choices: int(n)}
+	})
+}
+
+// counter is one endpoint's calls in flight, with its Done made once so
+// that a pick allocates nothing.
+type counter struct {
+	inflight atomic.Int64
+	done     func(balancer.DoneInfo)
+}
+
+// Init makes the Done of the endpoint's calls.
+func (c *counter) Init() { c.done = func(balancer.DoneInfo) { c.inflight.Add(-1) } }
+
+type picker struct {
+	children []ready.Child[counter]
+	choices  int
+}
+
+func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	n := len(p.children)
+	first := rand.IntN(n)
+	best := p.children[first]
+	if k := min(p.choices, n); k == 2 {
+		j := rand.IntN(n - 1)
+		if j >= first {
+			j++
+		}
+		if c := p.children[j]; c.State.inflight.Load() < best.State.inflight.Load() {
+			best = c
+		}
+	} else if k > 2 {
+		// k distinct endpoints: drawn with replacement, a busy endpoint
+		// drawn twice would be picked k^-1 of the time whatever its load.
+		var drawn [MaxChoiceCount]int
+		drawn[0] = first
+		for d := 1; d < k; {
+			i := rand.IntN(n)
+			if slices.Contains(drawn[:d], i) {
+				continue
+			}
+			drawn[d] = i
+			d++
+			if c := p.children[i]; c.State.inflight.Load() < best.State.inflight.Load() {
+				best = c
+			}
+		}
+	}
+	res, err := best.Picker.Pick(info)
+	if err != nil {
+		return res, err
+	}
+	st := best.State
+	st.inflight.Add(1)
+	if inner := res.Done; inner != nil {
+		res.Done = func(di balancer.DoneInfo) {
+			st.inflight.Add(-1)
+			inner(di)
+		}
+	} else {
+		res.Done = st.done
+	}
+	return res, nil
+}
