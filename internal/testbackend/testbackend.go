@@ -83,3 +83,15 @@ func Share(t testing.TB, conn grpc.ClientConnInterface, callers, n int, all []*B
 	}
 	return float64(of.Calls.Load()-beforeOf) / float64(total()-before)
 }
+
+// StartN starts n backends and returns them with their addresses.
+func StartN(t testing.TB, n int) ([]*Backend, []string) {
+	t.Helper()
+	var bs []*Backend
+	var addrs []string
+	for range n {
+		b := Start(t)
+		bs, addrs = append(bs, b), append(addrs, b.Addr)
+	}
+	return bs, addrs
+}

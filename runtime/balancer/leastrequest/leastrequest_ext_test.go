@@ -17,12 +17,7 @@ func TestMain(m *testing.M) { resolvertest.VerifyTestMain(m) }
 // through lb.Dial with LeastRequest, 4 callers send it far less than its
 // third, because its calls in flight count against it.
 func TestHeldCallsSteerNewOnes(t *testing.T) {
-	var bs []*testbackend.Backend
-	var addrs []string
-	for range 3 {
-		b := testbackend.Start(t)
-		bs, addrs = append(bs, b), append(addrs, b.Addr)
-	}
+	bs, addrs := testbackend.StartN(t, 3)
 	bs[2].Delay.Store(int64(50 * time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
 	defer cancel()

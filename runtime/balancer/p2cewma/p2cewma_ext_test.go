@@ -17,12 +17,7 @@ func TestMain(m *testing.M) { resolvertest.VerifyTestMain(m) }
 // lb.Dial with P2CEWMA: the slow one gets at most 2% of the calls; once
 // fast again it gets its share back.
 func TestSlowBackend(t *testing.T) {
-	var bs []*testbackend.Backend
-	var addrs []string
-	for range 5 {
-		b := testbackend.Start(t)
-		bs, addrs = append(bs, b), append(addrs, b.Addr)
-	}
+	bs, addrs := testbackend.StartN(t, 5)
 	slow := bs[4]
 	slow.Delay.Store(int64(20 * time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)

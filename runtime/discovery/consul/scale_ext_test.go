@@ -5,53 +5,16 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc/resolver"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
 )
-
-// sizeCC keeps only the size of the last state.
-type sizeCC struct {
-	resolver.ClientConn
-	mu      sync.Mutex
-	n       int
-	changed chan struct{}
-}
-
-func (c *sizeCC) UpdateState(s resolver.State) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.n = len(s.Endpoints)
-	close(c.changed)
-	c.changed = make(chan struct{})
-	return nil
-}
-
-func (c *sizeCC) ReportError(error) {}
-
-func (c *sizeCC) waitLen(b *testing.B, n int) {
-	b.Helper()
-	deadline := time.After(time.Minute)
-	for {
-		c.mu.Lock()
-		got, ch := c.n, c.changed
-		c.mu.Unlock()
-		if got == n {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			b.Fatalf("state with %d endpoints not within a minute (last %d)", n, got)
-		}
-	}
-}
 
 // BenchmarkScale measures, with 1,000 and 2,000 instances of one service,
 // the time from registering or deregistering one instance to the state
@@ -95,18 +58,18 @@ func BenchmarkScale(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("lb/instances=%d", n), func(b *testing.B) {
 			u, _ := url.Parse("consul://" + a.HTTPAddr() + "/scale")
-			cc := &sizeCC{n: -1, changed: make(chan struct{})}
+			cc := resolvertest.NewSizeCC()
 			r, err := consul.NewBuilder(consul.WithRateLimit(1000, 1000)).Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer func() { r.Close(); discovery.CloseIdleWatches() }()
-			cc.waitLen(b, n)
+			cc.WaitLen(b, n)
 			var lat []time.Duration
 			i := 0
 			for b.Loop() {
 				start := time.Now()
-				cc.waitLen(b, change(i))
+				cc.WaitLen(b, change(i))
 				lat = append(lat, time.Since(start))
 				i++
 			}

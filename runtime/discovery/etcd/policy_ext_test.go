@@ -3,54 +3,19 @@ package etcd_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testbackend"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
-
-// countingBackend serves grpc.health.v1 and counts the calls it answers.
-type countingBackend struct {
-	addr  string
-	calls atomic.Int64
-}
-
-func startCountingBackend(t *testing.T) *countingBackend {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &countingBackend{addr: lis.Addr().String()}
-	s := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if r, ok := req.(*healthpb.HealthCheckRequest); ok && r.GetService() == "count" {
-			b.calls.Add(1)
-			return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
-		}
-		return h(ctx, req)
-	}))
-	healthpb.RegisterHealthServer(s, health.NewServer())
-	go s.Serve(lis)
-	t.Cleanup(s.Stop)
-	return b
-}
-
-func countCall(ctx context.Context, c *lb.Conn) error {
-	_, err := healthpb.NewHealthClient(c).Check(ctx, &healthpb.HealthCheckRequest{Service: "count"})
-	return err
-}
 
 // TestFailurePolicies: with live backends, every key deleted or every value
 // made invalid does what the declared policy says, under load: keep last
@@ -59,15 +24,15 @@ func countCall(ctx context.Context, c *lb.Conn) error {
 func TestFailurePolicies(t *testing.T) {
 	s := startEtcd(t)
 	raw := rawClient(t, s.Endpoint())
-	backends := []*countingBackend{startCountingBackend(t), startCountingBackend(t)}
-	fallback := startCountingBackend(t)
+	backends := []*testbackend.Backend{testbackend.Start(t), testbackend.Start(t)}
+	fallback := testbackend.Start(t)
 	for i, tc := range []struct {
 		name   string
 		policy discovery.FailurePolicy
 	}{
 		{"keep", discovery.FailurePolicy{}},
 		{"failfast", discovery.FailurePolicy{Mode: discovery.FailFast}},
-		{"fallback", discovery.FailurePolicy{Mode: discovery.StaticFallback, Fallback: []string{fallback.addr}}},
+		{"fallback", discovery.FailurePolicy{Mode: discovery.StaticFallback, Fallback: []string{fallback.Addr}}},
 	} {
 		for _, failure := range []string{"deleted", "invalid"} {
 			t.Run(tc.name+"/"+failure, func(t *testing.T) {
@@ -75,7 +40,7 @@ func TestFailurePolicies(t *testing.T) {
 				prefix := "/services/" + service
 				put := func() {
 					for j, b := range backends {
-						if _, err := raw.Put(ctxT(t), fmt.Sprintf("%s/%d", prefix, j), b.addr); err != nil {
+						if _, err := raw.Put(ctxT(t), fmt.Sprintf("%s/%d", prefix, j), b.Addr); err != nil {
 							t.Fatal(err)
 						}
 					}
@@ -87,7 +52,7 @@ func TestFailurePolicies(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer c.Close()
-				l := load.Start(2, func(ctx context.Context) error { return countCall(ctx, c) })
+				l := load.Start(2, func(ctx context.Context) error { return testbackend.Call(ctx, c) })
 				defer l.Stop()
 
 				broken := time.Now()
@@ -110,7 +75,7 @@ func TestFailurePolicies(t *testing.T) {
 				case discovery.KeepLastGood:
 					before := l.Failed()
 					for range 100 {
-						if err := countCall(ctxT(t), c); err != nil {
+						if err := testbackend.Call(ctxT(t), c); err != nil {
 							t.Fatalf("call with keep-last-good: %v", err)
 						}
 					}
@@ -119,7 +84,7 @@ func TestFailurePolicies(t *testing.T) {
 					}
 				case discovery.FailFast:
 					for {
-						err := countCall(ctxT(t), c)
+						err := testbackend.Call(ctxT(t), c)
 						if status.Code(err) == codes.Unavailable {
 							t.Logf("UNAVAILABLE %v after the failure", time.Since(broken))
 							break
@@ -129,8 +94,8 @@ func TestFailurePolicies(t *testing.T) {
 						}
 					}
 				case discovery.StaticFallback:
-					for n := fallback.calls.Load(); fallback.calls.Load() < n+10; {
-						if err := countCall(ctxT(t), c); err != nil && time.Since(broken) > timeout {
+					for n := fallback.Calls.Load(); fallback.Calls.Load() < n+10; {
+						if err := testbackend.Call(ctxT(t), c); err != nil && time.Since(broken) > timeout {
 							t.Fatalf("calls do not reach the fallback: %v", err)
 						}
 					}
@@ -140,8 +105,8 @@ func TestFailurePolicies(t *testing.T) {
 				l.Stop()
 				recovered := time.Now()
 				put()
-				for n := backends[0].calls.Load(); backends[0].calls.Load() < n+5; {
-					countCall(ctxT(t), c)
+				for n := backends[0].Calls.Load(); backends[0].Calls.Load() < n+5; {
+					testbackend.Call(ctxT(t), c)
 					if time.Since(recovered) > timeout {
 						t.Fatal("no recovery")
 					}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,49 +12,10 @@ import (
 	etcdnaming "go.etcd.io/etcd/client/v3/naming/resolver"
 	"google.golang.org/grpc/resolver"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 )
-
-// countingCC is the channel side of a resolver that keeps only the size of
-// the last state, so that 10,000-endpoint states do not pile up.
-type countingCC struct {
-	resolver.ClientConn
-	mu      sync.Mutex
-	n       int
-	changed chan struct{}
-}
-
-func newCountingCC() *countingCC { return &countingCC{n: -1, changed: make(chan struct{})} }
-
-func (c *countingCC) UpdateState(s resolver.State) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.n = len(s.Endpoints)
-	close(c.changed)
-	c.changed = make(chan struct{})
-	return nil
-}
-
-func (c *countingCC) ReportError(error) {}
-
-func (c *countingCC) waitLen(b *testing.B, n int) {
-	b.Helper()
-	deadline := time.After(time.Minute)
-	for {
-		c.mu.Lock()
-		got, ch := c.n, c.changed
-		c.mu.Unlock()
-		if got == n {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			b.Fatalf("state with %d endpoints not within a minute (last %d)", n, got)
-		}
-	}
-}
 
 // putKeys writes n instances under prefix, 128 to a transaction (etcd's
 // default limit).
@@ -111,12 +71,12 @@ func BenchmarkScale(b *testing.B) {
 		for _, bc := range builders {
 			b.Run(fmt.Sprintf("full/%s/keys=%d", bc.name, n), func(b *testing.B) {
 				for b.Loop() {
-					cc := newCountingCC()
+					cc := resolvertest.NewSizeCC()
 					r, err := bc.new().Build(target(bc.name), cc, resolver.BuildOptions{})
 					if err != nil {
 						b.Fatal(err)
 					}
-					cc.waitLen(b, n)
+					cc.WaitLen(b, n)
 					b.StopTimer()
 					r.Close()
 					discovery.CloseIdleWatches()
@@ -126,32 +86,32 @@ func BenchmarkScale(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("join/lb/keys=%d", n), func(b *testing.B) {
 			rb := etcd.NewBuilder(etcd.WithResyncInterval(etcd.ResyncInterval))
-			first := newCountingCC()
+			first := resolvertest.NewSizeCC()
 			r0, err := rb.Build(target("lb"), first, resolver.BuildOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer func() { r0.Close(); discovery.CloseIdleWatches() }()
-			first.waitLen(b, n)
+			first.WaitLen(b, n)
 			for b.Loop() {
-				cc := newCountingCC()
+				cc := resolvertest.NewSizeCC()
 				r, err := rb.Build(target("lb"), cc, resolver.BuildOptions{})
 				if err != nil {
 					b.Fatal(err)
 				}
-				cc.waitLen(b, n)
+				cc.WaitLen(b, n)
 				r.Close()
 			}
 		})
 		for _, bc := range builders {
 			b.Run(fmt.Sprintf("change/%s/keys=%d", bc.name, n), func(b *testing.B) {
-				cc := newCountingCC()
+				cc := resolvertest.NewSizeCC()
 				r, err := bc.new().Build(target(bc.name), cc, resolver.BuildOptions{})
 				if err != nil {
 					b.Fatal(err)
 				}
 				defer func() { r.Close(); discovery.CloseIdleWatches() }()
-				cc.waitLen(b, n)
+				cc.WaitLen(b, n)
 				var lat []time.Duration
 				i := 0
 				for b.Loop() {
@@ -161,12 +121,12 @@ func BenchmarkScale(b *testing.B) {
 						if _, err := c.Put(ctxT(b), key, `{"Op":0,"Addr":"10.255.255.254:50051"}`); err != nil {
 							b.Fatal(err)
 						}
-						cc.waitLen(b, n+1)
+						cc.WaitLen(b, n+1)
 					} else {
 						if _, err := c.Delete(ctxT(b), key); err != nil {
 							b.Fatal(err)
 						}
-						cc.waitLen(b, n)
+						cc.WaitLen(b, n)
 					}
 					lat = append(lat, time.Since(start))
 					i++
