@@ -5,6 +5,7 @@ package resolvertest
 
 import (
 	"fmt"
+	"io"
 	"net/url"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
@@ -309,4 +311,51 @@ func (c *SizeCC) WaitLen(t testing.TB, n int) {
 			t.Fatalf("state with %d endpoints not within a minute (last %d)", n, got)
 		}
 	}
+}
+
+// RecordingLogger is a grpclog logger that records what is logged with
+// Infof and Warningf and discards the rest, for a component that takes a
+// logger of its own.
+type RecordingLogger struct {
+	grpclog.LoggerV2
+
+	mu       sync.Mutex
+	infos    []string // guarded by mu
+	warnings []string // guarded by mu
+}
+
+// NewRecordingLogger returns an empty RecordingLogger.
+func NewRecordingLogger() *RecordingLogger {
+	return &RecordingLogger{LoggerV2: grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard)}
+}
+
+func (l *RecordingLogger) Infof(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.infos = append(l.infos, fmt.Sprintf(format, args...))
+}
+
+func (l *RecordingLogger) Warningf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.warnings = append(l.warnings, fmt.Sprintf(format, args...))
+}
+
+func (*RecordingLogger) InfoDepth(int, ...any)    {}
+func (*RecordingLogger) WarningDepth(int, ...any) {}
+func (*RecordingLogger) ErrorDepth(int, ...any)   {}
+func (*RecordingLogger) FatalDepth(int, ...any)   {}
+
+// Infos returns what was logged with Infof.
+func (l *RecordingLogger) Infos() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.infos)
+}
+
+// Warnings returns what was logged with Warningf.
+func (l *RecordingLogger) Warnings() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.warnings)
 }

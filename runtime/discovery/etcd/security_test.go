@@ -4,17 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/grpc/grpclog"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
@@ -191,37 +189,6 @@ func TestTargetOfIPv6List(t *testing.T) {
 	}
 }
 
-// recordingLogger records what the registrar logs with Infof and
-// Warningf, and discards the rest.
-type recordingLogger struct {
-	grpclog.LoggerV2
-
-	mu       sync.Mutex
-	infos    []string // guarded by mu
-	warnings []string // guarded by mu
-}
-
-func newRecordingLogger() *recordingLogger {
-	return &recordingLogger{LoggerV2: grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard)}
-}
-
-func (l *recordingLogger) Infof(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.infos = append(l.infos, fmt.Sprintf(format, args...))
-}
-
-func (l *recordingLogger) Warningf(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.warnings = append(l.warnings, fmt.Sprintf(format, args...))
-}
-
-func (*recordingLogger) InfoDepth(int, ...any)    {}
-func (*recordingLogger) WarningDepth(int, ...any) {}
-func (*recordingLogger) ErrorDepth(int, ...any)   {}
-func (*recordingLogger) FatalDepth(int, ...any)   {}
-
 // TestDeregisterIsNotAWarning: a deliberate Deregister is logged at Info,
 // not as a warning.
 func TestDeregisterIsNotAWarning(t *testing.T) {
@@ -238,7 +205,7 @@ func TestDeregisterIsNotAWarning(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := reg.(*Registrar)
-	log := newRecordingLogger()
+	log := resolvertest.NewRecordingLogger()
 	r.log = log
 	if err := r.Register(ctx); err != nil {
 		t.Fatalf("Register() = %v", err)
@@ -249,13 +216,11 @@ func TestDeregisterIsNotAWarning(t *testing.T) {
 	if err := r.Status(); !errors.Is(err, ErrDeregistered) {
 		t.Errorf("Status() = %v, want ErrDeregistered", err)
 	}
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	if len(log.warnings) > 0 {
-		t.Errorf("warnings logged = %q, want none", log.warnings)
+	if len(log.Warnings()) > 0 {
+		t.Errorf("warnings logged = %q, want none", log.Warnings())
 	}
 	want := []string{"etcd: registered /services/greeter/a", "etcd: deregistered /services/greeter/a"}
-	if diff := cmp.Diff(want, log.infos); diff != "" {
+	if diff := cmp.Diff(want, log.Infos()); diff != "" {
 		t.Errorf("infos logged (-want +got):\n%s", diff)
 	}
 }
