@@ -408,6 +408,9 @@ func checkPolicy(p lbpb.Policy, rules *lbpb.ServiceRules, bad func(string, ...an
 			bad(pre+"least_request.choice_count %d is not in %d-%d", n, minChoiceCount, maxChoiceCount)
 		}
 	case lbpb.Policy_WEIGHTED_ROUND_ROBIN:
+		if rules.GetWeightedRoundRobin() != nil {
+			bad(pre + "weighted_round_robin: weighting by ORCA load reports needs servers that send them, and the generated server does not; without these parameters WEIGHTED_ROUND_ROBIN weighs by the registry's weights")
+		}
 		w := rules.GetWeightedRoundRobin()
 		positiveDuration(w.GetOobReportingPeriod(), pre+"weighted_round_robin.oob_reporting_period", bad)
 		positiveDuration(w.GetBlackoutPeriod(), pre+"weighted_round_robin.blackout_period", bad)

@@ -20,6 +20,21 @@ type Backend struct {
 	Addr  string
 	Delay atomic.Int64 // ns added to each counted call
 	Calls atomic.Int64 // counted calls answered
+	Conns atomic.Int64 // connections accepted
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 // Start starts a backend on loopback; it stops when the test ends.
@@ -41,7 +56,7 @@ func Start(t testing.TB) *Backend {
 		return h(ctx, req)
 	}))
 	healthpb.RegisterHealthServer(s, health.NewServer())
-	go s.Serve(lis)
+	go s.Serve(countingListener{Listener: lis, n: &b.Conns})
 	t.Cleanup(s.Stop)
 	return b
 }

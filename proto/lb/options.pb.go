@@ -93,8 +93,13 @@ const (
 	// header when the caller sets it, and are spread at random otherwise.
 	// Parameters: `ring_hash`.
 	Policy_RING_HASH Policy = 6
-	// Round robin weighted by the load the servers report through ORCA
-	// [weighted_round_robin]. Parameters: `weighted_round_robin`.
+	// Smooth round robin weighted by the weights the registry gives each
+	// instance: Consul Weights.Passing or Meta "weight", etcd metadata
+	// "weight", SRV weights [lb_weighted_round_robin]. An instance without a
+	// weight weighs the average of the others; a weight changed in the
+	// registry applies without new connections. The parameters of
+	// `weighted_round_robin` (grpc-go's weighting by ORCA load reports) are
+	// refused: the generated server does not send ORCA reports.
 	Policy_WEIGHTED_ROUND_ROBIN Policy = 7
 )
 
@@ -1169,8 +1174,9 @@ func (x *LeastRequest) GetChoiceCount() uint32 {
 	return 0
 }
 
-// WeightedRoundRobin parameters (see gRFC A58). Durations must be positive
-// when set.
+// WeightedRoundRobin parameters of grpc-go's weighting by ORCA load reports
+// (see gRFC A58). Refused for now: servers registered by the generated code
+// do not send ORCA reports, so the weights would stay equal.
 type WeightedRoundRobin struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Take load reports out of band instead of from each call's trailer.

@@ -14,6 +14,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/leastrequest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/random"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/weighted"
 )
 
 // PickFirst shuffles the instances per client (gRFC A62), so that a fleet of
@@ -36,7 +37,13 @@ func (r RingHash) lbConfig() (string, any) {
 	return "ring_hash_experimental", params("minRingSize", r.MinRingSize, "maxRingSize", r.MaxRingSize, "requestHashHeader", HashKeyHeader)
 }
 
+// WeightedRoundRobin without ORCA settings weighs by the registry's weights
+// (lb_weighted_round_robin); with any, it is grpc-go's ORCA-based
+// weighted_round_robin, which needs servers that report their load.
 func (w WeightedRoundRobin) lbConfig() (string, any) {
+	if w == (WeightedRoundRobin{}) {
+		return weighted.Name, struct{}{}
+	}
 	return "weighted_round_robin", params(
 		"enableOobLoadReport", w.EnableOOBLoadReport,
 		"oobReportingPeriod", duration(w.OOBReportingPeriod),

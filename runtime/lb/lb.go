@@ -133,8 +133,12 @@ type RingHash struct {
 	MinRingSize, MaxRingSize uint64
 }
 
-// WeightedRoundRobin is round robin weighted by ORCA load reports (gRFC
-// A58). Zero fields take gRPC's defaults.
+// WeightedRoundRobin is smooth round robin weighted by the weights the
+// registry gives each instance (Consul Weights.Passing or Meta "weight",
+// etcd metadata "weight", SRV weights; package runtime/balancer/weighted).
+// Setting any field instead selects grpc-go's round robin weighted by ORCA
+// load reports (gRFC A58), which needs servers that send them; zero fields
+// then take gRPC's defaults.
 type WeightedRoundRobin struct {
 	EnableOOBLoadReport     bool
 	OOBReportingPeriod      time.Duration

@@ -12,14 +12,16 @@ import (
 	"google.golang.org/grpc/balancer/endpointsharding"
 	"google.golang.org/grpc/balancer/pickfirst"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 )
 
 // Child is a READY endpoint: its pick_first picker and its state. A new
 // state is S's zero value, then Init() if *S has that method.
 type Child[S any] struct {
-	Picker balancer.Picker
-	State  *S
+	Endpoint resolver.Endpoint
+	Picker   balancer.Picker
+	State    *S
 }
 
 // NewPicker makes a picker over the READY children (at least one), with
@@ -89,7 +91,7 @@ func (b *readyBalancer[S]) UpdateState(s balancer.State) {
 			b.states[addr] = st
 		}
 		if c.State.ConnectivityState == connectivity.Ready {
-			ready = append(ready, Child[S]{Picker: c.State.Picker, State: st})
+			ready = append(ready, Child[S]{Endpoint: c.Endpoint, Picker: c.State.Picker, State: st})
 		}
 	}
 	for addr := range b.states {

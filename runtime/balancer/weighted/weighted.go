@@ -1,0 +1,134 @@
+// Package weighted is smooth weighted round robin over the weights the
+// registry gives each instance: Consul's Weights.Passing or Meta "weight",
+// etcd metadata "weight", DNS SRV weights (discovery puts them on the
+// endpoints as grpc-go's experimental/balancer/weight).
+//
+// Importing it registers the "lb_weighted_round_robin" policy (grpc-go's
+// own "weighted_round_robin" weighs by ORCA load reports instead):
+//
+//	grpc.NewClient(target,
+//		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"lb_weighted_round_robin":{}}]}`), ...)
+//
+// Calls follow a precomputed smooth sequence (nginx's smooth weighted round
+// robin: with weights 5:1:1 the order is a a b a c a a, not a a a a a b c),
+// so a pick is one atomic add and an index: lock-free, no allocation. An
+// instance without a weight (or with weight 0) weighs the average of the
+// others. A weight changed in the registry applies at the next resolver
+// update, without new connections. Weights are scaled down, keeping their
+// ratios within 1%, when they add up to more than MaxSequence.
+package weighted
+
+import (
+	"math/rand/v2"
+	"sync/atomic"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/experimental/balancer/weight"
+	"google.golang.org/grpc/serviceconfig"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
+)
+
+// Name is the name of the balancer.
+const Name = "lb_weighted_round_robin"
+
+// MaxSequence bounds the length of the pick sequence.
+const MaxSequence = 10_000
+
+func init() {
+	balancer.Register(builder{})
+}
+
+type builder struct{}
+
+func (builder) Name() string { return Name }
+
+func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+	return ready.NewBalancer(cc, opts, func(children []ready.Child[struct{}], _ serviceconfig.LoadBalancingConfig) balancer.Picker {
+		weights := make([]uint32, len(children))
+		for i, c := range children {
+			weights[i] = weight.FromEndpoint(c.Endpoint).Weight
+		}
+		seq := sequence(weights)
+		p := &picker{seq: make([]balancer.Picker, len(seq))}
+		for i, c := range seq {
+			p.seq[i] = children[c].Picker
+		}
+		// Each client starts at its own place in the sequence.
+		p.next.Store(rand.Uint64N(uint64(len(seq))))
+		return p
+	})
+}
+
+type picker struct {
+	seq  []balancer.Picker
+	next atomic.Uint64
+}
+
+func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	return p.seq[(p.next.Add(1)-1)%uint64(len(p.seq))].Pick(info)
+}
+
+// sequence returns the order in which smooth weighted round robin visits
+// the endpoints of weights (0: the average of the others), as indices.
+func sequence(weights []uint32) []int {
+	w := make([]int64, len(weights))
+	var sum, set int64
+	for _, x := range weights {
+		if x > 0 {
+			sum += int64(x)
+			set++
+		}
+	}
+	def := int64(1)
+	if set > 0 {
+		def = max(1, (sum+set/2)/set)
+	}
+	sum = 0
+	for i, x := range weights {
+		w[i] = int64(x)
+		if x == 0 {
+			w[i] = def
+		}
+		sum += w[i]
+	}
+	if g := gcdAll(w); g > 1 {
+		for i := range w {
+			w[i] /= g
+		}
+		sum /= g
+	}
+	if sum > MaxSequence {
+		// Scale down; each keeps at least 1.
+		total := int64(0)
+		for i := range w {
+			w[i] = max(1, (w[i]*MaxSequence+sum/2)/sum)
+			total += w[i]
+		}
+		sum = total
+	}
+	seq := make([]int, 0, sum)
+	current := make([]int64, len(w))
+	for range sum {
+		best := 0
+		for i := range w {
+			current[i] += w[i]
+			if current[i] > current[best] {
+				best = i
+			}
+		}
+		current[best] -= sum
+		seq = append(seq, best)
+	}
+	return seq
+}
+
+func gcdAll(w []int64) int64 {
+	g := int64(0)
+	for _, x := range w {
+		for x != 0 {
+			g, x = x, g%x
+		}
+	}
+	return g
+}
