@@ -24,7 +24,8 @@
 //     choices, so that a slow endpoint that became fast again is measured
 //     again and gets its share back within a few decay periods.
 //
-// The clock is read twice a call (at the pick and when the call is done).
+// The clock is read twice a call (at the pick and when the call is done),
+// and a pick allocates nothing.
 // It is built like grpc-go's round_robin: endpointsharding keeps one
 // pick_first child per endpoint (so client-side health checking works),
 // and the picker chooses among the READY children.
@@ -35,6 +36,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -209,21 +211,46 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	st := c.st
 	st.picked.Store(now)
 	st.inflight.Add(1)
-	inner := res.Done
-	decay := p.decay
-	res.Done = func(di balancer.DoneInfo) {
-		end := nanotime()
-		rtt := float64(end - now)
-		if penalized(di.Err) {
-			rtt = max(rtt, float64(FailurePenalty))
-		}
-		st.observe(rtt, end, decay)
-		st.inflight.Add(-1)
-		if inner != nil {
-			inner(di)
-		}
-	}
+	cl := records.Get().(*record)
+	cl.st, cl.start, cl.decay, cl.inner = st, now, p.decay, res.Done
+	res.Done = cl.done
 	return res, nil
+}
+
+// record is one picked call's record, until its Done. Records are reused
+// (gRPC calls Done once per pick), so that a pick allocates nothing.
+type record struct {
+	st    *stats
+	start int64
+	decay float64
+	inner func(balancer.DoneInfo)
+	done  func(balancer.DoneInfo) // finish, made once per record
+}
+
+var records sync.Pool // of *record
+
+func init() {
+	records.New = func() any {
+		c := &record{}
+		c.done = c.finish
+		return c
+	}
+}
+
+func (c *record) finish(di balancer.DoneInfo) {
+	end := nanotime()
+	rtt := float64(end - c.start)
+	if penalized(di.Err) {
+		rtt = max(rtt, float64(FailurePenalty))
+	}
+	c.st.observe(rtt, end, c.decay)
+	c.st.inflight.Add(-1)
+	inner := c.inner
+	c.st, c.inner = nil, nil
+	records.Put(c)
+	if inner != nil {
+		inner(di)
+	}
 }
 
 // penalized reports whether a call's error says the endpoint is in

@@ -185,6 +185,16 @@ func contains(s, sub string) bool {
 	return false
 }
 
+func TestPickAllocatesNothing(t *testing.T) {
+	p := newPicker(newChildren(10), DefaultDecay)
+	if n := testing.AllocsPerRun(1000, func() {
+		res, _ := p.Pick(balancer.PickInfo{})
+		res.Done(balancer.DoneInfo{})
+	}); n != 0 {
+		t.Errorf("Pick+Done allocates %v times, want 0", n)
+	}
+}
+
 // BenchmarkPick is one pick and its Done among 10 endpoints.
 func BenchmarkPick(b *testing.B) {
 	p := newPicker(newChildren(10), DefaultDecay)
