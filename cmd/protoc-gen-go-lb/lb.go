@@ -24,6 +24,8 @@ const (
 	etcdPackage    = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd")
 	consulPackage  = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul")
 	discPackage    = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery")
+	// balancerPackages is the parent of the policy packages.
+	balancerPackages = "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/"
 )
 
 // fileView is what the template of a _lb.pb.go file ranges over.
@@ -230,8 +232,12 @@ func stringSlice(ss []string) string {
 	return "[]string{" + strings.Join(quoted, ", ") + "}"
 }
 
+// balancerExpr writes the Config literal of the service's policy package:
+// each policy is one package under runtime/balancer.
 func balancerExpr(s *serviceModel, ident func(protogen.GoIdent) string) string {
-	lb := func(name string) string { return ident(lbPackage.Ident(name)) }
+	config := func(pkg string) string {
+		return ident(protogen.GoImportPath(balancerPackages + pkg).Ident("Config"))
+	}
 	num := func(n uint64) string {
 		if n == 0 {
 			return ""
@@ -240,46 +246,27 @@ func balancerExpr(s *serviceModel, ident func(protogen.GoIdent) string) string {
 	}
 	switch s.policy {
 	case lbpb.Policy_PICK_FIRST:
-		return lb("PickFirst") + "{}"
+		return config("pickfirst") + "{}"
 	case lbpb.Policy_RANDOM:
-		return lb("Random") + "{}"
+		return config("random") + "{}"
 	case lbpb.Policy_P2C_EWMA:
 		var decay string
 		if d := s.rules.GetP2CEwma().GetDecay(); d != nil && d.AsDuration() > 0 {
 			decay = durationExpr(d.AsDuration(), ident)
 		}
-		return literal(lb("P2CEWMA"), [2]string{"Decay", decay})
+		return literal(config("p2cewma"), [2]string{"Decay", decay})
 	case lbpb.Policy_LEAST_REQUEST:
-		return literal(lb("LeastRequest"), [2]string{"ChoiceCount", num(uint64(s.rules.GetLeastRequest().GetChoiceCount()))})
+		return literal(config("leastrequest"), [2]string{"ChoiceCount", num(uint64(s.rules.GetLeastRequest().GetChoiceCount()))})
 	case lbpb.Policy_RING_HASH:
 		r := s.rules.GetRingHash()
-		return literal(lb("RingHash"),
+		return literal(config("ringhash"),
 			[2]string{"MinRingSize", num(r.GetMinRingSize())},
 			[2]string{"MaxRingSize", num(r.GetMaxRingSize())})
 	case lbpb.Policy_WEIGHTED_ROUND_ROBIN:
-		w := s.rules.GetWeightedRoundRobin()
-		d := func(p interface{ AsDuration() time.Duration }) string {
-			if p.AsDuration() == 0 {
-				return ""
-			}
-			return durationExpr(p.AsDuration(), ident)
-		}
-		var oob, penalty string
-		if w.GetEnableOobLoadReport() {
-			oob = "true"
-		}
-		if w.GetErrorUtilizationPenalty() != 0 {
-			penalty = strconv.FormatFloat(float64(w.GetErrorUtilizationPenalty()), 'g', -1, 32)
-		}
-		return literal(lb("WeightedRoundRobin"),
-			[2]string{"EnableOOBLoadReport", oob},
-			[2]string{"OOBReportingPeriod", d(w.GetOobReportingPeriod())},
-			[2]string{"BlackoutPeriod", d(w.GetBlackoutPeriod())},
-			[2]string{"WeightExpirationPeriod", d(w.GetWeightExpirationPeriod())},
-			[2]string{"WeightUpdatePeriod", d(w.GetWeightUpdatePeriod())},
-			[2]string{"ErrorUtilizationPenalty", penalty})
+		// The ORCA parameters are refused by the checks.
+		return config("weighted") + "{}"
 	default:
-		return lb("RoundRobin") + "{}"
+		return config("roundrobin") + "{}"
 	}
 }
 

@@ -8,6 +8,7 @@ package consulgreeter
 
 import (
 	context "context"
+	roundrobin "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/roundrobin"
 	discovery "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	consul "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
 	lb "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
@@ -28,7 +29,7 @@ var _Greeter_lbService = lb.Service{
 	FullName:  "consulgreeter.Greeter",
 	Discovery: consul.Config{Address: "127.0.0.1:8500", CheckInterval: time.Second},
 	Failure:   &discovery.FailurePolicy{MaxStaleness: 5 * time.Minute},
-	Balancer:  lb.RoundRobin{},
+	Balancer:  roundrobin.Config{},
 	Methods: []lb.Method{
 		{Name: "SayHello", Timeout: 2 * time.Second, Idempotent: true},
 	},

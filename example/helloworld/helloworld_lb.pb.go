@@ -8,6 +8,7 @@ package helloworld
 
 import (
 	context "context"
+	roundrobin "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/roundrobin"
 	etcd "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 	lb "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 	grpc "google.golang.org/grpc"
@@ -27,7 +28,7 @@ var _Greeter_lbService = lb.Service{
 	Name:      GreeterServiceName,
 	FullName:  "helloworld.Greeter",
 	Discovery: etcd.Config{Endpoints: []string{"127.0.0.1:2379"}, Prefix: "/services"},
-	Balancer:  lb.RoundRobin{},
+	Balancer:  roundrobin.Config{},
 	Methods: []lb.Method{
 		{Name: "SayHello", Timeout: 2 * time.Second, Retry: &lb.Retry{MaxAttempts: 3, InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, BackoffMultiplier: 2, RetryableCodes: []codes.Code{codes.Unavailable}}, Idempotent: true},
 	},

@@ -7,44 +7,28 @@ import (
 	"time"
 
 	"google.golang.org/grpc/balancer"
-	_ "google.golang.org/grpc/balancer/ringhash"           // ring_hash_experimental
 	_ "google.golang.org/grpc/balancer/weightedroundrobin" // weighted_round_robin
 	"google.golang.org/grpc/codes"
 
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/leastrequest"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/random"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/weighted"
 )
 
-// PickFirst shuffles the instances per client (gRFC A62), so that a fleet of
-// clients spreads over them instead of all taking the first one listed.
-func (PickFirst) lbConfig() (string, any) {
-	return "pick_first", map[string]any{"shuffleAddressList": true}
-}
-func (RoundRobin) lbConfig() (string, any) { return "round_robin", struct{}{} }
-func (Random) lbConfig() (string, any)     { return random.Name, struct{}{} }
-
-func (p P2CEWMA) lbConfig() (string, any) {
-	return p2cewma.Name, params("decay", duration(p.Decay))
-}
-
-func (l LeastRequest) lbConfig() (string, any) {
-	return leastrequest.Name, params("choiceCount", l.ChoiceCount)
-}
-
-func (r RingHash) lbConfig() (string, any) {
-	return "ring_hash_experimental", params("minRingSize", r.MinRingSize, "maxRingSize", r.MaxRingSize, "requestHashHeader", HashKeyHeader)
-}
-
-// WeightedRoundRobin without ORCA settings weighs by the registry's weights
-// (lb_weighted_round_robin); with any, it is grpc-go's ORCA-based
-// weighted_round_robin, which needs servers that report their load.
-func (w WeightedRoundRobin) lbConfig() (string, any) {
+// BalancerName is lb_weighted_round_robin (the registry's weights) without
+// ORCA settings; with any, grpc-go's ORCA-based weighted_round_robin, which
+// needs servers that report their load.
+func (w WeightedRoundRobin) BalancerName() string {
 	if w == (WeightedRoundRobin{}) {
-		return weighted.Name, struct{}{}
+		return weighted.Name
 	}
-	return "weighted_round_robin", params(
+	return "weighted_round_robin"
+}
+
+// BalancerConfig is the ORCA settings that are set.
+func (w WeightedRoundRobin) BalancerConfig() any {
+	if w == (WeightedRoundRobin{}) {
+		return struct{}{}
+	}
+	return params(
 		"enableOobLoadReport", w.EnableOOBLoadReport,
 		"oobReportingPeriod", duration(w.OOBReportingPeriod),
 		"blackoutPeriod", duration(w.BlackoutPeriod),
@@ -102,7 +86,7 @@ func ServiceConfig(svc *Service) (string, error) {
 	if b == nil {
 		b = RoundRobin{}
 	}
-	name, cfg := b.lbConfig()
+	name, cfg := b.BalancerName(), b.BalancerConfig()
 	if balancer.Get(name) == nil {
 		return "", fmt.Errorf("lb: %s: balancing policy %q is not available in this runtime (v%s)", svc.FullName, name, Version)
 	}

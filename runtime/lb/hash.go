@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/ringhash"
 )
 
 // HashKeyHeader is the request header that RingHash hashes to choose an
@@ -18,7 +20,7 @@ import (
 //	ctx = metadata.AppendToOutgoingContext(ctx, lb.HashKeyHeader, userID)
 //
 // Calls without it are spread at random.
-const HashKeyHeader = "lb-hash-key"
+const HashKeyHeader = ringhash.HashKeyHeader
 
 // hashKeyInterceptor returns an interceptor that sets HashKeyHeader from the
 // hash key field of each unary request, or nil if no method has a hash key.

@@ -27,6 +27,13 @@ package lb
 import (
 	"time"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/leastrequest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pickfirst"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/random"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/ringhash"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/roundrobin"
+
 	"google.golang.org/grpc/codes"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
@@ -91,47 +98,39 @@ type Retry struct {
 	RetryableCodes []codes.Code
 }
 
-// Balancer is a balancing policy with its parameters: one of PickFirst,
-// RoundRobin, Random, P2CEWMA, LeastRequest, RingHash, WeightedRoundRobin.
+// Balancer is a balancing policy with its parameters. Each policy package
+// under runtime/balancer has a Config that implements it, which the
+// generated code names; a policy of your own, registered with grpc-go's
+// balancer.Register, can be passed to WithBalancer by implementing it too.
 type Balancer interface {
-	// lbConfig returns the gRPC balancer name and its JSON config.
-	lbConfig() (name string, config any)
+	// BalancerName is the name the policy is registered under in grpc-go.
+	BalancerName() string
+	// BalancerConfig is the policy's config, marshalled to JSON into the
+	// service config's loadBalancingConfig.
+	BalancerConfig() any
 }
 
-// PickFirst sends every call to the first instance that connects. Each
-// client shuffles the instances first (gRFC A62), so a fleet of clients
-// spreads over them.
-type PickFirst struct{}
-
-// RoundRobin rotates calls over the ready instances.
-type RoundRobin struct{}
-
-// Random sends each call to a ready instance chosen at random.
-type Random struct{}
-
-// P2CEWMA sends each call to the better of two random ready instances,
-// scored by a peak-sensitive moving average of their latency times their
-// calls in flight (package runtime/balancer/p2cewma).
-type P2CEWMA struct {
-	// Decay is the time constant of the latency average; 0 means
-	// p2cewma.DefaultDecay (1s).
-	Decay time.Duration
-}
-
-// LeastRequest sends each call to the instance with the fewest calls in
-// flight among ChoiceCount random ones (package
-// runtime/balancer/leastrequest: lock-free, no allocation per call).
-type LeastRequest struct {
-	// ChoiceCount is 2 to 10; 0 means 2.
-	ChoiceCount uint32
-}
-
-// RingHash is consistent hashing (gRFC A42, A76) on each call's
-// HashKeyHeader, which the client sets from the method's HashKey.
-type RingHash struct {
-	// MinRingSize and MaxRingSize bound the ring; 0 means 1024 and 4096.
-	MinRingSize, MaxRingSize uint64
-}
+// The policies of this module, by the names the generated code used before
+// it named the policy packages; each is that package's Config.
+type (
+	// PickFirst is pickfirst.Config: the first instance that connects, the
+	// instances shuffled per client (gRFC A62).
+	PickFirst = pickfirst.Config
+	// RoundRobin is roundrobin.Config: calls rotate over the ready instances.
+	RoundRobin = roundrobin.Config
+	// Random is random.Config: a ready instance at random.
+	Random = random.Config
+	// P2CEWMA is p2cewma.Config: the better of two random ready instances by
+	// latency and calls in flight.
+	P2CEWMA = p2cewma.Config
+	// LeastRequest is leastrequest.Config: the fewest calls in flight among
+	// ChoiceCount distinct random instances.
+	LeastRequest = leastrequest.Config
+	// RingHash is ringhash.Config: consistent hashing (gRFC A42, A76) on
+	// each call's HashKeyHeader, which the client sets from the method's
+	// HashKey.
+	RingHash = ringhash.Config
+)
 
 // WeightedRoundRobin is smooth round robin weighted by the weights the
 // registry gives each instance (Consul Weights.Passing or Meta "weight",

@@ -7,11 +7,14 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/roundrobin"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -86,7 +89,8 @@ func TestServiceConfigAcceptedByGRPC(t *testing.T) {
 
 type unknownBalancer struct{}
 
-func (unknownBalancer) lbConfig() (string, any) { return "no_such_policy", struct{}{} }
+func (unknownBalancer) BalancerName() string { return "no_such_policy" }
+func (unknownBalancer) BalancerConfig() any  { return struct{}{} }
 
 func TestServiceConfigUnknownPolicy(t *testing.T) {
 	_, err := ServiceConfig(&Service{FullName: "pkg.Svc", Balancer: unknownBalancer{}})
@@ -336,5 +340,50 @@ func TestDialFailurePolicy(t *testing.T) {
 	}
 	if _, err := Dial(ctx, svc, WithInsecure(), WithFailurePolicy(discovery.FailurePolicy{Mode: discovery.StaticFallback})); err == nil || !strings.Contains(err.Error(), "fallback") {
 		t.Errorf("Dial with a fallback policy without addresses = %v, want an error", err)
+	}
+}
+
+// ownPolicy is a policy of a user's: round_robin under a name of its own,
+// counting the balancers it builds.
+type ownPolicy struct{}
+
+func (ownPolicy) BalancerName() string { return "test_own_policy" }
+func (ownPolicy) BalancerConfig() any  { return struct{}{} }
+
+var ownBuilt atomic.Int32
+
+type ownBuilder struct{}
+
+func (ownBuilder) Name() string { return "test_own_policy" }
+
+func (ownBuilder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+	ownBuilt.Add(1)
+	return balancer.Get(roundrobin.Name).Build(cc, opts)
+}
+
+// TestOwnPolicy: a policy of the user's, registered with grpc-go, is
+// selected with WithBalancer.
+func TestOwnPolicy(t *testing.T) {
+	balancer.Register(ownBuilder{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	healthpb.RegisterHealthServer(s, health.NewServer())
+	go s.Serve(lis)
+	defer s.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	c, err := Dial(ctx, &Service{Discovery: static.Config{Addresses: []string{lis.Addr().String()}}}, WithInsecure(), WithBalancer(ownPolicy{}), WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := healthpb.NewHealthClient(c).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if ownBuilt.Load() == 0 {
+		t.Error("the user's policy was not built")
 	}
 }

@@ -49,6 +49,17 @@ type Config struct {
 	ChoiceCount uint32 `json:"choiceCount,omitempty"`
 }
 
+// BalancerName returns Name.
+func (Config) BalancerName() string { return Name }
+
+// BalancerConfig returns {"choiceCount": n}, or {} for the default.
+func (c Config) BalancerConfig() any {
+	if c.ChoiceCount == 0 {
+		return struct{}{}
+	}
+	return map[string]uint32{"choiceCount": c.ChoiceCount}
+}
+
 // ParseConfig reads {"choiceCount": n}: defaults first, then the JSON, then
 // checks.
 func ParseConfig(js json.RawMessage) (*Config, error) {

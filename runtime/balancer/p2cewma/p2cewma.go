@@ -72,6 +72,17 @@ type Config struct {
 	Decay time.Duration
 }
 
+// BalancerName returns Name.
+func (Config) BalancerName() string { return Name }
+
+// BalancerConfig returns {"decay": "<Decay>"}, or {} for the default.
+func (c Config) BalancerConfig() any {
+	if c.Decay == 0 {
+		return struct{}{}
+	}
+	return map[string]string{"decay": c.Decay.String()}
+}
+
 // ParseConfig reads {"decay": "<duration>"}: defaults first, then the
 // JSON, then checks.
 func ParseConfig(js json.RawMessage) (*Config, error) {

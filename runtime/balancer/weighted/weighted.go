@@ -39,6 +39,15 @@ func init() {
 	balancer.Register(builder{})
 }
 
+// Config selects the policy; it has no parameters.
+type Config struct{}
+
+// BalancerName returns Name.
+func (Config) BalancerName() string { return Name }
+
+// BalancerConfig returns {}.
+func (Config) BalancerConfig() any { return struct{}{} }
+
 type builder struct{}
 
 func (builder) Name() string { return Name }
