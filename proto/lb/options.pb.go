@@ -75,7 +75,8 @@ const (
 	Policy_PICK_FIRST Policy = 1
 	// Calls rotate over the ready instances [round_robin].
 	Policy_ROUND_ROBIN Policy = 2
-	// Each call goes to a ready instance chosen uniformly at random [random].
+	// Each call goes to a ready instance chosen uniformly at random
+	// [lb_random].
 	Policy_RANDOM Policy = 3
 	// Power of two choices: of two random ready instances, the one with the
 	// lower peak-sensitive moving average of latency times calls in flight + 1

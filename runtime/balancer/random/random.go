@@ -1,10 +1,11 @@
 // Package random is a balancer that sends each call to a ready endpoint
 // chosen uniformly at random, like go-kit's lb.NewRandom.
 //
-// Importing it registers the "random" policy:
+// Importing it registers the "lb_random" policy (a name of this module's
+// own, so that another library registering "random" cannot replace it):
 //
 //	grpc.NewClient(target,
-//		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"random":{}}]}`), ...)
+//		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"lb_random":{}}]}`), ...)
 //
 // It is built like grpc-go's round_robin: endpointsharding keeps one
 // pick_first child per endpoint, and the picker chooses among the READY
@@ -21,7 +22,7 @@ import (
 )
 
 // Name is the name of the random balancer.
-const Name = "random"
+const Name = "lb_random"
 
 func init() {
 	balancer.Register(builder{})
