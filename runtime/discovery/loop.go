@@ -61,22 +61,21 @@ type watch struct {
 	resolveNow chan struct{}
 
 	// mu guards the state below and serialises what subscribers are given.
-	mu         sync.Mutex
-	stopped    bool
-	source     Source // once New succeeded
-	set        *instanceSet
-	reset      bool                // a Reset since the last Flush
-	dirty      bool                // a change since the last Flush
-	dropped    map[string]string   // ID -> reason, of entries dropped as invalid
-	dropLog    []Dropped           // dropped since the last Flush, to log
-	good       []resolver.Endpoint // the last good set; nil before the first
-	goodAt     time.Time           // when the registry last gave it
-	badSince   time.Time           // when the registry stopped giving a good set; zero while it does
-	expiry     stopper             // the failure policy's timer
-	flushes    int                 // Flushes since the last watch error
-	view       view
-	subs       map[*subscriber]struct{}
-	lastErrMsg string
+	mu       sync.Mutex
+	stopped  bool
+	source   Source // once New succeeded
+	set      *instanceSet
+	reset    bool                // a Reset since the last Flush
+	dirty    bool                // a change since the last Flush
+	dropped  map[string]string   // ID -> reason, of entries dropped as invalid
+	dropLog  []Dropped           // dropped since the last Flush, to log
+	good     []resolver.Endpoint // the last good set; nil before the first
+	goodAt   time.Time           // when the registry last gave it
+	badSince time.Time           // when the registry stopped giving a good set; zero while it does
+	expiry   stopper             // the failure policy's timer
+	flushes  int                 // Flushes since the last watch error
+	view     view
+	subs     map[*subscriber]struct{}
 }
 
 // view is what the subscribers are given: the state to publish and the
@@ -389,7 +388,6 @@ func (w *watch) recover() bool {
 		w.expiry.Stop()
 		w.expiry = nil
 	}
-	w.lastErrMsg = ""
 	w.view.err = nil
 	return true
 }
@@ -420,8 +418,7 @@ func (w *watch) publish(eps []resolver.Endpoint) {
 
 // report tells the subscribers err, once for as long as it stays the same.
 func (w *watch) report(err error) {
-	if msg := err.Error(); msg != w.lastErrMsg {
-		w.lastErrMsg = msg
+	if w.view.err == nil || w.view.err.Error() != err.Error() {
 		w.view.err = err
 		w.view.errVer++
 		logger.Infof("%v", err)

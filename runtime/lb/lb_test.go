@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testbackend"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
@@ -319,18 +320,11 @@ func TestRegisterHealthAlreadyRegistered(t *testing.T) {
 // server that refuses, the static fallback serves the calls; a bad policy
 // is an error.
 func TestDialFailurePolicy(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer()
-	healthpb.RegisterHealthServer(s, health.NewServer())
-	go s.Serve(lis)
-	defer s.Stop()
+	b := testbackend.Start(t)
 	svc := &Service{Discovery: dns.Config{Host: "svc.test", Port: 80, Server: "127.0.0.1:1"}}
 	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
 	defer cancel()
-	c, err := Dial(ctx, svc, WithInsecure(), WithFailurePolicy(discovery.FailurePolicy{Mode: discovery.StaticFallback, Fallback: []string{lis.Addr().String()}}))
+	c, err := Dial(ctx, svc, WithInsecure(), WithFailurePolicy(discovery.FailurePolicy{Mode: discovery.StaticFallback, Fallback: []string{b.Addr}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,17 +359,10 @@ func (ownBuilder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) bala
 // selected with WithBalancer.
 func TestOwnPolicy(t *testing.T) {
 	balancer.Register(ownBuilder{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer()
-	healthpb.RegisterHealthServer(s, health.NewServer())
-	go s.Serve(lis)
-	defer s.Stop()
+	b := testbackend.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
 	defer cancel()
-	c, err := Dial(ctx, &Service{Discovery: static.Config{Addresses: []string{lis.Addr().String()}}}, WithInsecure(), WithBalancer(ownPolicy{}), WithBlock())
+	c, err := Dial(ctx, &Service{Discovery: static.Config{Addresses: []string{b.Addr}}}, WithInsecure(), WithBalancer(ownPolicy{}), WithBlock())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
@@ -56,8 +55,6 @@ const (
 	// LookupTimeout is the deadline of one DNS query.
 	LookupTimeout = 10 * time.Second
 )
-
-var logger = grpclog.Component("lbdns")
 
 // defaultBuilder is the builder without options: the one the package
 // registers and Config.Spec uses, so that both share watches.

@@ -380,8 +380,7 @@ func parseTarget(u *url.URL) (target, error) {
 // badTarget returns an error about target u. It shows u without user info
 // or query: either could hold a secret.
 func badTarget(u *url.URL, format string, a ...any) error {
-	shown := u.Scheme + "://" + u.Host + u.Path
-	return fmt.Errorf("etcd: target %q: %w", shown, fmt.Errorf(format, a...))
+	return fmt.Errorf("etcd: target %q: %w", discovery.Redact(u), fmt.Errorf(format, a...))
 }
 
 // parseURL returns the endpoints and prefix of u, with no security.
