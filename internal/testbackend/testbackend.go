@@ -1,11 +1,13 @@
 // Package testbackend runs in-process gRPC backends for balancer tests:
 // each serves grpc.health.v1 and answers the "count" check after a delay
-// the test sets, counting those calls.
+// the test sets, counting those calls, and answers every method of the
+// service EchoService, counting the keys it is sent.
 package testbackend
 
 import (
 	"context"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,7 +15,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
+
+// EchoService is a service every backend serves (health SERVING) with
+// any method: a request whose field 1 is a string or bytes value
+// (wrapperspb.StringValue, BytesValue) is counted under that value, and
+// answered with an empty message.
+const EchoService = "lbtest.Echo"
 
 // Backend is one running backend.
 type Backend struct {
@@ -21,6 +31,37 @@ type Backend struct {
 	Delay atomic.Int64 // ns added to each counted call
 	Calls atomic.Int64 // counted calls answered
 	Conns atomic.Int64 // connections accepted
+
+	mu   sync.Mutex
+	keys map[string]int // EchoService calls by key; guarded by mu
+}
+
+// Keys returns how many EchoService calls carried each key.
+func (b *Backend) Keys() map[string]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]int, len(b.keys))
+	for k, n := range b.keys {
+		out[k] = n
+	}
+	return out
+}
+
+// echo answers any method of EchoService, counting its key.
+func (b *Backend) echo(_ any, stream grpc.ServerStream) error {
+	var req wrapperspb.BytesValue // the wire format of StringValue too
+	if err := stream.RecvMsg(&req); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.keys[string(req.GetValue())]++
+	b.mu.Unlock()
+	return stream.SendMsg(&emptypb.Empty{})
+}
+
+// Echo calls method of EchoService through conn with req.
+func Echo(ctx context.Context, conn grpc.ClientConnInterface, method string, req any) error {
+	return conn.Invoke(ctx, "/"+EchoService+"/"+method, req, &emptypb.Empty{})
 }
 
 // countingListener counts the connections it accepts.
@@ -44,8 +85,8 @@ func Start(t testing.TB) *Backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &Backend{Addr: lis.Addr().String()}
-	s := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	b := &Backend{Addr: lis.Addr().String(), keys: map[string]int{}}
+	s := grpc.NewServer(grpc.UnknownServiceHandler(b.echo), grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if r, ok := req.(*healthpb.HealthCheckRequest); ok && r.GetService() == "count" {
 			b.Calls.Add(1)
 			if d := b.Delay.Load(); d > 0 {
@@ -55,7 +96,9 @@ func Start(t testing.TB) *Backend {
 		}
 		return h(ctx, req)
 	}))
-	healthpb.RegisterHealthServer(s, health.NewServer())
+	hs := health.NewServer()
+	hs.SetServingStatus(EchoService, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s, hs)
 	go s.Serve(countingListener{Listener: lis, n: &b.Conns})
 	t.Cleanup(s.Stop)
 	return b

@@ -167,10 +167,8 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 		return nil, err
 	}
 	gopts := []grpc.DialOption{creds, grpc.WithDefaultServiceConfig(sc)}
-	if _, ring := svc.Balancer.(RingHash); ring {
-		if i := hashKeyInterceptor(svc); i != nil {
-			gopts = append(gopts, grpc.WithChainUnaryInterceptor(i))
-		}
+	if i := hashKeyInterceptor(svc); i != nil {
+		gopts = append(gopts, grpc.WithChainUnaryInterceptor(i))
 	}
 	gopts = append(gopts, o.grpc...)
 	if typed != nil {

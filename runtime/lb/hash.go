@@ -2,30 +2,53 @@ package lb
 
 import (
 	"context"
+	"encoding/base64"
+	"strconv"
 	"strings"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/ringhash"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/consistenthash"
 )
 
-// HashKeyHeader is the request header that RingHash hashes to choose an
-// instance. For unary methods with (lb.method).hash_key the generated client
-// sets it from the request field; streaming calls pick their instance before
-// the first message is sent, so set it yourself:
+// HashKeyHeader is the request header that ConsistentHash and RingHash hash
+// for calls without a key of their own: streaming calls pick their
+// instance before the first message is sent, so set it yourself (or, under
+// ConsistentHash, consistenthash.WithKey):
 //
 //	ctx = metadata.AppendToOutgoingContext(ctx, lb.HashKeyHeader, userID)
 //
-// Calls without it are spread at random.
-const HashKeyHeader = ringhash.HashKeyHeader
+// For unary methods with a HashKey the client hashes the request field.
+const HashKeyHeader = consistenthash.HashKeyHeader
 
-// hashKeyInterceptor returns an interceptor that sets HashKeyHeader from the
-// hash key field of each unary request, or nil if no method has a hash key.
+// hashKeyInterceptor returns an interceptor that hands each unary request's
+// hash key to the balancer, or nil if svc's policy does not hash or no
+// method has a hash key. Under ConsistentHash it puts the hash of the
+// field's bytes on the call's context (any bytes work; the header is not
+// sent); under RingHash, whose only input is a header, it sets
+// HashKeyHeader to the value, base64 with a "~" in front when the value is
+// not printable ASCII (a header cannot carry it). A key that is unset
+// (proto presence, or the zero value of a field without presence) is not
+// handed on: the policy's choice for calls without a key applies, and under
+// consistenthash.FailMissingKey the call fails here with InvalidArgument
+// (grpc-go turns that code into Internal when a picker returns it).
 func hashKeyInterceptor(svc *Service) grpc.UnaryClientInterceptor {
+	var header, fail bool
+	switch b := svc.Balancer.(type) {
+	case ConsistentHash:
+		fail = b.MissingKey == consistenthash.FailMissingKey
+	case RingHash:
+		header = true
+	default:
+		return nil
+	}
 	paths := map[string][]protoreflect.Name{}
+	fields := map[string]string{}
 	for _, m := range svc.Methods {
 		if m.HashKey == "" {
 			continue
@@ -35,16 +58,29 @@ func hashKeyInterceptor(svc *Service) grpc.UnaryClientInterceptor {
 			path = append(path, protoreflect.Name(seg))
 		}
 		paths["/"+svc.FullName+"/"+m.Name] = path
+		fields["/"+svc.FullName+"/"+m.Name] = m.HashKey
 	}
 	if len(paths) == 0 {
 		return nil
 	}
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		if path, ok := paths[method]; ok {
-			md, _ := metadata.FromOutgoingContext(ctx)
-			if len(md.Get(HashKeyHeader)) == 0 {
-				if v, ok := fieldValue(req, path); ok {
-					ctx = metadata.AppendToOutgoingContext(ctx, HashKeyHeader, v)
+			switch {
+			case header:
+				if len(metadata.ValueFromOutgoingContext(ctx, HashKeyHeader)) == 0 {
+					if v, ok := fieldValue(req, path); ok {
+						ctx = metadata.AppendToOutgoingContext(ctx, HashKeyHeader, headerValue(v))
+					}
+				}
+			default:
+				if _, set := consistenthash.HashFromContext(ctx); !set {
+					v, ok := fieldValue(req, path)
+					switch {
+					case ok:
+						ctx = consistenthash.WithHash(ctx, v.hash())
+					case fail && len(metadata.ValueFromOutgoingContext(ctx, HashKeyHeader)) == 0:
+						return status.Errorf(codes.InvalidArgument, "lb: %s: the hash key %s is unset", method, fields[method])
+					}
 				}
 			}
 		}
@@ -52,37 +88,105 @@ func hashKeyInterceptor(svc *Service) grpc.UnaryClientInterceptor {
 	}
 }
 
-// fieldValue returns the value of the field at path in req as a string. An
-// unset message on the way reads as empty, like the generated getters.
-func fieldValue(req any, path []protoreflect.Name) (string, bool) {
+// key is a hash key field's value: its bytes (strings, bytes), or a
+// number or bool, which counts as its decimal text ("42", "true"), so that
+// a stream with the header "42" goes where a request with 42 goes.
+type key struct {
+	kind protoreflect.Kind // StringKind, BytesKind, or the number's kind
+	s    string
+	b    []byte
+	i    int64
+	u    uint64
+	f    float64
+}
+
+// appendText appends the key's bytes to dst.
+func (k key) appendText(dst []byte) []byte {
+	switch k.kind {
+	case protoreflect.StringKind:
+		return append(dst, k.s...)
+	case protoreflect.BytesKind:
+		return append(dst, k.b...)
+	case protoreflect.BoolKind:
+		return strconv.AppendBool(dst, k.u != 0)
+	case protoreflect.FloatKind, protoreflect.DoubleKind:
+		return strconv.AppendFloat(dst, k.f, 'g', -1, 64)
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return strconv.AppendUint(dst, k.u, 10)
+	default: // signed integers, enums (by number, stable across renames)
+		return strconv.AppendInt(dst, k.i, 10)
+	}
+}
+
+// hash is consistenthash's hash of the key's bytes, without allocating.
+func (k key) hash() uint64 {
+	switch k.kind {
+	case protoreflect.StringKind:
+		return consistenthash.HashString(k.s)
+	case protoreflect.BytesKind:
+		return consistenthash.Hash(k.b)
+	}
+	var buf [32]byte
+	return consistenthash.Hash(k.appendText(buf[:0]))
+}
+
+// headerValue is k as a header value: its text when that is printable
+// ASCII, else "~" and the base64 of its bytes.
+func headerValue(k key) string {
+	b := k.appendText(nil)
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e {
+			return "~" + base64.RawStdEncoding.EncodeToString(b)
+		}
+	}
+	return string(b)
+}
+
+// fieldValue returns the value of the field at path in req; ok is false
+// when a field on the way or the field itself is unset (proto presence; a
+// field without presence is unset at its zero value), or the path does not
+// fit the message.
+func fieldValue(req any, path []protoreflect.Name) (key, bool) {
 	msg, ok := req.(proto.Message)
 	if !ok {
-		return "", false
+		return key{}, false
 	}
 	m := msg.ProtoReflect()
 	for i, name := range path {
 		fd := m.Descriptor().Fields().ByName(name)
-		if fd == nil || fd.IsList() || fd.IsMap() {
-			return "", false
+		if fd == nil || fd.IsList() || fd.IsMap() || !m.Has(fd) {
+			return key{}, false
 		}
 		v := m.Get(fd)
 		if i < len(path)-1 {
 			if fd.Message() == nil {
-				return "", false
+				return key{}, false
 			}
 			m = v.Message()
 			continue
 		}
-		switch fd.Kind() {
+		k := key{kind: fd.Kind()}
+		switch k.kind {
 		case protoreflect.MessageKind, protoreflect.GroupKind:
-			return "", false
+			return key{}, false
+		case protoreflect.StringKind:
+			k.s = v.String()
 		case protoreflect.BytesKind:
-			return string(v.Bytes()), true
+			k.b = v.Bytes()
 		case protoreflect.EnumKind:
-			return v.String(), true // the number, stable across renames
-		default:
-			return v.String(), true
+			k.i = int64(v.Enum())
+		case protoreflect.BoolKind:
+			if v.Bool() {
+				k.u = 1
+			}
+		case protoreflect.FloatKind, protoreflect.DoubleKind:
+			k.f = v.Float()
+		case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+			k.u = v.Uint()
+		default: // signed integers
+			k.i = v.Int()
 		}
+		return k, true
 	}
-	return "", false
+	return key{}, false
 }

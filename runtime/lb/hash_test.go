@@ -13,7 +13,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/consistenthash"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
 )
 
@@ -116,7 +118,12 @@ func TestFieldValue(t *testing.T) {
 		{structpb.NewNullValue(), "null_value", "0", true},
 		{&structpb.ListValue{}, "values", "", false}, // repeated
 		{msg, "fields", "", false},                   // map
-		{&healthpb.HealthCheckRequest{}, "service", "", true},
+		{&healthpb.HealthCheckRequest{}, "service", "", false}, // unset: no presence, zero value
+		{&healthpb.HealthCheckRequest{Service: "José"}, "service", "José", true},
+		{wrapperspb.Bytes([]byte{0xff, 0}), "value", "\xff\x00", true},
+		{wrapperspb.Int64(-42), "value", "-42", true},
+		{wrapperspb.UInt64(42), "value", "42", true},
+		{structpb.NewStructValue(msg), "struct_value.fields", "", false}, // a map through a set message
 		{&healthpb.HealthCheckRequest{}, "nope", "", false},
 		{&healthpb.HealthCheckRequest{}, "service.x", "", false}, // through a scalar
 		{v, "struct_value", "", false},                           // ends at a message
@@ -127,9 +134,43 @@ func TestFieldValue(t *testing.T) {
 		for _, s := range strings.Split(tc.path, ".") {
 			path = append(path, protoreflect.Name(s))
 		}
-		got, ok := fieldValue(tc.req, path)
+		k, ok := fieldValue(tc.req, path)
+		got := ""
+		if ok {
+			got = string(k.appendText(nil))
+		}
 		if got != tc.want || ok != tc.wantOK {
 			t.Errorf("fieldValue(%T, %s) = %q, %v; want %q, %v", tc.req, tc.path, got, ok, tc.want, tc.wantOK)
 		}
+	}
+}
+
+// TestHeaderValue: RingHash's header carries any key: printable ASCII as
+// it is, anything else as "~" and base64.
+func TestHeaderValue(t *testing.T) {
+	for _, tc := range []struct {
+		k    key
+		want string
+	}{
+		{key{kind: protoreflect.StringKind, s: "user-42"}, "user-42"},
+		{key{kind: protoreflect.StringKind, s: "José"}, "~Sm9zw6k"},
+		{key{kind: protoreflect.BytesKind, b: []byte{0xff, 0}}, "~/wA"},
+		{key{kind: protoreflect.Int64Kind, i: -7}, "-7"},
+		{key{kind: protoreflect.BoolKind, u: 1}, "true"},
+	} {
+		if got := headerValue(tc.k); got != tc.want {
+			t.Errorf("headerValue(%+v) = %q, want %q", tc.k, got, tc.want)
+		}
+	}
+}
+
+// TestKeyHashAllocatesNothing: hashing a number formats it on the stack.
+func TestKeyHashAllocatesNothing(t *testing.T) {
+	k := key{kind: protoreflect.Int64Kind, i: 1234567}
+	if a := testing.AllocsPerRun(100, func() { k.hash() }); a != 0 {
+		t.Errorf("hash of a number allocates %v times", a)
+	}
+	if want := consistenthash.HashString("1234567"); k.hash() != want {
+		t.Errorf("hash of 1234567 = %x, want the hash of its text %x", k.hash(), want)
 	}
 }

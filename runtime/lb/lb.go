@@ -27,6 +27,7 @@ package lb
 import (
 	"time"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/consistenthash"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/leastrequest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pickfirst"
@@ -77,8 +78,9 @@ type Method struct {
 	Timeout time.Duration
 	// Retry is the retry policy; nil means no retries.
 	Retry *Retry
-	// HashKey is the request field path ("user.id") whose value RingHash
-	// hashes, for unary methods; see HashKeyHeader.
+	// HashKey is the request field path ("user.id") whose value
+	// ConsistentHash or RingHash hashes, for unary methods; see
+	// HashKeyHeader.
 	HashKey string
 	// Idempotent reports whether the method can safely run twice.
 	Idempotent bool
@@ -126,7 +128,11 @@ type (
 	// LeastRequest is leastrequest.Config: the fewest calls in flight among
 	// ChoiceCount distinct random instances.
 	LeastRequest = leastrequest.Config
-	// RingHash is ringhash.Config: consistent hashing (gRFC A42, A76) on
+	// ConsistentHash is consistenthash.Config: Maglev consistent hashing on
+	// each call's key, which the client takes from the method's HashKey
+	// (any bytes), with an optional load bound.
+	ConsistentHash = consistenthash.Config
+	// RingHash is ringhash.Config: grpc-go's ring hash (gRFC A42, A76) on
 	// each call's HashKeyHeader, which the client sets from the method's
 	// HashKey.
 	RingHash = ringhash.Config

@@ -16,21 +16,34 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 )
 
-// Child is a READY endpoint: its pick_first picker and its state. A new
-// state is S's zero value, then Init() if *S has that method.
+// Child is an endpoint: its pick_first picker, whether it is READY, and its
+// state. A new state is S's zero value, then Init() if *S has that method.
 type Child[S any] struct {
 	Endpoint resolver.Endpoint
 	Picker   balancer.Picker
+	Ready    bool
 	State    *S
 }
 
-// NewPicker makes a picker over the READY children (at least one), with
-// the balancer's last config (nil before any).
+// NewPicker makes a picker over the children (at least one READY), with
+// the balancer's last config (nil before any). NewBalancer passes only the
+// READY children, NewBalancerAll every child in the resolver's order.
 type NewPicker[S any] func(children []Child[S], cfg serviceconfig.LoadBalancingConfig) balancer.Picker
 
 // NewBalancer returns a balancer over cc whose pickers newPicker makes.
 func NewBalancer[S any](cc balancer.ClientConn, opts balancer.BuildOptions, newPicker NewPicker[S]) balancer.Balancer {
-	b := &readyBalancer[S]{ClientConn: cc, newPicker: newPicker, states: map[string]*S{}}
+	return newBalancer(cc, opts, newPicker, false)
+}
+
+// NewBalancerAll is NewBalancer for a policy that needs every endpoint, not
+// only the READY ones (consistent hashing keeps a key's place while its
+// instance reconnects).
+func NewBalancerAll[S any](cc balancer.ClientConn, opts balancer.BuildOptions, newPicker NewPicker[S]) balancer.Balancer {
+	return newBalancer(cc, opts, newPicker, true)
+}
+
+func newBalancer[S any](cc balancer.ClientConn, opts balancer.BuildOptions, newPicker NewPicker[S], all bool) balancer.Balancer {
+	b := &readyBalancer[S]{ClientConn: cc, newPicker: newPicker, all: all, states: map[string]*S{}}
 	b.child = endpointsharding.NewBalancer(b, opts, balancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
 	return b
 }
@@ -41,6 +54,7 @@ type readyBalancer[S any] struct {
 	balancer.ClientConn // the channel; UpdateState is overridden
 	child               balancer.Balancer
 	newPicker           NewPicker[S]
+	all                 bool // pass every child, not only the READY ones
 
 	mu     sync.Mutex
 	cfg    serviceconfig.LoadBalancingConfig
@@ -75,7 +89,7 @@ func (b *readyBalancer[S]) UpdateState(s balancer.State) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	seen := make(map[string]bool, len(children))
-	var ready []Child[S]
+	var ready, all []Child[S]
 	for _, c := range children {
 		if len(c.Endpoint.Addresses) == 0 {
 			continue
@@ -90,8 +104,12 @@ func (b *readyBalancer[S]) UpdateState(s balancer.State) {
 			}
 			b.states[addr] = st
 		}
-		if c.State.ConnectivityState == connectivity.Ready {
-			ready = append(ready, Child[S]{Endpoint: c.Endpoint, Picker: c.State.Picker, State: st})
+		ch := Child[S]{Endpoint: c.Endpoint, Picker: c.State.Picker, Ready: c.State.ConnectivityState == connectivity.Ready, State: st}
+		if ch.Ready {
+			ready = append(ready, ch)
+		}
+		if b.all {
+			all = append(all, ch)
 		}
 	}
 	for addr := range b.states {
@@ -102,6 +120,9 @@ func (b *readyBalancer[S]) UpdateState(s balancer.State) {
 	if len(ready) == 0 {
 		b.ClientConn.UpdateState(s)
 		return
+	}
+	if b.all {
+		ready = all
 	}
 	b.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: b.newPicker(ready, b.cfg)})
 }
