@@ -116,8 +116,8 @@ func TestFieldValue(t *testing.T) {
 		{structpb.NewNumberValue(2.5), "number_value", "2.5", true},
 		{structpb.NewBoolValue(true), "bool_value", "true", true},
 		{structpb.NewNullValue(), "null_value", "0", true},
-		{&structpb.ListValue{}, "values", "", false}, // repeated
-		{msg, "fields", "", false},                   // map
+		{&structpb.ListValue{}, "values", "", false},           // repeated
+		{msg, "fields", "", false},                             // map
 		{&healthpb.HealthCheckRequest{}, "service", "", false}, // unset: no presence, zero value
 		{&healthpb.HealthCheckRequest{Service: "José"}, "service", "José", true},
 		{wrapperspb.Bytes([]byte{0xff, 0}), "value", "\xff\x00", true},
