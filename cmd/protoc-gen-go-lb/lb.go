@@ -262,6 +262,19 @@ func balancerExpr(s *serviceModel, ident func(protogen.GoIdent) string) string {
 		return literal(config("ringhash"),
 			[2]string{"MinRingSize", num(r.GetMinRingSize())},
 			[2]string{"MaxRingSize", num(r.GetMaxRingSize())})
+	case lbpb.Policy_CONSISTENT_HASH:
+		c := s.rules.GetConsistentHash()
+		var bound, missing string
+		if b := c.GetLoadBound(); b != 0 {
+			bound = strconv.FormatFloat(b, 'g', -1, 64)
+		}
+		if c.GetMissingKey() == lbpb.ConsistentHash_FAIL {
+			missing = ident(protogen.GoImportPath(balancerPackages + "consistenthash").Ident("FailMissingKey"))
+		}
+		return literal(config("consistenthash"),
+			[2]string{"TableSize", num(c.GetTableSize())},
+			[2]string{"LoadBound", bound},
+			[2]string{"MissingKey", missing})
 	case lbpb.Policy_WEIGHTED_ROUND_ROBIN:
 		// The ORCA parameters are refused by the checks.
 		return config("weighted") + "{}"

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"regexp"
 	"strconv"
 	"strings"
@@ -33,6 +34,7 @@ const (
 	maxRetryAttempts  = 5 // gRPC caps retries at 5 attempts
 	minChoiceCount    = 2
 	maxChoiceCount    = 10
+	maxTableSize      = 4194301 // consistenthash.MaxTableSize
 	defaultBackoff    = 100 * time.Millisecond
 	defaultMaxBackoff = time.Second
 	defaultMultiplier = 2.0
@@ -177,7 +179,7 @@ func readService(f *protogen.File, s *protogen.Service, rules *lbpb.ServiceRules
 	}
 	checkPolicy(m.policy, rules, bad)
 	for _, meth := range s.Methods {
-		if mm := readMethod(f, meth, m.policy, errs); mm != nil {
+		if mm := readMethod(f, meth, m.policy, rules.GetConsistentHash().GetMissingKey(), errs); mm != nil {
 			m.methods = append(m.methods, mm)
 		}
 	}
@@ -371,6 +373,7 @@ var policyParams = map[lbpb.Policy]string{
 	lbpb.Policy_P2C_EWMA:             "p2c_ewma",
 	lbpb.Policy_LEAST_REQUEST:        "least_request",
 	lbpb.Policy_WEIGHTED_ROUND_ROBIN: "weighted_round_robin",
+	lbpb.Policy_CONSISTENT_HASH:      "consistent_hash",
 }
 
 func checkPolicy(p lbpb.Policy, rules *lbpb.ServiceRules, bad func(string, ...any)) {
@@ -401,6 +404,17 @@ func checkPolicy(p lbpb.Policy, rules *lbpb.ServiceRules, bad func(string, ...an
 		if lo > hi {
 			bad(pre+"ring_hash.min_ring_size %d is more than max_ring_size %d", lo, hi)
 		}
+	case lbpb.Policy_CONSISTENT_HASH:
+		c := rules.GetConsistentHash()
+		if n := c.GetTableSize(); n != 0 && (n > maxTableSize || !new(big.Int).SetUint64(n).ProbablyPrime(0)) {
+			bad(pre+"consistent_hash.table_size %d must be a prime of at most %d", n, maxTableSize)
+		}
+		if b := c.GetLoadBound(); b != 0 && !(b >= 1 && !math.IsInf(b, 1)) {
+			bad(pre+"consistent_hash.load_bound %v must be at least 1, or 0 for no bound", b)
+		}
+		if _, ok := lbpb.ConsistentHash_MissingKey_name[int32(c.GetMissingKey())]; !ok {
+			bad(pre+"consistent_hash.missing_key %d is not a known choice", c.GetMissingKey())
+		}
 	case lbpb.Policy_P2C_EWMA:
 		positiveDuration(rules.GetP2CEwma().GetDecay(), pre+"p2c_ewma.decay", bad)
 	case lbpb.Policy_LEAST_REQUEST:
@@ -422,7 +436,7 @@ func checkPolicy(p lbpb.Policy, rules *lbpb.ServiceRules, bad func(string, ...an
 	}
 }
 
-func readMethod(f *protogen.File, meth *protogen.Method, policy lbpb.Policy, errs *errorList) *methodModel {
+func readMethod(f *protogen.File, meth *protogen.Method, policy lbpb.Policy, missingKey lbpb.ConsistentHash_MissingKey, errs *errorList) *methodModel {
 	name := meth.Desc.FullName()
 	bad := func(format string, args ...any) { errs.add(f, name, format, args...) }
 	rules := methodRules(meth)
@@ -440,14 +454,16 @@ func readMethod(f *protogen.File, meth *protogen.Method, policy lbpb.Policy, err
 	}
 	unary := !meth.Desc.IsStreamingClient() && !meth.Desc.IsStreamingServer()
 	switch {
-	case m.hashKey != "" && policy != lbpb.Policy_RING_HASH:
-		bad("(lb.method).hash_key is set but the service's policy is %s: hash_key only applies to RING_HASH", policy)
+	case m.hashKey != "" && policy != lbpb.Policy_RING_HASH && policy != lbpb.Policy_CONSISTENT_HASH:
+		bad("(lb.method).hash_key is set but the service's policy is %s: hash_key only applies to CONSISTENT_HASH and RING_HASH", policy)
 	case m.hashKey != "" && !unary:
-		bad("(lb.method).hash_key on a streaming method: the instance is picked before the first message is sent; set the lb-hash-key header (lb.HashKeyHeader) in the call's context instead")
+		bad("(lb.method).hash_key on a streaming method: the instance is picked before the first message is sent; set the lb-hash-key header (lb.HashKeyHeader) in the call's context instead, or under CONSISTENT_HASH consistenthash.WithKey")
 	case m.hashKey != "":
 		checkFieldPath(meth.Input, m.hashKey, bad)
 	case policy == lbpb.Policy_RING_HASH && unary:
 		bad("(lb.method).hash_key is required: the service's policy is RING_HASH")
+	case policy == lbpb.Policy_CONSISTENT_HASH && unary && missingKey == lbpb.ConsistentHash_FAIL:
+		bad("(lb.method).hash_key is required: the service's policy is CONSISTENT_HASH with missing_key FAIL, so every call without a key would fail")
 	}
 	if m.timeout == 0 && m.retry == nil && m.hashKey == "" && !m.idempotent {
 		return nil
