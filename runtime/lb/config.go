@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/balancer"
@@ -87,8 +88,12 @@ func ServiceConfig(svc *Service) (string, error) {
 		b = RoundRobin{}
 	}
 	name, cfg := b.BalancerName(), b.BalancerConfig()
-	if balancer.Get(name) == nil {
+	built := balancer.Get(name)
+	if built == nil {
 		return "", fmt.Errorf("lb: %s: balancing policy %q is not available in this runtime (v%s)", svc.FullName, name, Version)
+	}
+	if err := checkOwner(b, built); err != nil {
+		return "", fmt.Errorf("lb: %s: %w", svc.FullName, err)
 	}
 	sc := struct {
 		LoadBalancingConfig []map[string]any  `json:"loadBalancingConfig"`
@@ -123,3 +128,26 @@ func ServiceConfig(svc *Service) (string, error) {
 	}
 	return string(out), nil
 }
+
+// checkOwner fails when a policy name of this module ("lb_" names are
+// reserved for the packages under runtime/balancer) is registered in
+// grpc-go by another package: grpc-go keeps one balancer per name and the
+// last registration wins, so a library registering our name would silently
+// take our calls.
+func checkOwner(b Balancer, built balancer.Builder) error {
+	name := b.BalancerName()
+	if !strings.HasPrefix(name, "lb_") {
+		return nil // a user's own policy, or one of grpc-go's
+	}
+	impl := reflect.TypeOf(built)
+	if impl.Kind() == reflect.Pointer {
+		impl = impl.Elem()
+	}
+	if !strings.HasPrefix(impl.PkgPath(), balancerPackages) {
+		return fmt.Errorf("balancing policy %q is registered by %s, which replaced this module's (names starting with lb_ are reserved for runtime/balancer): grpc-go keeps the last registration of a name", name, impl.PkgPath())
+	}
+	return nil
+}
+
+// balancerPackages is the import path prefix of this module's policies.
+const balancerPackages = "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/"

@@ -374,3 +374,24 @@ func TestOwnPolicy(t *testing.T) {
 		t.Error("the user's policy was not built")
 	}
 }
+
+// hijacker is another library's balancer registered under one of our
+// names.
+type hijacker struct{ balancer.Builder }
+
+// TestHijackedName: when another package registers one of our policy names
+// after us (grpc-go keeps the last registration), Dial refuses it and names
+// the package instead of sending our calls to it.
+func TestHijackedName(t *testing.T) {
+	orig := balancer.Get(Random{}.BalancerName())
+	balancer.Register(hijacker{orig})
+	defer balancer.Register(orig)
+	_, err := ServiceConfig(&Service{FullName: "x.Y", Balancer: Random{}})
+	if err == nil || !strings.Contains(err.Error(), "runtime/lb") || !strings.Contains(err.Error(), `"lb_random" is registered by`) {
+		t.Fatalf("ServiceConfig with lb_random hijacked: %v, want an error naming the package", err)
+	}
+	balancer.Register(orig)
+	if _, err := ServiceConfig(&Service{FullName: "x.Y", Balancer: Random{}}); err != nil {
+		t.Fatalf("ServiceConfig with our lb_random: %v", err)
+	}
+}
