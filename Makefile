@@ -52,6 +52,21 @@ checkgenerate: tools ## Fail if the generated code in the tree is stale
 update-golden: ## Rewrite the plugin's golden files
 	go test ./cmd/protoc-gen-go-lb -run 'TestGolden' -update
 
+.PHONY: bench
+bench: ## Benchmark picks and tail latency against grpc-go, go-zero, kratos into docs/bench (~10 min)
+	@mkdir -p docs/bench/tail && rm -f docs/bench/tail/*.csv
+	@echo "runtime: $$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- runtime go.mod || echo '+dirty')" | tee docs/bench/pick.txt > docs/bench/tail.txt
+	cd bench && go test -run '^$$' -bench '^BenchmarkPick$$' -benchmem -benchtime 200ms -count 6 -timeout 60m . | tee -a ../docs/bench/pick.txt
+	cd bench && go test -run '^$$' -bench '^BenchmarkTail$$' -benchtime 1x -tail.duration 40s -tail.out ../docs/bench/tail -timeout 60m . | tee -a ../docs/bench/tail.txt
+	cd bench && ./pickmd.sh ../docs/bench/pick.txt > ../docs/bench/pick.md
+	cd bench && go run ./cmd/plot -pick ../docs/bench/pick.txt -tail ../docs/bench/tail.txt -hist ../docs/bench/tail -out ../docs/bench
+
+.PHONY: bench-check
+bench-check: ## Vet the bench module and run each benchmark once, briefly (< 1 min)
+	cd bench && go vet ./...
+	@cd bench && test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	cd bench && go test -count 1 -run . -bench . -benchtime 1x -tail.duration 2s .
+
 .PHONY: tools
 tools: $(BUF) $(CONSUL) protoc plugins ## Install protoc, buf, consul and the plugins
 

@@ -1,0 +1,107 @@
+package bench
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/balancer"
+)
+
+var endpointCounts = []int{3, 10, 100}
+
+// BenchmarkPick is the cost of one pick, alone (op=pick) and with its Done
+// (op=pick_done), from one goroutine (mode=serial) and from GOMAXPROCS
+// goroutines at once (mode=parallel), of every policy over 3, 10 and 100
+// READY endpoints. Each balancer is built alone over a fake channel
+// (buildReady), so only its picker is measured.
+func BenchmarkPick(b *testing.B) {
+	for _, p := range policies {
+		for _, n := range endpointCounts {
+			for _, done := range []bool{false, true} {
+				op := "pick"
+				if done {
+					op = "pick_done"
+				}
+				b.Run(fmt.Sprintf("policy=%s/endpoints=%d/op=%s/mode=serial", p.label, n, op), func(b *testing.B) {
+					picker, infos := buildReady(b, p, n).cc.latestPicker(), pickInfos(p)
+					b.ReportAllocs()
+					for i := 0; b.Loop(); i++ {
+						if err := pick(picker, infos[i&(len(infos)-1)], done); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+				b.Run(fmt.Sprintf("policy=%s/endpoints=%d/op=%s/mode=parallel", p.label, n, op), func(b *testing.B) {
+					picker, infos := buildReady(b, p, n).cc.latestPicker(), pickInfos(p)
+					b.ReportAllocs()
+					b.ResetTimer()
+					b.RunParallel(func(pb *testing.PB) {
+						for i := 0; pb.Next(); i++ {
+							if err := pick(picker, infos[i&(len(infos)-1)], done); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				})
+			}
+		}
+	}
+}
+
+// pick is one call's pick and, with done, its Done.
+func pick(p balancer.Picker, info balancer.PickInfo, done bool) error {
+	res, err := p.Pick(info)
+	if err != nil {
+		return err
+	}
+	if done && res.Done != nil {
+		res.Done(balancer.DoneInfo{})
+	}
+	return nil
+}
+
+// TestPickersSpread checks that the benchmarks measure real picks: every
+// policy reaches every endpoint (pick_first: exactly one) with picks of the
+// fake channel's own subchannels. Calls done at once all take about as
+// long, so latency-aware policies (the p2c ones) may shun an endpoint whose
+// one sample a preemption made long, until they force a pick of it (ours
+// after decay/2, 500 ms; go-zero's after 1 s): picking goes on for up to 2 s.
+func TestPickersSpread(t *testing.T) {
+	for _, p := range policies {
+		for _, n := range endpointCounts {
+			t.Run(fmt.Sprintf("policy=%s/endpoints=%d", p.label, n), func(t *testing.T) {
+				bt := buildReady(t, p, n)
+				picker, infos := bt.cc.latestPicker(), pickInfos(p)
+				want := n
+				if p.single {
+					want = 1
+				}
+				hits := map[string]int{}
+				deadline := time.Now().Add(2 * time.Second)
+				i := 0
+				for ; i < 100*n || (len(hits) < want && time.Now().Before(deadline)); i++ {
+					res, err := picker.Pick(infos[i%len(infos)])
+					if err != nil {
+						t.Fatalf("Pick #%d: %v", i, err)
+					}
+					sc, ok := res.SubConn.(*fakeSubConn)
+					if !ok {
+						t.Fatalf("Pick #%d = SubConn %T, want one of the fake channel's", i, res.SubConn)
+					}
+					hits[sc.addr]++
+					if res.Done != nil {
+						res.Done(balancer.DoneInfo{})
+					}
+				}
+				if len(hits) != want {
+					t.Errorf("%d picks reached %d endpoints, want %d: %v", i, len(hits), want, hits)
+				}
+				if i > 100*n {
+					t.Logf("%d picks to reach all %d endpoints", i, n)
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,225 @@
+package bench
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
+)
+
+var (
+	tailDuration = flag.Duration("tail.duration", 40*time.Second, "BenchmarkTail: how long each policy is measured")
+	tailWarmup   = flag.Duration("tail.warmup", time.Second, "BenchmarkTail: calls sent at the same rate before measuring, per policy")
+	tailRate     = flag.Int("tail.rate", 1000, "BenchmarkTail: calls a second, sent on schedule whatever the replies")
+	tailOut      = flag.String("tail.out", "", "BenchmarkTail: directory to write each policy's latency histogram to, <policy>.csv (none: not written)")
+)
+
+const (
+	tailBackends = 10
+	tailSlow     = 0                     // the index of the slow backend
+	tailDelay    = 50 * time.Millisecond // what the slow backend adds to each call
+	tailTimeout  = 5 * time.Second       // the deadline of each call
+)
+
+// tailPolicies are the policies BenchmarkTail compares.
+var tailPolicies = []policy{
+	{label: "round_robin", name: "round_robin", config: `{}`},
+	{label: "least_request_experimental", name: "least_request_experimental", config: `{"choiceCount":2}`},
+	{label: "gozero_p2c_ewma", name: "p2c_ewma", config: `{}`},
+	{label: "kratos_p2c", name: "selector", config: `{}`},
+	{label: "lb_least_request", name: "lb_least_request", config: `{"choiceCount":2}`, ours: true},
+	{label: "lb_p2c_ewma", name: "lb_p2c_ewma", config: `{}`, ours: true},
+}
+
+// BenchmarkTail sends unary calls to ten gRPC backends on loopback, one of
+// which takes 50 ms longer than the others, open loop: call i leaves at
+// start + i/rate whether or not earlier calls have returned, and its latency
+// counts from then, so a stalled client is not hidden (no coordinated
+// omission). One run per policy, whatever b.N (use -benchtime 1x); it
+// reports the share of calls the slow backend served (slow-share-%) and
+// the 50th, 99th and 99.9th latency percentiles in ms, and with -tail.out
+// writes the latency histogram of each policy for docs/bench's plot.
+func BenchmarkTail(b *testing.B) {
+	addrs := startBackends(b, tailBackends)
+	target := "static:///" + strings.Join(addrs, ",")
+	for _, p := range tailPolicies {
+		b.Run("policy="+p.label, func(b *testing.B) {
+			r := runTail(b, p, target)
+			b.ReportMetric(0, "ns/op") // one run whatever b.N: meaningless
+			b.ReportMetric(100*float64(r.served[tailSlow])/float64(len(r.latencies)), "slow-share-%")
+			b.ReportMetric(ms(quantile(r.latencies, 0.50)), "p50-ms")
+			b.ReportMetric(ms(quantile(r.latencies, 0.99)), "p99-ms")
+			b.ReportMetric(ms(quantile(r.latencies, 0.999)), "p999-ms")
+			b.ReportMetric(float64(r.errors), "errors")
+			if *tailOut != "" {
+				if err := writeHistogram(filepath.Join(*tailOut, p.label+".csv"), r.latencies); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// tailResult is what one policy's run measured, warm-up left out.
+type tailResult struct {
+	latencies []time.Duration // sorted
+	served    [tailBackends]int
+	errors    int
+}
+
+// runTail sends calls through a new client of policy p for the warm-up and
+// the measured duration, at the given rate.
+func runTail(b *testing.B, p policy, target string) tailResult {
+	sc := fmt.Sprintf(`{"loadBalancingConfig":[{%q:%s}],"healthCheckConfig":{"serviceName":""}}`, p.name, p.config)
+	conn, err := grpc.NewClient(target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(sc))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	client := testpb.NewTestServiceClient(conn)
+	req := &testpb.SimpleRequest{FillServerId: true}
+
+	interval := time.Second / time.Duration(*tailRate)
+	warm := int(*tailWarmup / interval)
+	total := warm + int(*tailDuration/interval)
+	type sample struct {
+		latency time.Duration
+		backend int // -1: the call failed
+	}
+	samples := make([]sample, total)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range total {
+		at := start.Add(time.Duration(i) * interval)
+		if d := time.Until(at); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithDeadline(context.Background(), at.Add(tailTimeout))
+			defer cancel()
+			resp, err := client.UnaryCall(ctx, req)
+			s := sample{latency: time.Since(at), backend: -1}
+			if err == nil {
+				s.backend, _ = strconv.Atoi(resp.GetServerId())
+			}
+			samples[i] = s
+		})
+	}
+	wg.Wait()
+
+	var r tailResult
+	r.latencies = make([]time.Duration, 0, total-warm)
+	for _, s := range samples[warm:] {
+		r.latencies = append(r.latencies, s.latency)
+		if s.backend < 0 {
+			r.errors++
+		} else {
+			r.served[s.backend]++
+		}
+	}
+	slices.Sort(r.latencies)
+	return r
+}
+
+// startBackends starts n gRPC servers on loopback, each with the health
+// service SERVING and grpc.testing.TestService's UnaryCall answering its
+// index as the server id; backend tailSlow answers tailDelay late.
+func startBackends(b *testing.B, n int) []string {
+	addrs := make([]string, n)
+	for i := range n {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := grpc.NewServer()
+		be := &backend{resp: &testpb.SimpleResponse{ServerId: strconv.Itoa(i)}}
+		if i == tailSlow {
+			be.delay = tailDelay
+		}
+		testpb.RegisterTestServiceServer(s, be)
+		healthpb.RegisterHealthServer(s, health.NewServer()) // "" SERVING
+		go s.Serve(lis)
+		b.Cleanup(s.Stop)
+		addrs[i] = lis.Addr().String()
+	}
+	return addrs
+}
+
+type backend struct {
+	testpb.UnimplementedTestServiceServer
+	resp  *testpb.SimpleResponse // shared: only read when marshalled
+	delay time.Duration
+}
+
+func (be *backend) UnaryCall(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	if be.delay > 0 {
+		t := time.NewTimer(be.delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return be.resp, nil
+}
+
+// quantile returns the q-quantile of sorted (nearest rank).
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// Histogram buckets: histPerDecade a decade, log-spaced, from histMin up.
+const (
+	histMin       = 10 * time.Microsecond
+	histPerDecade = 50
+)
+
+// writeHistogram writes the latencies (sorted) to path as CSV rows
+// "le_ms,count": the calls that took at most le_ms and more than the row
+// before's, from the first non-empty bucket to the last.
+func writeHistogram(path string, sorted []time.Duration) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	var sb strings.Builder
+	sb.WriteString("le_ms,count\n")
+	i := 0
+	for k := 0; i < len(sorted); k++ {
+		le := time.Duration(float64(histMin) * math.Pow(10, float64(k)/histPerDecade))
+		n := 0
+		for i < len(sorted) && sorted[i] <= le {
+			i++
+			n++
+		}
+		if n > 0 || i > 0 {
+			fmt.Fprintf(&sb, "%.4g,%d\n", ms(le), n)
+		}
+	}
+	return os.WriteFile(path, []byte(sb.String()), 0o644)
+}
