@@ -178,6 +178,9 @@ func readService(f *protogen.File, s *protogen.Service, rules *lbpb.ServiceRules
 		m.policy = lbpb.Policy_ROUND_ROBIN
 	}
 	checkPolicy(m.policy, rules, bad)
+	if m.poolSize > 1 && m.policy == lbpb.Policy_PICK_FIRST {
+		bad("(lb.service).pool_size %d under PICK_FIRST: pick_first calls one transport of one instance; choose a policy that spreads calls", m.poolSize)
+	}
 	for _, meth := range s.Methods {
 		if mm := readMethod(f, meth, m.policy, rules.GetConsistentHash().GetMissingKey(), errs); mm != nil {
 			m.methods = append(m.methods, mm)

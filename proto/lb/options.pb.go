@@ -351,10 +351,12 @@ type ServiceRules struct {
 	Discovery *Discovery `protobuf:"bytes,2,opt,name=discovery,proto3" json:"discovery,omitempty"`
 	// How calls are spread over the instances. Default: ROUND_ROBIN.
 	Policy Policy `protobuf:"varint,3,opt,name=policy,proto3,enum=lb.Policy" json:"policy,omitempty"`
-	// The number of gRPC client connections the generated client opens and
-	// spreads calls over (each one resolves and balances on its own). Useful
-	// when one HTTP/2 connection per backend limits throughput. Default 1,
-	// at most 64.
+	// The number of connections (HTTP/2 transports) the generated client keeps
+	// to each instance's address, all in one gRPC ClientConn under one
+	// balancer, which sees every call in flight on every one of them. Useful
+	// for a backend behind one address (an L4 load balancer) or when one
+	// connection's concurrent stream limit caps throughput. Default 1, at most
+	// 64; not with PICK_FIRST.
 	PoolSize uint32 `protobuf:"varint,4,opt,name=pool_size,json=poolSize,proto3" json:"pool_size,omitempty"`
 	// Parameters of the balancing policy. At most one, and only the one that
 	// matches `policy`.

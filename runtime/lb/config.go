@@ -11,6 +11,8 @@ import (
 	_ "google.golang.org/grpc/balancer/weightedroundrobin" // weighted_round_robin
 	"google.golang.org/grpc/codes"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pickfirst"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pool"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/weighted"
 )
 
@@ -102,6 +104,18 @@ func ServiceConfig(svc *Service) (string, error) {
 	}{
 		LoadBalancingConfig: []map[string]any{{name: cfg}},
 		HealthCheckConfig:   map[string]string{"serviceName": svc.FullName},
+	}
+	if svc.PoolSize > 1 {
+		if svc.PoolSize > pool.MaxSize {
+			return "", fmt.Errorf("lb: %s: pool size %d is more than %d", svc.FullName, svc.PoolSize, pool.MaxSize)
+		}
+		if name == pickfirst.Name {
+			return "", fmt.Errorf("lb: %s: a pool (size %d) under pick_first: pick_first calls one transport; choose a policy that spreads calls", svc.FullName, svc.PoolSize)
+		}
+		sc.LoadBalancingConfig = []map[string]any{{pool.Name: map[string]any{
+			"size":        svc.PoolSize,
+			"childPolicy": sc.LoadBalancingConfig,
+		}}}
 	}
 	for _, m := range svc.Methods {
 		mc := methodConfig{

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
@@ -94,8 +93,8 @@ func WithInsecure() DialOption {
 	return dialFunc(func(o *dialOptions) { o.insecure = true })
 }
 
-// WithBlock makes Dial wait until every connection of the pool is READY or
-// the context ends.
+// WithBlock makes Dial wait until the connection is READY (an instance is
+// reachable) or the context ends.
 func WithBlock() DialOption {
 	return dialFunc(func(o *dialOptions) { o.block = true })
 }
@@ -105,10 +104,10 @@ func WithDialOptions(opts ...grpc.DialOption) DialOption {
 	return dialFunc(func(o *dialOptions) { o.grpc = append(o.grpc, opts...) })
 }
 
-// Dial opens the balanced client connections of svc: PoolSize gRPC client
-// connections to the discovery target, with the service config of svc. It
-// does not wait for a connection unless WithBlock is given; ctx bounds that
-// wait.
+// Dial opens the balanced client connection of svc: one gRPC ClientConn to
+// the discovery target, with the service config of svc (and PoolSize
+// transports to each address, all under the one balancer). It does not
+// wait for a connection unless WithBlock is given; ctx bounds that wait.
 func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) {
 	var o dialOptions
 	for _, opt := range opts {
@@ -174,15 +173,11 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 	if typed != nil {
 		gopts = append(gopts, typed)
 	}
-	c := &Conn{}
-	for range max(svc.PoolSize, 1) {
-		cc, err := grpc.NewClient(target, gopts...)
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
-		}
-		c.conns = append(c.conns, cc)
+	cc, err := grpc.NewClient(target, gopts...)
+	if err != nil {
+		return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
 	}
+	c := &Conn{cc: cc}
 	if o.block {
 		if err := c.waitReady(ctx); err != nil {
 			c.Close()
@@ -192,55 +187,42 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 	return c, nil
 }
 
-// Conn is a pool of gRPC client connections to one service. It is a
-// grpc.ClientConnInterface: each call goes to the next connection in turn,
-// and each connection balances over the instances on its own.
+// Conn is the balanced client connection of one service: a
+// grpc.ClientConnInterface over one gRPC ClientConn, whose balancer sees
+// every call. With a PoolSize above 1 the ClientConn keeps PoolSize
+// transports to each address (package runtime/balancer/pool).
 type Conn struct {
-	conns []*grpc.ClientConn
-	next  atomic.Uint64
+	cc *grpc.ClientConn
 }
 
 var _ grpc.ClientConnInterface = (*Conn)(nil)
 
-func (c *Conn) pick() *grpc.ClientConn {
-	if len(c.conns) == 1 {
-		return c.conns[0]
-	}
-	return c.conns[(c.next.Add(1)-1)%uint64(len(c.conns))]
-}
-
-// Invoke performs a unary call on the next connection.
+// Invoke performs a unary call.
 func (c *Conn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
-	return c.pick().Invoke(ctx, method, args, reply, opts...)
+	return c.cc.Invoke(ctx, method, args, reply, opts...)
 }
 
-// NewStream opens a stream on the next connection.
+// NewStream opens a stream.
 func (c *Conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	return c.pick().NewStream(ctx, desc, method, opts...)
+	return c.cc.NewStream(ctx, desc, method, opts...)
 }
 
-// Conn returns the first connection of the pool.
-func (c *Conn) Conn() *grpc.ClientConn { return c.conns[0] }
+// Conn returns the gRPC ClientConn.
+func (c *Conn) Conn() *grpc.ClientConn { return c.cc }
 
-// Conns returns every connection of the pool.
-func (c *Conn) Conns() []*grpc.ClientConn { return c.conns }
+// Conns returns the gRPC ClientConn, alone.
+//
+// Deprecated: a pool is one ClientConn now; use Conn.
+func (c *Conn) Conns() []*grpc.ClientConn { return []*grpc.ClientConn{c.cc} }
 
-// Close closes every connection.
-func (c *Conn) Close() error {
-	var errs []error
-	for _, cc := range c.conns {
-		errs = append(errs, cc.Close())
-	}
-	return errors.Join(errs...)
-}
+// Close closes the connection.
+func (c *Conn) Close() error { return c.cc.Close() }
 
 func (c *Conn) waitReady(ctx context.Context) error {
-	for _, cc := range c.conns {
-		cc.Connect()
-		for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
-			if !cc.WaitForStateChange(ctx, s) {
-				return fmt.Errorf("waiting for a ready connection (last state %s): %w", s, ctx.Err())
-			}
+	c.cc.Connect()
+	for s := c.cc.GetState(); s != connectivity.Ready; s = c.cc.GetState() {
+		if !c.cc.WaitForStateChange(ctx, s) {
+			return fmt.Errorf("waiting for a ready connection (last state %s): %w", s, ctx.Err())
 		}
 	}
 	return nil

@@ -64,7 +64,9 @@ type Service struct {
 	Failure *discovery.FailurePolicy
 	// Balancer is the balancing policy; nil means RoundRobin.
 	Balancer Balancer
-	// PoolSize is the number of client connections; 0 means 1.
+	// PoolSize is the number of transports to each address, all in one
+	// ClientConn under one balancer (package runtime/balancer/pool); 0
+	// means 1, at most 64.
 	PoolSize int
 	// Methods holds the methods that have settings.
 	Methods []Method

@@ -123,38 +123,6 @@ func TestDialErrors(t *testing.T) {
 	}
 }
 
-// TestPoolRotates checks that a pool of 3 sends consecutive calls to its
-// connections in turn.
-func TestPoolRotates(t *testing.T) {
-	var mu sync.Mutex
-	var seen []*grpc.ClientConn
-	record := func(_ context.Context, _ string, _, _ any, cc *grpc.ClientConn, _ grpc.UnaryInvoker, _ ...grpc.CallOption) error {
-		mu.Lock()
-		defer mu.Unlock()
-		seen = append(seen, cc)
-		return nil
-	}
-	svc := &Service{FullName: "pkg.Svc", Discovery: static.Config{Addresses: []string{"127.0.0.1:1"}}, PoolSize: 3}
-	c, err := Dial(context.Background(), svc, WithInsecure(), WithDialOptions(grpc.WithUnaryInterceptor(record)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if len(c.Conns()) != 3 {
-		t.Fatalf("pool has %d connections, want 3", len(c.Conns()))
-	}
-	for range 6 {
-		if err := c.Invoke(context.Background(), "/pkg.Svc/M", nil, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i, cc := range seen {
-		if want := c.Conns()[i%3]; cc != want {
-			t.Errorf("call %d went to connection %p, want %p", i, cc, want)
-		}
-	}
-}
-
 // fakeRegistry is a backend with a registry, for the lb side of
 // registration; real backends are tested against real registries.
 type fakeRegistry struct {
@@ -393,5 +361,35 @@ func TestHijackedName(t *testing.T) {
 	balancer.Register(orig)
 	if _, err := ServiceConfig(&Service{FullName: "x.Y", Balancer: Random{}}); err != nil {
 		t.Fatalf("ServiceConfig with our lb_random: %v", err)
+	}
+}
+
+// TestPoolServiceConfig: a PoolSize above 1 wraps the policy in lb_pool;
+// pick_first and sizes above 64 are refused.
+func TestPoolServiceConfig(t *testing.T) {
+	sc, err := ServiceConfig(&Service{FullName: "x.Y", Balancer: LeastRequest{}, PoolSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		LoadBalancingConfig []map[string]struct {
+			Size        int                          `json:"size"`
+			ChildPolicy []map[string]json.RawMessage `json:"childPolicy"`
+		} `json:"loadBalancingConfig"`
+	}
+	if err := json.Unmarshal([]byte(sc), &got); err != nil {
+		t.Fatal(err)
+	}
+	p, ok := got.LoadBalancingConfig[0]["lb_pool"]
+	if !ok || p.Size != 4 || len(p.ChildPolicy) != 1 || p.ChildPolicy[0]["lb_least_request"] == nil {
+		t.Errorf("service config %s: want lb_pool of size 4 over lb_least_request", sc)
+	}
+	for _, svc := range []*Service{
+		{FullName: "x.Y", Balancer: PickFirst{}, PoolSize: 2},
+		{FullName: "x.Y", PoolSize: 65},
+	} {
+		if sc, err := ServiceConfig(svc); err == nil {
+			t.Errorf("ServiceConfig(%s, pool %d) = %s, want an error", svc.Balancer, svc.PoolSize, sc)
+		}
 	}
 }

@@ -21,8 +21,9 @@
 //
 // The table is built over every instance the resolver gives, READY or not,
 // in the order of their addresses, so every client of a fleet maps a key to
-// the same instance. While a key's instance is not READY its calls go to
-// the next READY instance of the table. With LoadBound c > 0 (consistent
+// the same instance. While a key's instance is connecting (or idle) its
+// calls wait for it, as in grpc-go's ring_hash (gRFC A42); while it is in
+// TRANSIENT_FAILURE they go to the next READY instance of the table. With LoadBound c > 0 (consistent
 // hashing with bounded loads, Mirrokni et al.), an instance with more than
 // c times the mean of calls in flight is skipped the same way, so one hot
 // key cannot overload it.
@@ -44,6 +45,7 @@ import (
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
@@ -224,7 +226,8 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 				st.total = &total
 				st.done = st.finish
 			}
-			p.children[i] = child{picker: c.Picker, ready: c.Ready, st: st}
+			p.children[i] = child{picker: c.Picker, ready: c.Ready, st: st,
+				wait: c.Connectivity == connectivity.Connecting || c.Connectivity == connectivity.Idle}
 			if c.Ready {
 				p.ready++
 			}
@@ -261,7 +264,10 @@ func (s *state) finish(balancer.DoneInfo) {
 type child struct {
 	picker balancer.Picker
 	ready  bool
-	st     *state
+	// wait: the endpoint is CONNECTING or IDLE, so a call whose key it
+	// owns waits for it (its picker starts connecting an IDLE one).
+	wait bool
+	st   *state
 }
 
 type picker struct {
@@ -291,6 +297,11 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 			return balancer.PickResult{}, errNoKey
 		}
 		h = rand.Uint64()
+	}
+	if c := &p.children[p.table.slots[p.table.slot(h)]]; ok && c.wait {
+		// The key's own instance is connecting (as after a reconnect):
+		// the call waits for it rather than go elsewhere (gRFC A42).
+		return c.picker.Pick(info)
 	}
 	// The key's slot, or the next slots while their instance is not READY
 	// or over the bound.

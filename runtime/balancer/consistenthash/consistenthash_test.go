@@ -12,9 +12,12 @@ import (
 )
 
 // fixed is a child picker whose result says which child it is.
-type fixed struct{ res balancer.PickResult }
+type fixed struct {
+	res balancer.PickResult
+	err error // as a picker of a connecting endpoint says
+}
 
-func (f *fixed) Pick(balancer.PickInfo) (balancer.PickResult, error) { return f.res, nil }
+func (f *fixed) Pick(balancer.PickInfo) (balancer.PickResult, error) { return f.res, f.err }
 
 // newTestPicker is a picker over n READY children with cfg.
 func newTestPicker(n int, cfg Config) *picker {
@@ -23,7 +26,7 @@ func newTestPicker(n int, cfg Config) *picker {
 	for i := range n {
 		st := &state{total: p.total}
 		st.done = st.finish
-		f := &fixed{balancer.PickResult{Metadata: metadata.MD{"i": {fmt.Sprint(i)}}}}
+		f := &fixed{res: balancer.PickResult{Metadata: metadata.MD{"i": {fmt.Sprint(i)}}}}
 		p.children = append(p.children, child{picker: f, ready: true, st: st})
 	}
 	return p
@@ -68,9 +71,10 @@ func TestHeaderIsTheKey(t *testing.T) {
 	}
 }
 
-// TestNotReadyFallsThrough: a key whose backend is not READY goes to
-// another, the same one each time, and comes back when it is READY again;
-// other keys do not move.
+// TestNotReadyFallsThrough: a key whose backend is in TRANSIENT_FAILURE
+// goes to another, the same one each time, and comes back when it is READY
+// again; other keys do not move. While it is CONNECTING the key's calls
+// wait for it.
 func TestNotReadyFallsThrough(t *testing.T) {
 	p := newTestPicker(5, Config{})
 	home := map[string]int{}
@@ -93,7 +97,14 @@ func TestNotReadyFallsThrough(t *testing.T) {
 			t.Fatalf("key %s picked %d then %d", key, got, again)
 		}
 	}
-	p.children[down].ready = true
+	p.children[down].wait = true
+	c := p.children[down].picker.(*fixed)
+	c.err = balancer.ErrNoSubConnAvailable
+	if _, err := p.Pick(balancer.PickInfo{Ctx: keyCtx("0")}); err != balancer.ErrNoSubConnAvailable {
+		t.Fatalf("key 0 while its backend is connecting: %v, want to wait (%v)", err, balancer.ErrNoSubConnAvailable)
+	}
+	c.err = nil
+	p.children[down].ready, p.children[down].wait = true, false
 	p.ready++
 	if got, _ := pick(t, p, keyCtx("0")); got != down {
 		t.Fatalf("key 0 picked %d once its backend %d was READY again", got, down)

@@ -67,9 +67,7 @@ func TestOneWatchPerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pool.Close() })
-	for _, cc := range pool.Conns() {
-		conns = append(conns, cc)
-	}
+	conns = append(conns, pool.Conn())
 	for i, cc := range conns {
 		if err := check(ctx, cc, grpc.WaitForReady(true)); err != nil {
 			t.Fatalf("call on channel %d: %v", i, err)
@@ -85,16 +83,16 @@ func TestOneWatchPerProcess(t *testing.T) {
 			shared = &w
 		}
 	}
-	if shared == nil || shared.Subscribers != 116 || shared.Instances != 2 {
-		t.Fatalf("watch of the service: %+v, want one with 116 subscribers and 2 instances", shared)
+	if shared == nil || shared.Subscribers != 101 || shared.Instances != 2 {
+		t.Fatalf("watch of the service: %+v, want one with 101 subscribers (100 channels and one pool) and 2 instances", shared)
 	}
 	if n := p.Accepted(); n != 1 {
-		t.Errorf("116 channels opened %d etcd connections, want 1", n)
+		t.Errorf("101 channels opened %d etcd connections, want 1", n)
 	}
 	if n := etcdWatchers(t) - before; n != 1 {
-		t.Errorf("116 channels hold %v etcd watchers, want 1", n)
+		t.Errorf("101 channels hold %v etcd watchers, want 1", n)
 	}
-	t.Logf("116 channels: %d etcd connection, %v watcher", p.Accepted(), etcdWatchers(t)-before)
+	t.Logf("101 channels: %d etcd connection, %v watcher", p.Accepted(), etcdWatchers(t)-before)
 }
 
 // TestIdleChannelAndRegistryDown: a channel that went idle (its resolver

@@ -6,7 +6,10 @@
 package ready
 
 import (
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/endpointsharding"
@@ -22,7 +25,10 @@ type Child[S any] struct {
 	Endpoint resolver.Endpoint
 	Picker   balancer.Picker
 	Ready    bool
-	State    *S
+	// Connectivity is the endpoint's state: READY when a copy is, else
+	// the best of CONNECTING, IDLE and TRANSIENT_FAILURE among them.
+	Connectivity connectivity.State
+	State        *S
 }
 
 // NewPicker makes a picker over the children (at least one READY), with
@@ -58,7 +64,7 @@ type readyBalancer[S any] struct {
 
 	mu     sync.Mutex
 	cfg    serviceconfig.LoadBalancingConfig
-	states map[string]*S // by the endpoint's first address
+	states map[string]*S // by the endpoint's first address, without a pool copy's suffix
 }
 
 func (b *readyBalancer[S]) UpdateClientConnState(s balancer.ClientConnState) error {
@@ -88,33 +94,61 @@ func (b *readyBalancer[S]) UpdateState(s balancer.State) {
 	children := endpointsharding.ChildStatesFromPicker(s.Picker)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	seen := make(map[string]bool, len(children))
-	var ready, all []Child[S]
+	// The copies of an address that package pool makes are one child:
+	// they share its state (calls in flight and latency are the
+	// backend's), and its picker rotates over the READY copies.
+	byAddr := make(map[string]int, len(children)) // index in group
+	var group []Child[S]
+	var copies [][]balancer.Picker // READY copies' pickers, per group entry
 	for _, c := range children {
 		if len(c.Endpoint.Addresses) == 0 {
 			continue
 		}
-		addr := c.Endpoint.Addresses[0].Addr
-		seen[addr] = true
-		st := b.states[addr]
-		if st == nil {
-			st = new(S)
-			if i, ok := any(st).(interface{ Init() }); ok {
-				i.Init()
+		addr := BaseAddr(c.Endpoint.Addresses[0].Addr)
+		isReady := c.State.ConnectivityState == connectivity.Ready
+		i, ok := byAddr[addr]
+		if !ok {
+			st := b.states[addr]
+			if st == nil {
+				st = new(S)
+				if i, ok := any(st).(interface{ Init() }); ok {
+					i.Init()
+				}
+				b.states[addr] = st
 			}
-			b.states[addr] = st
+			ep := c.Endpoint
+			if ep.Addresses[0].Addr != addr {
+				ep.Addresses = append([]resolver.Address{ep.Addresses[0]}, ep.Addresses[1:]...)
+				ep.Addresses[0].Addr = addr
+			}
+			i = len(group)
+			byAddr[addr] = i
+			group = append(group, Child[S]{Endpoint: ep, Picker: c.State.Picker, Connectivity: c.State.ConnectivityState, State: st})
+			copies = append(copies, nil)
+		} else if rank(c.State.ConnectivityState) > rank(group[i].Connectivity) {
+			group[i].Picker, group[i].Connectivity = c.State.Picker, c.State.ConnectivityState
 		}
-		ch := Child[S]{Endpoint: c.Endpoint, Picker: c.State.Picker, Ready: c.State.ConnectivityState == connectivity.Ready, State: st}
-		if ch.Ready {
-			ready = append(ready, ch)
-		}
-		if b.all {
-			all = append(all, ch)
+		if isReady {
+			group[i].Ready = true
+			copies[i] = append(copies[i], c.State.Picker)
 		}
 	}
 	for addr := range b.states {
-		if !seen[addr] {
+		if _, ok := byAddr[addr]; !ok {
 			delete(b.states, addr)
+		}
+	}
+	var ready []Child[S]
+	for i, c := range group {
+		switch n := len(copies[i]); {
+		case n == 1:
+			c.Picker = copies[i][0]
+		case n > 1:
+			c.Picker = &rotation{pickers: copies[i]}
+		}
+		group[i] = c
+		if c.Ready {
+			ready = append(ready, c)
 		}
 	}
 	if len(ready) == 0 {
@@ -122,7 +156,43 @@ func (b *readyBalancer[S]) UpdateState(s balancer.State) {
 		return
 	}
 	if b.all {
-		ready = all
+		ready = group
 	}
 	b.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: b.newPicker(ready, b.cfg)})
+}
+
+// rank orders states by how soon an endpoint in them may take calls.
+func rank(s connectivity.State) int {
+	switch s {
+	case connectivity.Ready:
+		return 3
+	case connectivity.Connecting:
+		return 2
+	case connectivity.Idle:
+		return 1
+	}
+	return 0
+}
+
+// rotation picks the READY copies of one address in turn.
+type rotation struct {
+	pickers []balancer.Picker
+	next    atomic.Uint32
+}
+
+func (r *rotation) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	return r.pickers[int(r.next.Add(1)-1)%len(r.pickers)].Pick(info)
+}
+
+// CopyAddr is the address of copy n (from 1) of addr that package pool
+// hands its child policy: addr with "#n" after it. A host:port address has
+// no '#'.
+func CopyAddr(addr string, n int) string { return addr + "#" + strconv.Itoa(n) }
+
+// BaseAddr is addr without a pool copy's suffix.
+func BaseAddr(addr string) string {
+	if i := strings.LastIndexByte(addr, '#'); i >= 0 {
+		return addr[:i]
+	}
+	return addr
 }
