@@ -32,9 +32,17 @@ type Backend struct {
 	Calls atomic.Int64 // counted calls answered
 	Conns atomic.Int64 // connections accepted
 
+	server *grpc.Server
+
 	mu   sync.Mutex
 	keys map[string]int // EchoService calls by key; guarded by mu
 }
+
+// GracefulStop stops the backend once its calls in flight are done.
+func (b *Backend) GracefulStop() { b.server.GracefulStop() }
+
+// Stop stops the backend at once, failing its calls in flight.
+func (b *Backend) Stop() { b.server.Stop() }
 
 // Keys returns how many EchoService calls carried each key.
 func (b *Backend) Keys() map[string]int {
@@ -96,6 +104,7 @@ func Start(t testing.TB) *Backend {
 		}
 		return h(ctx, req)
 	}))
+	b.server = s
 	hs := health.NewServer()
 	hs.SetServingStatus(EchoService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, hs)

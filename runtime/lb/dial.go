@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checking
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	// The light schemes are always there for WithTarget; etcd and Consul
@@ -179,7 +180,7 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 	}
 	c := &Conn{cc: cc}
 	if o.block {
-		if err := c.waitReady(ctx); err != nil {
+		if err := c.waitReady(ctx, svc.FullName); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
 		}
@@ -218,8 +219,15 @@ func (c *Conn) Conns() []*grpc.ClientConn { return []*grpc.ClientConn{c.cc} }
 // Close closes the connection.
 func (c *Conn) Close() error { return c.cc.Close() }
 
-func (c *Conn) waitReady(ctx context.Context) error {
+func (c *Conn) waitReady(ctx context.Context, service string) error {
 	c.cc.Connect()
+	if c.cc.GetState() == connectivity.Idle {
+		// A lazy policy (grpc-go's ring_hash) connects only when a call
+		// is picked: one health check, waiting for ready, makes it. Its
+		// answer does not matter, only that a transport is READY.
+		var out healthpb.HealthCheckResponse
+		_ = c.cc.Invoke(ctx, healthpb.Health_Check_FullMethodName, &healthpb.HealthCheckRequest{Service: service}, &out, grpc.WaitForReady(true))
+	}
 	for s := c.cc.GetState(); s != connectivity.Ready; s = c.cc.GetState() {
 		if !c.cc.WaitForStateChange(ctx, s) {
 			return fmt.Errorf("waiting for a ready connection (last state %s): %w", s, ctx.Err())

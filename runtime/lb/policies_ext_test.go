@@ -1,0 +1,120 @@
+package lb_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testbackend"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
+)
+
+// policies are every policy of this module that spreads calls.
+var policies = []struct {
+	name string
+	b    lb.Balancer
+	pool int
+}{
+	{"round_robin", lb.RoundRobin{}, 0},
+	{"random", lb.Random{}, 0},
+	{"p2c_ewma", lb.P2CEWMA{}, 0},
+	{"least_request", lb.LeastRequest{}, 0},
+	{"weighted", lb.WeightedRoundRobin{}, 0},
+	{"consistent_hash", lb.ConsistentHash{}, 0}, // calls without a key: spread
+	{"ring_hash", lb.RingHash{}, 0},
+	{"least_request_pool_3", lb.LeastRequest{}, 3},
+}
+
+func endpoints(bs ...*testbackend.Backend) resolver.State {
+	var s resolver.State
+	for _, b := range bs {
+		s.Endpoints = append(s.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: b.Addr}}})
+	}
+	return s
+}
+
+// waitCalled makes calls through c until every backend of bs has answered
+// one since the call began, or the deadline passes.
+func waitCalled(t *testing.T, ctx context.Context, c grpc.ClientConnInterface, bs ...*testbackend.Backend) {
+	t.Helper()
+	before := make([]int64, len(bs))
+	for i, b := range bs {
+		before[i] = b.Calls.Load()
+	}
+	for {
+		all := true
+		for i, b := range bs {
+			all = all && b.Calls.Load() > before[i]
+		}
+		if all {
+			return
+		}
+		if err := testbackend.Call(ctx, c); err != nil {
+			t.Fatalf("call while waiting for every backend to answer: %v", err)
+		}
+	}
+}
+
+// TestMembershipChange: under every policy, with 4 callers running, a
+// backend removed from the resolver and then stopped gracefully, and a new
+// one added, fail no call; every backend in the set is reached, and the new
+// one gets calls.
+func TestMembershipChange(t *testing.T) {
+	for _, p := range policies {
+		t.Run(p.name, func(t *testing.T) {
+			bs, _ := testbackend.StartN(t, 4)
+			r := manual.NewBuilderWithScheme("lbtest")
+			r.InitialState(endpoints(bs[:3]...))
+			ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+			defer cancel()
+			svc := &lb.Service{FullName: testbackend.EchoService, Balancer: p.b, PoolSize: p.pool}
+			c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock(), lb.WithTarget("lbtest:///members"), lb.WithDialOptions(grpc.WithResolvers(r)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			waitCalled(t, ctx, c, bs[:3]...)
+
+			var calls, failed atomic.Int64
+			var firstErr atomic.Value
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						calls.Add(1)
+						if err := testbackend.Call(ctx, c); err != nil {
+							failed.Add(1)
+							firstErr.CompareAndSwap(nil, err)
+						}
+					}
+				}()
+			}
+			// Remove bs[0], then stop it: its calls in flight finish.
+			r.UpdateState(endpoints(bs[1:3]...))
+			waitCalled(t, ctx, c, bs[1], bs[2])
+			bs[0].GracefulStop()
+			// Add bs[3]: it gets calls.
+			r.UpdateState(endpoints(bs[1:4]...))
+			waitCalled(t, ctx, c, bs[3])
+			close(stop)
+			wg.Wait()
+			if n := failed.Load(); n > 0 {
+				t.Errorf("%d of %d calls failed while the set changed; first: %v", n, calls.Load(), firstErr.Load())
+			}
+		})
+	}
+}
