@@ -89,42 +89,62 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 		if c, ok := cfg.(*Config); ok {
 			n = c.ChoiceCount
 		}
-		return &picker{children: children, choices: int(n)}
+		p := &picker{children: make([]child, len(children)), choices: int(n)}
+		for i, c := range children {
+			p.children[i] = child{picker: c.Picker, st: c.State}
+		}
+		return p
 	})
 }
 
 // counter is one endpoint's calls in flight, with its Done made once so
-// that a pick allocates nothing.
+// that a pick allocates nothing. It fills a cache line pair of its own, so
+// that calls to one endpoint do not slow those to its neighbours in memory.
 type counter struct {
 	inflight atomic.Int64
 	done     func(balancer.DoneInfo)
+	_        [128 - 16]byte
 }
 
 // Init makes the Done of the endpoint's calls.
 func (c *counter) Init() { c.done = func(balancer.DoneInfo) { c.inflight.Add(-1) } }
 
+// child is what a pick reads of an endpoint.
+type child struct {
+	picker balancer.Picker
+	st     *counter
+}
+
 type picker struct {
-	children []ready.Child[counter]
+	children []child
 	choices  int
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	n := len(p.children)
-	first := rand.IntN(n)
-	best := p.children[first]
-	if k := min(p.choices, n); k == 2 {
-		j := rand.IntN(n - 1)
-		if j >= first {
+	var best *child
+	switch k := min(p.choices, n); {
+	case k <= 1:
+		best = &p.children[0]
+	case k == 2:
+		// Two distinct endpoints from one random number: i in [0,n),
+		// j in [0,n-1) moved past i.
+		r := rand.Uint64()
+		i := int((r >> 32) * uint64(n) >> 32)
+		j := int((r & 0xffffffff) * uint64(n-1) >> 32)
+		if j >= i {
 			j++
 		}
-		if c := p.children[j]; c.State.inflight.Load() < best.State.inflight.Load() {
+		best = &p.children[i]
+		if c := &p.children[j]; c.st.inflight.Load() < best.st.inflight.Load() {
 			best = c
 		}
-	} else if k > 2 {
+	default:
 		// k distinct endpoints: drawn with replacement, a busy endpoint
 		// drawn twice would be picked k^-1 of the time whatever its load.
 		var drawn [MaxChoiceCount]int
-		drawn[0] = first
+		drawn[0] = rand.IntN(n)
+		best = &p.children[drawn[0]]
 		for d := 1; d < k; {
 			i := rand.IntN(n)
 			if slices.Contains(drawn[:d], i) {
@@ -132,16 +152,16 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 			}
 			drawn[d] = i
 			d++
-			if c := p.children[i]; c.State.inflight.Load() < best.State.inflight.Load() {
+			if c := &p.children[i]; c.st.inflight.Load() < best.st.inflight.Load() {
 				best = c
 			}
 		}
 	}
-	res, err := best.Picker.Pick(info)
+	res, err := best.picker.Pick(info)
 	if err != nil {
 		return res, err
 	}
-	st := best.State
+	st := best.st
 	st.inflight.Add(1)
 	if inner := res.Done; inner != nil {
 		res.Done = func(di balancer.DoneInfo) {

@@ -7,7 +7,6 @@ import (
 
 	"google.golang.org/grpc/balancer"
 
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
 )
 
 type fixedPicker struct{}
@@ -17,11 +16,11 @@ func (fixedPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
 }
 
 func newTestPicker(n, choices int) *picker {
-	children := make([]ready.Child[counter], n)
+	children := make([]child, n)
 	for i := range children {
 		st := &counter{}
 		st.Init()
-		children[i] = ready.Child[counter]{Picker: fixedPicker{}, State: st}
+		children[i] = child{picker: fixedPicker{}, st: st}
 	}
 	return &picker{children: children, choices: choices}
 }
@@ -30,7 +29,7 @@ func newTestPicker(n, choices int) *picker {
 // go to the others; with all of them as busy, they spread again.
 func TestFewestInFlightWins(t *testing.T) {
 	p := newTestPicker(3, 2)
-	p.children[0].State.inflight.Store(100)
+	p.children[0].st.inflight.Store(100)
 	counts := map[*counter]int{}
 	for range 3000 {
 		res, err := p.Pick(balancer.PickInfo{})
@@ -38,17 +37,17 @@ func TestFewestInFlightWins(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, c := range p.children {
-			if c.State.inflight.Load() > 0 && c.State != p.children[0].State {
-				counts[c.State]++
+			if c.st.inflight.Load() > 0 && c.st != p.children[0].st {
+				counts[c.st]++
 			}
 		}
 		res.Done(balancer.DoneInfo{})
 	}
-	if n := p.children[0].State.inflight.Load(); n != 100 {
+	if n := p.children[0].st.inflight.Load(); n != 100 {
 		t.Fatalf("the busy endpoint has %d calls in flight, want the 100 held: Done must give back only its own", n)
 	}
 	// Two distinct endpoints are compared: the busy one never wins.
-	if busy := 3000 - counts[p.children[1].State] - counts[p.children[2].State]; busy != 0 {
+	if busy := 3000 - counts[p.children[1].st] - counts[p.children[2].st]; busy != 0 {
 		t.Errorf("the endpoint with 100 calls in flight got %d of 3000 new calls, want none", busy)
 	}
 }
@@ -106,11 +105,11 @@ func BenchmarkPick(b *testing.B) {
 // with the most calls in flight is never picked.
 func TestMoreChoicesAreDistinct(t *testing.T) {
 	p := newTestPicker(3, 3)
-	p.children[0].State.inflight.Store(1)
-	p.children[1].State.inflight.Store(2)
+	p.children[0].st.inflight.Store(1)
+	p.children[1].st.inflight.Store(2)
 	for range 1000 {
 		res, _ := p.Pick(balancer.PickInfo{})
-		if p.children[2].State.inflight.Load() != 1 {
+		if p.children[2].st.inflight.Load() != 1 {
 			t.Fatal("a pick among all 3 endpoints did not take the idle one")
 		}
 		res.Done(balancer.DoneInfo{})

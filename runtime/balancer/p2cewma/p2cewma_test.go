@@ -206,3 +206,12 @@ func BenchmarkPick(b *testing.B) {
 		}
 	})
 }
+
+func TestExpNeg(t *testing.T) {
+	for x := 0.0; x < 50; x += 0.01 {
+		got, want := expNeg(x), math.Exp(-x)
+		if d := math.Abs(got - want); d > 0.002 || (x <= 3 && d > 0.01*want) {
+			t.Fatalf("expNeg(%v) = %v, want %v", x, got, want)
+		}
+	}
+}
