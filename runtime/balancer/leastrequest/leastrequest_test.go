@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/balancer"
-
 )
 
 type fixedPicker struct{}
