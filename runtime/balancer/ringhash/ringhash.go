@@ -5,6 +5,9 @@
 package ringhash
 
 import (
+	"encoding/json"
+	"fmt"
+
 	_ "google.golang.org/grpc/balancer/ringhash" // registers ring_hash_experimental
 )
 
@@ -26,7 +29,8 @@ const (
 type Config struct {
 	// MinRingSize and MaxRingSize bound the ring; 0 means
 	// DefaultMinRingSize and DefaultMaxRingSize.
-	MinRingSize, MaxRingSize uint64
+	MinRingSize uint64 `json:"minRingSize"`
+	MaxRingSize uint64 `json:"maxRingSize"`
 }
 
 // BalancerName returns Name.
@@ -42,4 +46,24 @@ func (c Config) BalancerConfig() any {
 		m["maxRingSize"] = c.MaxRingSize
 	}
 	return m
+}
+
+// ParseConfig reads {"minRingSize": n, "maxRingSize": m} as grpc-go does:
+// defaults first, then the JSON, then checks (each size at most
+// MaxRingSize, min at most max). grpc-go's builder parses the channel's
+// config itself; this is for checking one ahead.
+func ParseConfig(js json.RawMessage) (*Config, error) {
+	cfg := &Config{MinRingSize: DefaultMinRingSize, MaxRingSize: DefaultMaxRingSize}
+	if len(js) > 0 {
+		if err := json.Unmarshal(js, cfg); err != nil {
+			return nil, fmt.Errorf("%s: config %s: %w", Name, js, err)
+		}
+	}
+	if cfg.MinRingSize == 0 || cfg.MaxRingSize == 0 || cfg.MinRingSize > MaxRingSize || cfg.MaxRingSize > MaxRingSize {
+		return nil, fmt.Errorf("%s: ring sizes %d and %d must be 1 to %d", Name, cfg.MinRingSize, cfg.MaxRingSize, MaxRingSize)
+	}
+	if cfg.MinRingSize > cfg.MaxRingSize {
+		return nil, fmt.Errorf("%s: minRingSize %d is more than maxRingSize %d", Name, cfg.MinRingSize, cfg.MaxRingSize)
+	}
+	return cfg, nil
 }
