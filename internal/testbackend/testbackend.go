@@ -33,6 +33,7 @@ type Backend struct {
 	Conns atomic.Int64 // connections accepted
 
 	server *grpc.Server
+	health *health.Server
 
 	mu   sync.Mutex
 	keys map[string]int // EchoService calls by key; guarded by mu
@@ -40,6 +41,16 @@ type Backend struct {
 
 // GracefulStop stops the backend once its calls in flight are done.
 func (b *Backend) GracefulStop() { b.server.GracefulStop() }
+
+// SetServing sets the health of EchoService, which clients of that service
+// check.
+func (b *Backend) SetServing(serving bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	b.health.SetServingStatus(EchoService, st)
+}
 
 // Stop stops the backend at once, failing its calls in flight.
 func (b *Backend) Stop() { b.server.Stop() }
@@ -106,6 +117,7 @@ func Start(t testing.TB) *Backend {
 	}))
 	b.server = s
 	hs := health.NewServer()
+	b.health = hs
 	hs.SetServingStatus(EchoService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, hs)
 	go s.Serve(countingListener{Listener: lis, n: &b.Conns})

@@ -221,14 +221,18 @@ func (c *Conn) Close() error { return c.cc.Close() }
 
 func (c *Conn) waitReady(ctx context.Context, service string) error {
 	c.cc.Connect()
-	if c.cc.GetState() == connectivity.Idle {
-		// A lazy policy (grpc-go's ring_hash) connects only when a call
-		// is picked: one health check, waiting for ready, makes it. Its
-		// answer does not matter, only that a transport is READY.
-		var out healthpb.HealthCheckResponse
-		_ = c.cc.Invoke(ctx, healthpb.Health_Check_FullMethodName, &healthpb.HealthCheckRequest{Service: service}, &out, grpc.WaitForReady(true))
-	}
 	for s := c.cc.GetState(); s != connectivity.Ready; s = c.cc.GetState() {
+		if s == connectivity.Idle {
+			// A lazy policy (grpc-go's ring_hash) connects only when a
+			// call is picked: one health check, waiting for ready, makes
+			// it. Its answer does not matter, only that a transport is
+			// READY.
+			var out healthpb.HealthCheckResponse
+			_ = c.cc.Invoke(ctx, healthpb.Health_Check_FullMethodName, &healthpb.HealthCheckRequest{Service: service}, &out, grpc.WaitForReady(true))
+			if s = c.cc.GetState(); s == connectivity.Ready {
+				break
+			}
+		}
 		if !c.cc.WaitForStateChange(ctx, s) {
 			return fmt.Errorf("waiting for a ready connection (last state %s): %w", s, ctx.Err())
 		}

@@ -9,9 +9,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testbackend"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
 
@@ -114,6 +116,58 @@ func TestMembershipChange(t *testing.T) {
 			wg.Wait()
 			if n := failed.Load(); n > 0 {
 				t.Errorf("%d of %d calls failed while the set changed; first: %v", n, calls.Load(), firstErr.Load())
+			}
+		})
+	}
+}
+
+// TestHealthUnderEveryPolicy: under every policy, a backend whose health
+// turns NOT_SERVING stops getting calls, and gets them again once SERVING.
+func TestHealthUnderEveryPolicy(t *testing.T) {
+	for _, p := range policies {
+		t.Run(p.name, func(t *testing.T) {
+			bs, addrs := testbackend.StartN(t, 3)
+			ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+			defer cancel()
+			svc := &lb.Service{FullName: testbackend.EchoService, Discovery: static.Config{Addresses: addrs}, Balancer: p.b, PoolSize: p.pool}
+			c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			echo := func() {
+				t.Helper()
+				if err := testbackend.Echo(ctx, c, "Echo", wrapperspb.String("")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			called := func(b *testbackend.Backend) int { return b.Keys()[""] }
+			// Every backend answers.
+			for called(bs[0]) == 0 || called(bs[1]) == 0 || called(bs[2]) == 0 {
+				echo()
+			}
+			bs[0].SetServing(false)
+			// Once the client has seen it (a call lands elsewhere 100
+			// times in a row), bs[0] gets no more calls.
+			for streak := 0; streak < 100; {
+				n := called(bs[0])
+				echo()
+				if called(bs[0]) == n {
+					streak++
+				} else {
+					streak = 0
+				}
+			}
+			n := called(bs[0])
+			for range 300 {
+				echo()
+			}
+			if got := called(bs[0]) - n; got != 0 {
+				t.Errorf("the NOT_SERVING backend got %d of 300 calls", got)
+			}
+			bs[0].SetServing(true)
+			for called(bs[0]) == n {
+				echo()
 			}
 		})
 	}
