@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/compiler/protogen"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	lbpb "github.com/protoc-gen-go-lb/protoc-gen-go-lb/proto/lb"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/templates"
@@ -59,6 +60,10 @@ type serviceView struct {
 	PoolSize        uint32
 	Methods         []string // the fields of each lb.Method literal
 	ServiceDesc     string
+	Deprecated      bool   // the service is deprecated
+	Close, Conn     string // the names of the client's lifecycle methods
+	CloseNote       string // why Close is not called Close, or ""
+	ConnNote        string // why Conn is not called Conn, or ""
 }
 
 func generateFile(gen *protogen.Plugin, m *fileModel) error {
@@ -122,7 +127,12 @@ func newServiceView(s *serviceModel, ident func(protogen.GoIdent) string) servic
 		Balancer:        balancerExpr(s, ident),
 		PoolSize:        s.poolSize,
 		ServiceDesc:     name + "_ServiceDesc",
+		Deprecated:      s.service.Desc.Options().(*descriptorpb.ServiceOptions).GetDeprecated(),
 	}
+	l := lifecycleNames(s.service)
+	v.Close, v.Conn = l.Close, l.Conn
+	v.CloseNote = renamed("Close", l.Close, s.service.Desc)
+	v.ConnNote = renamed("Conn", l.Conn, s.service.Desc)
 	for _, m := range s.methods {
 		v.Methods = append(v.Methods, methodFields(m, ident))
 	}

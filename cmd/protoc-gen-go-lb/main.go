@@ -49,7 +49,7 @@ const supportedFeatures = uint64(pluginpb.CodeGeneratorResponse_FEATURE_PROTO3_O
 func generate(gen *protogen.Plugin) error {
 	gen.SupportedFeatures = supportedFeatures
 	gen.SupportedEditionsMinimum = descriptorpb.Edition_EDITION_PROTO2
-	gen.SupportedEditionsMaximum = descriptorpb.Edition_EDITION_2023
+	gen.SupportedEditionsMaximum = descriptorpb.Edition_EDITION_2024
 	var files []*fileModel
 	var errs errorList
 	for _, f := range gen.Files {
@@ -60,6 +60,7 @@ func generate(gen *protogen.Plugin) error {
 			files = append(files, m)
 		}
 	}
+	checkIdents(gen, files, &errs)
 	if err := errs.err(); err != nil {
 		return err
 	}

@@ -11,6 +11,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/pluginpb"
 )
 
 // The committed generated files that both toolchains must reproduce.
@@ -173,4 +176,138 @@ func TestVersionFlag(t *testing.T) {
 	if got, want := string(out), "protoc-gen-go-lb v"+version+"\n"; got != want {
 		t.Errorf("--version printed %q, want %q", got, want)
 	}
+}
+
+// TestGoldenProtosCompile generates every testdata proto (the goldens'
+// inputs, and the edition 2024 one that only buf compiles) with
+// protoc-gen-go, protoc-gen-go-grpc and protoc-gen-go-lb through buf, into
+// a module of its own that uses this tree, and runs go vet on it: every
+// golden output compiles beside the code it is generated with.
+func TestGoldenProtosCompile(t *testing.T) {
+	buf := tool(t, "BUF", "buf")
+	plugins := buildPlugins(t)
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	protos, err := filepath.Glob("testdata/*.proto")
+	if err != nil || len(protos) == 0 {
+		t.Fatalf("no testdata protos: %v", err)
+	}
+	work := bufWorkspace(t, protos)
+	out := filepath.Join(work, "out")
+	var opts []string
+	for _, p := range protos {
+		name := filepath.Base(p)
+		// Each file its own package, named after it.
+		opts = append(opts, fmt.Sprintf(`"M%s=lbgolden/%spb"`, name, strings.TrimSuffix(name, ".proto")))
+	}
+	opt := "[" + strings.Join(append([]string{`"module=lbgolden"`}, opts...), ",") + "]"
+	template := `{"version":"v2","plugins":[` +
+		`{"local":"protoc-gen-go","out":"out","opt":` + opt + `},` +
+		`{"local":"protoc-gen-go-grpc","out":"out","opt":` + opt + `},` +
+		`{"local":"protoc-gen-go-lb","out":"out","opt":` + opt + `}]}`
+	cmd := exec.Command(buf, "generate", "--template", template, "--exclude-path", "lb", "--exclude-path", "out")
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), pathWith(plugins))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("buf generate: %v\n%s", err, b)
+	}
+	// A module that builds the output against this tree, with this tree's
+	// requirements (so nothing is downloaded).
+	gomod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mod strings.Builder
+	mod.WriteString("module lbgolden\n\n")
+	inTool := false
+	for _, line := range strings.Split(string(gomod), "\n") {
+		switch {
+		case strings.HasPrefix(line, "module "):
+			continue
+		case strings.HasPrefix(line, "tool ("):
+			inTool = true
+			continue
+		case inTool:
+			inTool = line != ")"
+			continue
+		case strings.HasPrefix(line, "tool "):
+			continue
+		}
+		mod.WriteString(line + "\n")
+	}
+	mod.WriteString("\nrequire " + module + " v0.0.0\n\nreplace " + module + " => " + root + "\n")
+	if err := os.WriteFile(filepath.Join(out, "go.mod"), []byte(mod.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, filepath.Join(root, "go.sum"), filepath.Join(out, "go.sum"))
+	vet := exec.Command("go", "vet", "./...")
+	vet.Dir = out
+	vet.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off")
+	if b, err := vet.CombinedOutput(); err != nil {
+		t.Fatalf("go vet of the generated code: %v\n%s", err, b)
+	}
+	// Every golden's proto came out as code, the lb file included.
+	for _, p := range protos {
+		name := strings.TrimSuffix(filepath.Base(p), ".proto")
+		if _, err := os.Stat(filepath.Join(out, name+"pb", name+".pb.go")); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+}
+
+// bufWorkspace makes a buf module in a temp dir: protos at its root,
+// lb/options.proto beside them, and an empty out directory.
+func bufWorkspace(t *testing.T, protos []string) string {
+	t.Helper()
+	work := t.TempDir()
+	for _, d := range []string{filepath.Join(work, "lb"), filepath.Join(work, "out")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(t, "../../proto/lb/options.proto", filepath.Join(work, "lb/options.proto"))
+	for _, p := range protos {
+		copyFile(t, p, filepath.Join(work, filepath.Base(p)))
+	}
+	if err := os.WriteFile(filepath.Join(work, "buf.yaml"), []byte("version: v2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return work
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bufRequest compiles file with buf (for what the in-process compiler does
+// not know yet, such as edition 2024) and returns the CodeGeneratorRequest
+// a plugin gets for it.
+func bufRequest(t *testing.T, file string) *pluginpb.CodeGeneratorRequest {
+	t.Helper()
+	buf := tool(t, "BUF", "buf")
+	work := bufWorkspace(t, []string{filepath.Join("testdata", file)})
+	image := filepath.Join(work, "out", "image.binpb")
+	cmd := exec.Command(buf, "build", "--path", file, "-o", image)
+	cmd.Dir = work
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("buf build %s: %v\n%s", file, err, b)
+	}
+	b, err := os.ReadFile(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set descriptorpb.FileDescriptorSet
+	if err := proto.Unmarshal(b, &set); err != nil {
+		t.Fatal(err)
+	}
+	return &pluginpb.CodeGeneratorRequest{FileToGenerate: []string{file}, ProtoFile: set.File}
 }

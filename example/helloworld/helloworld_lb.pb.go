@@ -46,6 +46,9 @@ type GreeterBalancedClient struct {
 	conn *lb.Conn
 }
 
+// The balanced client is a GreeterClient, whatever its RPCs are named.
+var _ GreeterClient = (*GreeterBalancedClient)(nil)
+
 // NewGreeterBalancedClient returns a client of helloworld.Greeter that
 // resolves and balances its instances as declared in the proto. Pass
 // lb.WithTransportCredentials or lb.WithInsecure; other
@@ -58,10 +61,10 @@ func NewGreeterBalancedClient(ctx context.Context, opts ...lb.DialOption) (*Gree
 	return &GreeterBalancedClient{GreeterClient: NewGreeterClient(conn), conn: conn}, nil
 }
 
-// Close closes the client's connections.
+// Close closes the client's connection.
 func (c *GreeterBalancedClient) Close() error { return c.conn.Close() }
 
-// Conn returns the client's (first) gRPC connection.
+// Conn returns the client's gRPC connection.
 func (c *GreeterBalancedClient) Conn() *grpc.ClientConn { return c.conn.Conn() }
 
 // RegisterGreeterBalancedServer registers srv on s, together with the
