@@ -69,6 +69,12 @@ func run(ctx context.Context, w io.Writer, endpoint string) error {
 		}
 		addrs = append(addrs, s.Addr)
 	}
+	// Each server goes in etcd once it serves.
+	for _, s := range servers {
+		if err := s.Registration.WaitRegistered(ctx); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(w, "started %d greeter servers, registered in etcd under /services/%s/: %s\n",
 		len(addrs), helloworld.GreeterServiceName, strings.Join(addrs, ", "))
 
@@ -87,6 +93,8 @@ func run(ctx context.Context, w io.Writer, endpoint string) error {
 	if err := stopped.Registration.Shutdown(ctx); err != nil {
 		return err
 	}
+	rep := stopped.Registration.LastShutdown()
+	fmt.Fprintf(w, "  %d health watcher(s) told NOT_SERVING in %v, drained in %v\n", rep.Watchers, rep.Propagation.Round(time.Microsecond), rep.Drain.Round(time.Microsecond))
 	return round(ctx, w, client, "after stopping "+stopped.Addr)
 }
 

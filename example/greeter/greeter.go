@@ -47,9 +47,8 @@ type Options struct {
 // Start listens on addr ("127.0.0.1:0" for a free port), registers a
 // Server named after the address it got through the generated helper
 // (in etcd too, unless o.NoRegistry), and serves in the background until
-// Stop or the Registration's Shutdown. When the registry cannot be reached
-// it returns the running Instance and the error; registration goes on in
-// the background.
+// Stop or the Registration's Shutdown. The instance goes in the registry
+// once it serves; the Registration's Status says how that goes.
 func Start(addr string, o Options) (*Instance, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -68,13 +67,15 @@ func Start(addr string, o Options) (*Instance, error) {
 		opts = append(opts, lb.WithAdvertiseAddress(advertise))
 	}
 	reg, err := helloworld.RegisterGreeterBalancedServer(in.Server, &Server{Backend: in.Addr}, opts...)
-	if reg == nil {
+	if err != nil {
 		lis.Close()
 		return nil, err
 	}
 	in.Registration = reg
-	go func() { in.done <- in.Server.Serve(lis) }()
-	return in, err
+	// Serving through the Registration puts the instance in the registry
+	// the moment it accepts connections.
+	go func() { in.done <- reg.Serve(lis) }()
+	return in, nil
 }
 
 // Wait returns Serve's result once the server has stopped.

@@ -355,8 +355,10 @@ func startEtcd(t *testing.T) string {
 func TestEtcdRegisteredServersGetCalls(t *testing.T) {
 	endpoint := startEtcd(t)
 	ins, addrs := startServers(t, 3, endpoint)
+	wctx, wcancel := context.WithTimeout(context.Background(), testTimeout)
+	defer wcancel()
 	for _, in := range ins {
-		if err := in.Registration.Status(); err != nil {
+		if err := in.Registration.WaitRegistered(wctx); err != nil {
 			t.Fatalf("%s not registered: %v", in.Addr, err)
 		}
 	}

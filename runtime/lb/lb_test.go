@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,12 +17,14 @@ import (
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/roundrobin"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testbackend"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testpki"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
@@ -163,11 +166,42 @@ func (r *fakeRegistrar) Deregister(context.Context) error {
 
 var testDesc = grpc.ServiceDesc{ServiceName: "pkg.Svc", HandlerType: (*any)(nil)}
 
+// waitStatus waits until r's Status satisfies ok.
+func waitStatus(t *testing.T, r *Registration, ok func(error) bool) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	for {
+		ch := r.StatusChanged()
+		if err := r.Status(); ok(err) {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatalf("Status is still %v", r.Status())
+		}
+	}
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis
+}
+
+// TestRegisterInRegistry: the instance goes in the registry once the
+// server serves, not before; Shutdown takes it out.
 func TestRegisterInRegistry(t *testing.T) {
 	reg := &fakeRegistry{instances: map[string]discovery.Instance{}, deregistered: make(chan string, 1)}
 	svc := &Service{Name: "svc", FullName: "pkg.Svc", Discovery: reg}
 	s := grpc.NewServer()
-	r, err := Register(s, svc, &testDesc, struct{}{}, WithAdvertiseAddress("10.0.0.5:50051"),
+	lis := listen(t)
+	addr := lis.Addr().String()
+	r, err := Register(s, svc, &testDesc, struct{}{}, WithAdvertiseAddress(addr),
 		WithRegistryAddress("registry:1"), WithMetadata(discovery.Metadata{Zone: "z1"}))
 	if err != nil {
 		t.Fatalf("Register = %v", err)
@@ -175,7 +209,19 @@ func TestRegisterInRegistry(t *testing.T) {
 	if !r.InRegistry() {
 		t.Error("InRegistry() = false")
 	}
-	want := discovery.Instance{Service: "svc", ID: "svc-10.0.0.5-50051", Address: "10.0.0.5:50051", HealthService: "pkg.Svc", Metadata: discovery.Metadata{Zone: "z1"}}
+	if err := r.Status(); !errors.Is(err, ErrNotServing) {
+		t.Errorf("Status before Serve = %v, want ErrNotServing", err)
+	}
+	reg.mu.Lock()
+	if n := len(reg.instances); n != 0 {
+		t.Errorf("%d instances registered before the server serves", n)
+	}
+	reg.mu.Unlock()
+	served := make(chan error, 1)
+	go func() { served <- r.Serve(lis) }()
+	waitStatus(t, r, func(err error) bool { return err == nil })
+	id := defaultInstanceID("svc", addr)
+	want := discovery.Instance{Service: "svc", ID: id, Address: addr, HealthService: "pkg.Svc", Metadata: discovery.Metadata{Zone: "z1"}}
 	reg.mu.Lock()
 	if diff := cmp.Diff(map[string]discovery.Instance{want.ID: want}, reg.instances); diff != "" {
 		t.Errorf("registered instances (-want +got):\n%s", diff)
@@ -187,22 +233,70 @@ func TestRegisterInRegistry(t *testing.T) {
 	if err := r.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if id := <-reg.deregistered; id != want.ID {
-		t.Errorf("deregistered %q, want %q", id, want.ID)
+	if got := <-reg.deregistered; got != want.ID {
+		t.Errorf("deregistered %q, want %q", got, want.ID)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v after Shutdown", err)
+	}
+	// Idempotent: again, and Deregister after it, are fine.
+	if err := r.Shutdown(context.Background()); err != nil {
+		t.Errorf("second Shutdown = %v", err)
+	}
+	if err := r.Deregister(context.Background()); err != nil {
+		t.Errorf("Deregister after Shutdown = %v", err)
 	}
 }
 
+// TestRegisterFailureStillServes: a registry that refuses is no error of
+// Register (nothing to leak); Status says it, and the server serves.
 func TestRegisterFailureStillServes(t *testing.T) {
 	reg := &fakeRegistry{instances: map[string]discovery.Instance{}, registerErr: errors.New("registry down"), deregistered: make(chan string, 1)}
 	s := grpc.NewServer()
-	r, err := Register(s, &Service{Name: "svc", FullName: "pkg.Svc", Discovery: reg}, &testDesc, struct{}{}, WithAdvertiseAddress("10.0.0.5:1"))
-	if r == nil || err == nil || !strings.Contains(err.Error(), "registry down") {
-		t.Fatalf("Register = %v, %v; want the Registration and the error", r, err)
+	lis := listen(t)
+	r, err := Register(s, &Service{Name: "svc", FullName: "pkg.Svc", Discovery: reg}, &testDesc, struct{}{}, WithAdvertiseAddress(lis.Addr().String()))
+	if err != nil {
+		t.Fatalf("Register = %v; a registry failure is reported by Status", err)
+	}
+	go s.Serve(lis) // not through r.Serve: the probe of the address sees it
+	err = waitStatus(t, r, func(err error) bool { return err != nil && !errors.Is(err, ErrNotServing) })
+	if !strings.Contains(err.Error(), "registry down") {
+		t.Errorf("Status = %v, want the registry's error", err)
 	}
 	if _, ok := s.GetServiceInfo()["pkg.Svc"]; !ok {
 		t.Error("service not registered on the server after a registry failure")
 	}
 	r.Shutdown(context.Background())
+}
+
+// TestAnswers: the probe tells a served address from a listener nobody
+// serves yet, plaintext and TLS.
+func TestAnswers(t *testing.T) {
+	idle := listen(t)
+	defer idle.Close()
+	if answers(idle.Addr().String(), nil) {
+		t.Error("a listener nobody serves answers")
+	}
+	plain := grpc.NewServer()
+	lis := listen(t)
+	go plain.Serve(lis)
+	defer plain.Stop()
+	if !answers(lis.Addr().String(), nil) {
+		t.Error("a plaintext gRPC server does not answer")
+	}
+	ca := testpki.NewCA(t, "probe")
+	cert, key := ca.Issue(t, "server", "127.0.0.1")
+	creds, err := credentials.NewServerTLSFromFile(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secure := grpc.NewServer(grpc.Creds(creds))
+	tlis := listen(t)
+	go secure.Serve(tlis)
+	defer secure.Stop()
+	if !answers(tlis.Addr().String(), nil) {
+		t.Error("a TLS gRPC server does not answer")
+	}
 }
 
 func TestRegisterBadAdvertiseAddress(t *testing.T) {
@@ -391,5 +485,69 @@ func TestPoolServiceConfig(t *testing.T) {
 		if sc, err := ServiceConfig(svc); err == nil {
 			t.Errorf("ServiceConfig(%s, pool %d) = %s, want an error", svc.Balancer, svc.PoolSize, sc)
 		}
+	}
+}
+
+// TestShutdownTakesEveryService: two services registered on one server,
+// one Shutdown: both leave the registry, and a client's health Watch
+// stream, open all along, neither stalls the drain nor misses NOT_SERVING.
+func TestShutdownTakesEveryService(t *testing.T) {
+	reg := &fakeRegistry{instances: map[string]discovery.Instance{}, deregistered: make(chan string, 2)}
+	s := grpc.NewServer()
+	lis := listen(t)
+	addr := lis.Addr().String()
+	descB := grpc.ServiceDesc{ServiceName: "pkg.Other", HandlerType: (*any)(nil)}
+	a, err := Register(s, &Service{Name: "a", FullName: "pkg.Svc", Discovery: reg}, &testDesc, struct{}{}, WithAdvertiseAddress(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Register(s, &Service{Name: "b", FullName: "pkg.Other", Discovery: reg}, &descB, struct{}{}, WithAdvertiseAddress(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(lis) }()
+	waitStatus(t, a, func(err error) bool { return err == nil })
+	waitStatus(t, b, func(err error) bool { return err == nil })
+
+	// A monitoring tool's raw Watch stream.
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	watch, err := healthpb.NewHealthClient(cc).Watch(ctx, &healthpb.HealthCheckRequest{Service: "pkg.Svc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := watch.Recv(); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Watch: %v, %v; want SERVING", m, err)
+	}
+
+	// A context that never ends: the drain deadline still applies, and
+	// the open stream does not make Shutdown wait for it.
+	if err := b.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rep := b.LastShutdown()
+	t.Logf("shutdown: %+v", rep)
+	got := []string{<-reg.deregistered, <-reg.deregistered}
+	slices.Sort(got)
+	if want := []string{defaultInstanceID("a", addr), defaultInstanceID("b", addr)}; !slices.Equal(got, want) {
+		t.Errorf("deregistered %v, want both services %v", got, want)
+	}
+	if rep.Forced || rep.Watchers != 1 {
+		t.Errorf("shutdown report %+v: want 1 watcher told and no forced stop", rep)
+	}
+	if m, err := watch.Recv(); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("Watch after Shutdown: %v, %v; want NOT_SERVING", m, err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+	if a.LastShutdown().Watchers != 1 {
+		t.Error("the other Registration of the server does not see the Shutdown")
 	}
 }

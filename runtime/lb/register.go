@@ -59,55 +59,32 @@ func WithHealthServer(h *health.Server) RegisterOption {
 	return registerFunc(func(o *registerOptions) { o.health = h })
 }
 
-// healthServers holds the health service this package registered on each
-// server, so that several services on one server share it.
-var healthServers = struct {
-	sync.Mutex
-	m map[*grpc.Server]*health.Server // guarded by the Mutex
-}{m: map[*grpc.Server]*health.Server{}}
-
-const healthServiceName = "grpc.health.v1.Health"
-
-func healthFor(s *grpc.Server, given *health.Server) (*health.Server, error) {
-	healthServers.Lock()
-	defer healthServers.Unlock()
-	_, registered := s.GetServiceInfo()[healthServiceName]
-	if h, ok := healthServers.m[s]; ok {
-		if given != nil && given != h {
-			return nil, fmt.Errorf("lb: a different health server was registered on this server before")
-		}
-		return h, nil
-	}
-	h := given
-	switch {
-	case h == nil && registered:
-		return nil, ErrHealthRegistered
-	case h == nil:
-		h = health.NewServer()
-	}
-	if !registered {
-		healthgrpc.RegisterHealthServer(s, h)
-	}
-	healthServers.m[s] = h
-	return h, nil
-}
+// ErrNotServing is the Status of a Registration whose server does not
+// serve yet: the instance is put in the registry once it does.
+var ErrNotServing = errors.New("lb: waiting for the server to serve before registering it (serve with Registration.Serve, or make the advertise address reachable from this host)")
 
 // Register registers impl as svc's implementation (desc is the generated
 // <Svc>_ServiceDesc) and svc's health status as SERVING in the server's
 // grpc.health.v1 service. When an advertise address is given and the
-// discovery backend supports it (etcd, Consul), it also registers the
-// instance in the registry; static and DNS discovery have no registry, so
-// there it does nothing more.
+// discovery backend supports it (etcd, Consul), it also puts the instance
+// in the registry, in the background, once the server serves: at the
+// first Accept of a listener served with Registration.Serve, or when the
+// advertise address answers. Status and StatusChanged tell how that goes;
+// Register fails only on a bad option, never on the registry, so the
+// usual `if err != nil { return err }` leaks nothing. Static and DNS
+// discovery have no registry, so there it does nothing more.
 //
-// Create the listener before calling Register and Serve after it.
+// One Shutdown takes the server and every service registered on it down.
 func Register(s *grpc.Server, svc *Service, desc *grpc.ServiceDesc, impl any, opts ...RegisterOption) (*Registration, error) {
 	var o registerOptions
 	for _, opt := range opts {
 		opt.applyRegister(&o)
 	}
-	r := &Registration{server: s, service: svc.FullName}
+	r := &Registration{service: svc.FullName, changed: make(chan struct{})}
+	var addr string
 	if o.advertise != "" {
-		addr, err := discovery.ParseAddress(o.advertise)
+		var err error
+		addr, err = discovery.ParseAddress(o.advertise)
 		if err != nil {
 			return nil, fmt.Errorf("lb: %s: advertise address: %w", svc.FullName, err)
 		}
@@ -121,23 +98,42 @@ func Register(s *grpc.Server, svc *Service, desc *grpc.ServiceDesc, impl any, op
 			}
 		}
 	}
-	h, err := healthFor(s, o.health)
+	st, err := stateFor(s, o.health)
 	if err != nil {
 		return nil, err
 	}
-	r.health = h
+	r.st = st
 	s.RegisterService(desc, impl)
-	h.SetServingStatus(svc.FullName, healthgrpc.HealthCheckResponse_SERVING)
+	st.health.SetServingStatus(svc.FullName, healthgrpc.HealthCheckResponse_SERVING)
+	st.add(r)
 	if r.registrar != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), RegisterTimeout)
-		defer cancel()
-		// A failed first attempt is retried in the background: the server
-		// still serves, and the error says so.
-		if err := r.registrar.Register(ctx); err != nil {
-			return r, fmt.Errorf("lb: %s: registering (retrying in the background): %w", svc.FullName, err)
-		}
+		r.status = ErrNotServing
+		ctx, cancel := context.WithCancel(context.Background())
+		r.cancel = cancel
+		st.probe(addr)
+		r.wg.Add(1)
+		go r.registerWhenServing(ctx)
 	}
 	return r, nil
+}
+
+// registerWhenServing puts the instance in the registry once the server
+// serves. The registrar keeps it there (and retries a failed first
+// attempt) until Deregister.
+func (r *Registration) registerWhenServing(ctx context.Context) {
+	defer r.wg.Done()
+	select {
+	case <-r.st.serving:
+	case <-ctx.Done():
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, RegisterTimeout)
+	defer cancel()
+	err := r.registrar.Register(rctx)
+	if err != nil {
+		err = fmt.Errorf("lb: %s: registering (retrying in the background): %w", r.service, err)
+	}
+	r.setStatus(err, true)
 }
 
 func defaultInstanceID(service, addr string) string {
@@ -148,70 +144,139 @@ func defaultInstanceID(service, addr string) string {
 
 // Registration is a service registered on a server by Register.
 type Registration struct {
-	server    *grpc.Server
-	health    *health.Server
+	st        *serverState
 	service   string
 	registrar discovery.Registrar // nil when the backend has no registry
+	cancel    context.CancelFunc  // stops registerWhenServing
+	wg        sync.WaitGroup      // registerWhenServing
+
+	mu           sync.Mutex
+	status       error         // before the registrar reports; guarded by mu
+	handed       bool          // the registrar reports the status now; guarded by mu
+	changed      chan struct{} // closed when status changes; guarded by mu
+	deregistered bool          // guarded by mu
+	deregErr     error         // guarded by mu
+}
+
+// setStatus sets the status this Registration reports until the registrar
+// does (handed).
+func (r *Registration) setStatus(err error, handed bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.status, r.handed = err, handed
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// Serve serves the server on lis (grpc.Server.Serve), and lets Register
+// put the instance in the registry at the moment it accepts connections.
+func (r *Registration) Serve(lis net.Listener) error {
+	return r.st.server.Serve(servingListener{Listener: lis, st: r.st})
 }
 
 // Health returns the server's grpc.health.v1 service.
-func (r *Registration) Health() *health.Server { return r.health }
+func (r *Registration) Health() *health.Server { return r.st.health }
 
 // InRegistry reports whether the instance is kept in a registry.
 func (r *Registration) InRegistry() bool { return r.registrar != nil }
 
 // Status returns nil while the instance is in the registry (or there is no
-// registry), else why it is not; registration keeps being retried in the
+// registry), else why it is not: ErrNotServing before the server serves,
+// then the registrar's last error; registration keeps being retried in the
 // background until Deregister.
 func (r *Registration) Status() error {
-	if sr, ok := r.registrar.(discovery.StatusReporter); ok {
+	r.mu.Lock()
+	status, handed := r.status, r.handed
+	r.mu.Unlock()
+	if sr, ok := r.registrar.(discovery.StatusReporter); ok && handed {
 		return sr.Status()
 	}
-	return nil
+	return status
 }
 
-// StatusChanged returns a channel that is closed when Status next changes
-// between nil and an error; nil when the registrar does not tell (no
-// registry).
+// StatusChanged returns a channel that is closed when Status next changes;
+// nil when there is no registry.
 func (r *Registration) StatusChanged() <-chan struct{} {
-	if sc, ok := r.registrar.(interface{ StatusChanged() <-chan struct{} }); ok {
+	if r.registrar == nil {
+		return nil
+	}
+	r.mu.Lock()
+	handed, ch := r.handed, r.changed
+	r.mu.Unlock()
+	if sc, ok := r.registrar.(interface{ StatusChanged() <-chan struct{} }); ok && handed {
 		return sc.StatusChanged()
 	}
-	return nil
+	return ch
+}
+
+// WaitRegistered waits until the instance is in the registry (Status is
+// nil) and returns nil, or until ctx ends and returns why it is not yet.
+// Without a registry it returns nil at once.
+func (r *Registration) WaitRegistered(ctx context.Context) error {
+	for {
+		ch := r.StatusChanged()
+		err := r.Status()
+		if err == nil || ch == nil {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w (%w)", r.Status(), ctx.Err())
+		}
+	}
 }
 
 // Deregister sets the service NOT_SERVING, so that health-checking clients
 // stop sending it calls, and removes the instance from the registry. The
-// server keeps serving calls already sent.
+// server keeps serving calls already sent. It is idempotent.
 func (r *Registration) Deregister(ctx context.Context) error {
-	r.health.SetServingStatus(r.service, healthgrpc.HealthCheckResponse_NOT_SERVING)
+	r.st.health.SetServingStatus(r.service, healthgrpc.HealthCheckResponse_NOT_SERVING)
+	return r.deregister(ctx)
+}
+
+func (r *Registration) deregister(ctx context.Context) error {
+	r.mu.Lock()
+	if r.deregistered {
+		defer r.mu.Unlock()
+		return r.deregErr
+	}
+	r.deregistered = true
+	r.mu.Unlock()
 	if r.registrar == nil {
 		return nil
 	}
-	if err := r.registrar.Deregister(ctx); err != nil {
-		return fmt.Errorf("lb: %s: deregister: %w", r.service, err)
+	r.cancel()
+	r.wg.Wait()
+	var err error
+	if derr := r.registrar.Deregister(ctx); derr != nil {
+		err = fmt.Errorf("lb: %s: deregister: %w", r.service, derr)
 	}
-	return nil
+	r.mu.Lock()
+	r.deregErr = err
+	r.mu.Unlock()
+	return err
 }
 
-// Shutdown deregisters, then stops the server gracefully: calls in flight
-// finish unless ctx ends first, in which case the server is stopped at
-// once. It stops the whole server, so call it once per server.
+// Shutdown takes the whole server down, with every service registered on
+// it, in order: every service NOT_SERVING; every instance out of the
+// registry at once; a wait until every client watching the server's
+// health has been told (at most PropagationTimeout); the health Watch
+// streams ended (they never end on their own, and GracefulStop waits for
+// them); then GracefulStop, which lets calls in flight finish until ctx
+// ends or DrainTimeout passes, whichever is first, and then stops the
+// server at once. Calling it again, on any Registration of the server,
+// returns the first call's result.
 func (r *Registration) Shutdown(ctx context.Context) error {
-	err := r.Deregister(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		r.server.GracefulStop()
-	}()
+	return r.st.shutdown(ctx)
+}
+
+// LastShutdown returns what the server's Shutdown measured; zero before it.
+func (r *Registration) LastShutdown() ShutdownReport {
 	select {
-	case <-done:
-	case <-ctx.Done():
-		r.server.Stop()
-		<-done
+	case <-r.st.shutdownDone:
+		return r.st.report
+	default:
+		return ShutdownReport{}
 	}
-	healthServers.Lock()
-	delete(healthServers.m, r.server)
-	healthServers.Unlock()
-	return err
 }
