@@ -69,9 +69,10 @@ type Policy int32
 const (
 	// ROUND_ROBIN.
 	Policy_POLICY_UNSPECIFIED Policy = 0
-	// Every call goes to the first instance that connects, until it fails
-	// [pick_first]. Each client shuffles the instances first (gRFC A62), so a
-	// fleet of clients spreads over them.
+	// Every call goes to one instance over one connection, the first that
+	// connects and reports SERVING, until it fails or turns NOT_SERVING
+	// [lb_pick_first]. Each client has its own order of the instances (gRFC
+	// A62's shuffle), so a fleet of clients spreads over them.
 	Policy_PICK_FIRST Policy = 1
 	// Calls rotate over the ready instances [round_robin].
 	Policy_ROUND_ROBIN Policy = 2

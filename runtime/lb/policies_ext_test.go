@@ -172,3 +172,75 @@ func TestHealthUnderEveryPolicy(t *testing.T) {
 		})
 	}
 }
+
+// TestPickFirstLeavesNotServing: under PICK_FIRST every call goes to one
+// backend; once it turns NOT_SERVING the calls move to another, none
+// failing, and stay there.
+func TestPickFirstLeavesNotServing(t *testing.T) {
+	bs, addrs := testbackend.StartN(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	svc := &lb.Service{FullName: testbackend.EchoService, Discovery: static.Config{Addresses: addrs}, Balancer: lb.PickFirst{}}
+	c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echo := func() {
+		t.Helper()
+		if err := testbackend.Echo(ctx, c, "Echo", wrapperspb.String("")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	which := func() (hit []int) {
+		for _, b := range bs {
+			hit = append(hit, b.Keys()[""])
+		}
+		return hit
+	}
+	for range 50 {
+		echo()
+	}
+	first := -1
+	for i, n := range which() {
+		switch {
+		case n == 50:
+			first = i
+		case n != 0:
+			t.Fatalf("pick_first spread 50 calls: %v", which())
+		}
+	}
+	if first < 0 {
+		t.Fatalf("pick_first spread 50 calls: %v", which())
+	}
+	bs[first].SetServing(false)
+	// The calls move (the deadline of ctx bounds the wait); then none
+	// comes back.
+	for sum(which()) == which()[first] {
+		echo()
+	}
+	before := which()
+	for range 100 {
+		echo()
+	}
+	after := which()
+	if after[first] != before[first] {
+		t.Errorf("the NOT_SERVING backend got %d more calls", after[first]-before[first])
+	}
+	moved := 0
+	for i := range bs {
+		if i != first && after[i]-before[i] == 100 {
+			moved++
+		}
+	}
+	if moved != 1 {
+		t.Errorf("after the move 100 calls went %v (before %v), want all to one other backend", after, before)
+	}
+}
+
+func sum(xs []int) (n int) {
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
