@@ -86,6 +86,9 @@ func genService(g *protogen.GeneratedFile, s *serviceModel) {
 	if s.poolSize != 0 {
 		g.P("PoolSize:  ", s.poolSize, ",")
 	}
+	if s.rules.GetDisableHealthCheck() {
+		g.P("DisableHealthCheck: true,")
+	}
 	if len(s.methods) > 0 {
 		g.P("Methods: []", lbPackage.Ident("Method"), "{")
 		for _, m := range s.methods {

@@ -375,8 +375,14 @@ type ServiceRules struct {
 	// critical). The same for every backend. Default: keep calling the last
 	// good set of instances for as long as it takes, and report why.
 	OnRegistryFailure *RegistryFailure `protobuf:"bytes,20,opt,name=on_registry_failure,json=onRegistryFailure,proto3" json:"on_registry_failure,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Turns client-side health checking off: the client no longer watches
+	// the grpc.health.v1 status of the service on each instance, for servers
+	// that do not publish it. Instances then count as usable while they are
+	// connected and in the registry. Default false: checked, under every
+	// policy.
+	DisableHealthCheck bool `protobuf:"varint,21,opt,name=disable_health_check,json=disableHealthCheck,proto3" json:"disable_health_check,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ServiceRules) Reset() {
@@ -494,6 +500,13 @@ func (x *ServiceRules) GetOnRegistryFailure() *RegistryFailure {
 		return x.OnRegistryFailure
 	}
 	return nil
+}
+
+func (x *ServiceRules) GetDisableHealthCheck() bool {
+	if x != nil {
+		return x.DisableHealthCheck
+	}
+	return false
 }
 
 type isServiceRules_PolicyParams interface {
@@ -1634,7 +1647,7 @@ var File_lb_options_proto protoreflect.FileDescriptor
 
 const file_lb_options_proto_rawDesc = "" +
 	"\n" +
-	"\x10lb/options.proto\x12\x02lb\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\x81\x04\n" +
+	"\x10lb/options.proto\x12\x02lb\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\xb3\x04\n" +
 	"\fServiceRules\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\tdiscovery\x18\x02 \x01(\v2\r.lb.DiscoveryR\tdiscovery\x12\"\n" +
@@ -1647,7 +1660,8 @@ const file_lb_options_proto_rawDesc = "" +
 	"\rleast_request\x18\f \x01(\v2\x10.lb.LeastRequestH\x00R\fleastRequest\x12J\n" +
 	"\x14weighted_round_robin\x18\r \x01(\v2\x16.lb.WeightedRoundRobinH\x00R\x12weightedRoundRobin\x12=\n" +
 	"\x0fconsistent_hash\x18\x0e \x01(\v2\x12.lb.ConsistentHashH\x00R\x0econsistentHash\x12C\n" +
-	"\x13on_registry_failure\x18\x14 \x01(\v2\x13.lb.RegistryFailureR\x11onRegistryFailureB\x0f\n" +
+	"\x13on_registry_failure\x18\x14 \x01(\v2\x13.lb.RegistryFailureR\x11onRegistryFailure\x120\n" +
+	"\x14disable_health_check\x18\x15 \x01(\bR\x12disableHealthCheckB\x0f\n" +
 	"\rpolicy_params\"\x84\x02\n" +
 	"\x0fRegistryFailure\x12,\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x18.lb.RegistryFailure.ModeR\x04mode\x12>\n" +

@@ -99,11 +99,13 @@ func ServiceConfig(svc *Service) (string, error) {
 	}
 	sc := struct {
 		LoadBalancingConfig []map[string]any  `json:"loadBalancingConfig"`
-		HealthCheckConfig   map[string]string `json:"healthCheckConfig"`
+		HealthCheckConfig   map[string]string `json:"healthCheckConfig,omitempty"`
 		MethodConfig        []methodConfig    `json:"methodConfig,omitempty"`
 	}{
 		LoadBalancingConfig: []map[string]any{{name: cfg}},
-		HealthCheckConfig:   map[string]string{"serviceName": svc.FullName},
+	}
+	if !svc.DisableHealthCheck {
+		sc.HealthCheckConfig = map[string]string{"serviceName": svc.FullName}
 	}
 	if svc.PoolSize > 1 {
 		if svc.PoolSize > pool.MaxSize {

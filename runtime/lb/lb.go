@@ -68,6 +68,8 @@ type Service struct {
 	// ClientConn under one balancer (package runtime/balancer/pool); 0
 	// means 1, at most 64.
 	PoolSize int
+	// DisableHealthCheck turns client-side health checking off.
+	DisableHealthCheck bool
 	// Methods holds the methods that have settings.
 	Methods []Method
 }

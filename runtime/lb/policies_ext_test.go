@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/resolver"
@@ -243,4 +244,28 @@ func sum(xs []int) (n int) {
 		n += x
 	}
 	return n
+}
+
+// TestHealthCheckOff: with DisableHealthCheck, a backend whose health
+// service does not know the service (NOT_FOUND, a server that publishes
+// no status) still gets calls; with it on, it gets none.
+func TestHealthCheckOff(t *testing.T) {
+	bs, addrs := testbackend.StartN(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	// The backends publish the health of EchoService only.
+	svc := &lb.Service{FullName: "lbtest.Unpublished", Discovery: static.Config{Addresses: addrs}, DisableHealthCheck: true}
+	c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitCalled(t, ctx, c, bs...)
+
+	svc.DisableHealthCheck = false
+	wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer wcancel()
+	if _, err := lb.Dial(wctx, svc, lb.WithInsecure(), lb.WithBlock()); err == nil {
+		t.Error("with health checking on, an instance that publishes no status became READY")
+	}
 }
