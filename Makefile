@@ -49,8 +49,8 @@ checkgenerate: tools ## Fail if the generated code in the tree is stale
 	done; exit $$fail
 
 .PHONY: update-golden
-update-golden: ## Rewrite the plugin's golden files
-	go test ./cmd/protoc-gen-go-lb -run 'TestGolden' -update
+update-golden: tools ## Rewrite the plugin's golden files (buf compiles the edition 2024 one)
+	BUF=$(BUF) LB_REQUIRE_TOOLS=1 go test ./cmd/protoc-gen-go-lb -run 'TestGolden' -update
 
 .PHONY: bench
 bench: ## Benchmark picks and tail latency against grpc-go, go-zero, kratos into docs/bench (~10 min)

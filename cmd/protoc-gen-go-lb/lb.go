@@ -86,6 +86,14 @@ func genService(g *protogen.GeneratedFile, s *serviceModel) {
 	if s.poolSize != 0 {
 		g.P("PoolSize:  ", s.poolSize, ",")
 	}
+	if c := s.connection; c != nil {
+		g.P("Connection: &", literal(g.QualifiedGoIdent(lbPackage.Ident("Connection")),
+			[2]string{"KeepaliveTime", optDuration(c.keepaliveTime, ident)},
+			[2]string{"KeepaliveTimeout", optDuration(c.keepaliveTimeout, ident)},
+			[2]string{"MaxConnectionAge", optDuration(c.maxAge, ident)},
+			[2]string{"MaxConnectionAgeGrace", optDuration(c.maxAgeGrace, ident)},
+			[2]string{"MaxConnectionIdle", optDuration(c.maxIdle, ident)}), ",")
+	}
 	if s.rules.GetDisableHealthCheck() {
 		g.P("DisableHealthCheck: true,")
 	}
@@ -144,9 +152,19 @@ func genClient(g *protogen.GeneratedFile, s *serviceModel) {
 	g.P("func (c *", client, ") ", l.Conn, "() *", grpcPackage.Ident("ClientConn"), " { return c.conn.Conn() }")
 }
 
-// genServer writes the register function of the service's servers.
+// genServer writes the server options and the register function of the
+// service's servers.
 func genServer(g *protogen.GeneratedFile, s *serviceModel) {
 	name := s.service.GoName
+	g.P()
+	g.P("// ", name, "ServerOptions returns the grpc.ServerOptions that ", s.service.Desc.FullName(), "'s")
+	g.P("// (lb.service).connection asks of its servers (keepalive enforcement")
+	g.P("// matching its clients' pings, connection ages); pass them to")
+	g.P("// grpc.NewServer. Nil without a connection setting.")
+	deprecation(g, s)
+	g.P("func ", name, "ServerOptions() []", grpcPackage.Ident("ServerOption"), " {")
+	g.P("return ", lbPackage.Ident("ServerOptions"), "(&_", name, "_lbService)")
+	g.P("}")
 	g.P()
 	g.P("// Register", name, "BalancedServer registers srv on s, together with the")
 	g.P("// grpc.health.v1 service reporting ", s.service.Desc.FullName(), " as SERVING. With an advertise")
@@ -355,6 +373,14 @@ func quoteNonEmpty(s string) string {
 		return ""
 	}
 	return strconv.Quote(s)
+}
+
+// optDuration is durationExpr of d, or "" for 0 (left out of a literal).
+func optDuration(d time.Duration, ident func(protogen.GoIdent) string) string {
+	if d == 0 {
+		return ""
+	}
+	return durationExpr(d, ident)
 }
 
 // durationExpr writes d in the largest whole unit: "2 * time.Second".

@@ -83,7 +83,7 @@ func packageIdents(gen *protogen.Plugin, f *protogen.File) declared {
 // service s.
 func serviceIdents(s *protogen.Service) []string {
 	n := s.GoName
-	return []string{n + "ServiceName", "_" + n + "_lbService", n + "BalancedClient", "New" + n + "BalancedClient", "Register" + n + "BalancedServer"}
+	return []string{n + "ServiceName", "_" + n + "_lbService", n + "BalancedClient", "New" + n + "BalancedClient", "Register" + n + "BalancedServer", n + "ServerOptions"}
 }
 
 // checkIdents reports each identifier this plugin would declare for the

@@ -59,7 +59,8 @@ type serviceModel struct {
 	service      *protogen.Service
 	registryName string
 	discovery    discoveryModel
-	failure      *failureModel // nil: the backend's default
+	failure      *failureModel    // nil: the backend's default
+	connection   *connectionModel // nil: grpc-go's defaults
 	policy       lbpb.Policy
 	rules        *lbpb.ServiceRules // for the policy parameters
 	poolSize     uint32
@@ -167,6 +168,7 @@ func readService(f *protogen.File, s *protogen.Service, rules *lbpb.ServiceRules
 		bad("%s: %v", field, err)
 	}
 	m.failure = readFailure(rules.GetOnRegistryFailure(), bad)
+	m.connection = readConnection(rules.GetConnection(), bad)
 	if c := m.discovery.consul; c != nil && m.failure != nil && (c.failFast || c.grace != 0) {
 		bad("(lb.service).on_registry_failure and discovery.consul grace or fail_fast exclude each other: use on_registry_failure")
 	}
@@ -546,4 +548,42 @@ func checkFieldPath(msg *protogen.Message, path string, bad func(string, ...any)
 		}
 		return
 	}
+}
+
+// connectionModel is (lb.service).connection, checked.
+type connectionModel struct {
+	keepaliveTime, keepaliveTimeout, maxAge, maxAgeGrace, maxIdle time.Duration
+}
+
+// minKeepaliveTime is gRPC's least client ping interval (lb.MinKeepaliveTime).
+const minKeepaliveTime = 10 * time.Second
+
+func readConnection(c *lbpb.Connection, bad func(string, ...any)) *connectionModel {
+	if c == nil {
+		return nil
+	}
+	const pre = "(lb.service).connection."
+	m := &connectionModel{
+		keepaliveTime:    positiveDuration(c.GetKeepaliveTime(), pre+"keepalive_time", bad),
+		keepaliveTimeout: positiveDuration(c.GetKeepaliveTimeout(), pre+"keepalive_timeout", bad),
+		maxAge:           positiveDuration(c.GetMaxConnectionAge(), pre+"max_connection_age", bad),
+		maxAgeGrace:      positiveDuration(c.GetMaxConnectionAgeGrace(), pre+"max_connection_age_grace", bad),
+		maxIdle:          positiveDuration(c.GetMaxConnectionIdle(), pre+"max_connection_idle", bad),
+	}
+	if m.keepaliveTime != 0 && m.keepaliveTime < minKeepaliveTime {
+		bad(pre+"keepalive_time %v is less than gRPC's minimum %v (grpc-go would ping every %v anyway)", m.keepaliveTime, minKeepaliveTime, minKeepaliveTime)
+	}
+	if m.keepaliveTimeout != 0 && m.keepaliveTime == 0 {
+		bad(pre + "keepalive_timeout needs keepalive_time")
+	}
+	if m.maxAge != 0 && m.maxAge < time.Second {
+		bad(pre+"max_connection_age %v is less than 1s", m.maxAge)
+	}
+	if m.maxAgeGrace != 0 && m.maxAge == 0 {
+		bad(pre + "max_connection_age_grace needs max_connection_age")
+	}
+	if m.maxIdle != 0 && m.maxIdle < time.Second {
+		bad(pre+"max_connection_idle %v is less than 1s", m.maxIdle)
+	}
+	return m
 }

@@ -69,6 +69,14 @@ func (c *GreeterBalancedClient) Close() error { return c.conn.Close() }
 // Conn returns the client's gRPC connection.
 func (c *GreeterBalancedClient) Conn() *grpc.ClientConn { return c.conn.Conn() }
 
+// GreeterServerOptions returns the grpc.ServerOptions that consulgreeter.Greeter's
+// (lb.service).connection asks of its servers (keepalive enforcement
+// matching its clients' pings, connection ages); pass them to
+// grpc.NewServer. Nil without a connection setting.
+func GreeterServerOptions() []grpc.ServerOption {
+	return lb.ServerOptions(&_Greeter_lbService)
+}
+
 // RegisterGreeterBalancedServer registers srv on s, together with the
 // grpc.health.v1 service reporting consulgreeter.Greeter as SERVING. With an advertise
 // address, and a discovery backend that has a registry, it also registers the

@@ -1,5 +1,7 @@
 // Package faultproxy is a TCP proxy that a test can cut and heal, to break
-// the path between a client and a server without stopping either.
+// the path between a client and a server without stopping either, or
+// freeze, to make the server look silently dead (a host gone without a
+// FIN or RST: the bytes go nowhere).
 package faultproxy
 
 import (
@@ -16,8 +18,54 @@ type Proxy struct {
 
 	mu       sync.Mutex
 	cut      bool                  // guarded by mu
+	frozen   bool                  // guarded by mu
 	conns    map[net.Conn]struct{} // guarded by mu
 	accepted int                   // guarded by mu; client connections forwarded
+	pings    int                   // guarded by mu; HTTP/2 PINGs (not ACKs) from clients
+}
+
+// PingsUp returns how many HTTP/2 PING frames (not acknowledgements) the
+// proxy has forwarded from clients: keepalive and BDP pings.
+func (p *Proxy) PingsUp() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pings
+}
+
+// frames reads the HTTP/2 frame headers of one client connection's bytes
+// as they pass, counting PINGs into the proxy.
+type frames struct {
+	p       *Proxy
+	preface int     // bytes of the client preface still to skip
+	head    [9]byte // the frame header being read
+	got     int     // bytes of head read
+	skip    int     // payload bytes still to skip
+}
+
+func (f *frames) feed(b []byte) {
+	for len(b) > 0 {
+		switch {
+		case f.preface > 0:
+			n := min(f.preface, len(b))
+			f.preface, b = f.preface-n, b[n:]
+		case f.skip > 0:
+			n := min(f.skip, len(b))
+			f.skip, b = f.skip-n, b[n:]
+		default:
+			n := copy(f.head[f.got:], b)
+			f.got, b = f.got+n, b[n:]
+			if f.got < len(f.head) {
+				return
+			}
+			f.got = 0
+			f.skip = int(f.head[0])<<16 | int(f.head[1])<<8 | int(f.head[2])
+			if typ, flags := f.head[3], f.head[4]; typ == 0x6 && flags&0x1 == 0 {
+				f.p.mu.Lock()
+				f.p.pings++
+				f.p.mu.Unlock()
+			}
+		}
+	}
 }
 
 // Accepted returns how many client connections the proxy has forwarded.
@@ -52,11 +100,44 @@ func (p *Proxy) Cut() {
 	}
 }
 
-// Heal accepts connections again.
+// Heal accepts connections again, and forwards bytes again after Freeze.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cut = false
+	p.cut, p.frozen = false, false
+}
+
+// Freeze drops every byte in both directions, keeping the connections
+// open, until Heal.
+func (p *Proxy) Freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.frozen = true
+}
+
+func (p *Proxy) isFrozen() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.frozen
+}
+
+// dropper writes to w unless the proxy is frozen, when it drops the bytes;
+// up, when set, reads the frames going up to the target.
+type dropper struct {
+	w  net.Conn
+	p  *Proxy
+	up *frames
+}
+
+func (d dropper) Write(b []byte) (int, error) {
+	if d.p.isFrozen() {
+		return len(b), nil
+	}
+	n, err := d.w.Write(b)
+	if d.up != nil {
+		d.up.feed(b[:n])
+	}
+	return n, err
 }
 
 // Close stops the proxy and waits for its goroutines.
@@ -113,7 +194,11 @@ func (p *Proxy) accept() {
 			defer p.untrack(out)
 			done := make(chan struct{}, 2)
 			pipe := func(dst, src net.Conn) {
-				io.Copy(dst, src)
+				var up *frames
+				if dst == out {
+					up = &frames{p: p, preface: len("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")}
+				}
+				io.Copy(dropper{w: dst, p: p, up: up}, src)
 				dst.Close()
 				src.Close()
 				done <- struct{}{}

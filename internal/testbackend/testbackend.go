@@ -98,14 +98,17 @@ func (l countingListener) Accept() (net.Conn, error) {
 }
 
 // Start starts a backend on loopback; it stops when the test ends.
-func Start(t testing.TB) *Backend {
+func Start(t testing.TB) *Backend { return StartWith(t) }
+
+// StartWith is Start with server options.
+func StartWith(t testing.TB, opts ...grpc.ServerOption) *Backend {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := &Backend{Addr: lis.Addr().String(), keys: map[string]int{}}
-	s := grpc.NewServer(grpc.UnknownServiceHandler(b.echo), grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	s := grpc.NewServer(append(opts, grpc.UnknownServiceHandler(b.echo), grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if r, ok := req.(*healthpb.HealthCheckRequest); ok && r.GetService() == "count" {
 			b.Calls.Add(1)
 			if d := b.Delay.Load(); d > 0 {
@@ -114,7 +117,7 @@ func Start(t testing.TB) *Backend {
 			return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
 		}
 		return h(ctx, req)
-	}))
+	}))...)
 	b.server = s
 	hs := health.NewServer()
 	b.health = hs

@@ -227,7 +227,7 @@ func (x RegistryFailure_Mode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RegistryFailure_Mode.Descriptor instead.
 func (RegistryFailure_Mode) EnumDescriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{1, 0}
+	return file_lb_options_proto_rawDescGZIP(), []int{2, 0}
 }
 
 // RecordType is the kind of lookup.
@@ -282,7 +282,7 @@ func (x DNS_RecordType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DNS_RecordType.Descriptor instead.
 func (DNS_RecordType) EnumDescriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{4, 0}
+	return file_lb_options_proto_rawDescGZIP(), []int{5, 0}
 }
 
 // What happens to a call without a key.
@@ -337,7 +337,7 @@ func (x ConsistentHash_MissingKey) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConsistentHash_MissingKey.Descriptor instead.
 func (ConsistentHash_MissingKey) EnumDescriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{8, 0}
+	return file_lb_options_proto_rawDescGZIP(), []int{9, 0}
 }
 
 // ServiceRules is how a service's instances are found and balanced.
@@ -381,8 +381,13 @@ type ServiceRules struct {
 	// connected and in the registry. Default false: checked, under every
 	// policy.
 	DisableHealthCheck bool `protobuf:"varint,21,opt,name=disable_health_check,json=disableHealthCheck,proto3" json:"disable_health_check,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Connection lifetime and keepalive, on both sides: the generated client
+	// dials with them, and the generated <Svc>ServerOptions() returns the
+	// matching grpc.ServerOptions (pass them to grpc.NewServer; a server
+	// without them sends GOAWAY too_many_pings to a pinging client).
+	Connection    *Connection `protobuf:"bytes,22,opt,name=connection,proto3" json:"connection,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ServiceRules) Reset() {
@@ -509,6 +514,13 @@ func (x *ServiceRules) GetDisableHealthCheck() bool {
 	return false
 }
 
+func (x *ServiceRules) GetConnection() *Connection {
+	if x != nil {
+		return x.Connection
+	}
+	return nil
+}
+
 type isServiceRules_PolicyParams interface {
 	isServiceRules_PolicyParams()
 }
@@ -543,6 +555,97 @@ func (*ServiceRules_WeightedRoundRobin) isServiceRules_PolicyParams() {}
 
 func (*ServiceRules_ConsistentHash) isServiceRules_PolicyParams() {}
 
+// Connection is how long connections live and how a dead peer is noticed.
+type Connection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Clients ping a connection after this long without activity, calls or
+	// not, so that a backend gone silently (no FIN, no RST) is noticed within
+	// keepalive_time + keepalive_timeout. At least 10s (gRPC's minimum);
+	// default: no pings. The server accepts pings every keepalive_time / 2.
+	KeepaliveTime *durationpb.Duration `protobuf:"bytes,1,opt,name=keepalive_time,json=keepaliveTime,proto3" json:"keepalive_time,omitempty"`
+	// How long a ping waits for its answer before the connection is closed.
+	// Default 3s with keepalive_time; must be positive.
+	KeepaliveTimeout *durationpb.Duration `protobuf:"bytes,2,opt,name=keepalive_timeout,json=keepaliveTimeout,proto3" json:"keepalive_timeout,omitempty"`
+	// The server ends each connection this long after it opened (GOAWAY,
+	// with ±10% jitter), so that clients reconnect and rebalance over the
+	// instances, a new one included, even behind DNS or a load balancer.
+	// Default: never. At least 1s.
+	MaxConnectionAge *durationpb.Duration `protobuf:"bytes,3,opt,name=max_connection_age,json=maxConnectionAge,proto3" json:"max_connection_age,omitempty"`
+	// How long calls in flight get after max_connection_age. Default: until
+	// they end. Must be positive; needs max_connection_age.
+	MaxConnectionAgeGrace *durationpb.Duration `protobuf:"bytes,4,opt,name=max_connection_age_grace,json=maxConnectionAgeGrace,proto3" json:"max_connection_age_grace,omitempty"`
+	// The server closes a connection idle (no call) this long. Default:
+	// never. At least 1s.
+	MaxConnectionIdle *durationpb.Duration `protobuf:"bytes,5,opt,name=max_connection_idle,json=maxConnectionIdle,proto3" json:"max_connection_idle,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Connection) Reset() {
+	*x = Connection{}
+	mi := &file_lb_options_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Connection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Connection) ProtoMessage() {}
+
+func (x *Connection) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_options_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Connection.ProtoReflect.Descriptor instead.
+func (*Connection) Descriptor() ([]byte, []int) {
+	return file_lb_options_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Connection) GetKeepaliveTime() *durationpb.Duration {
+	if x != nil {
+		return x.KeepaliveTime
+	}
+	return nil
+}
+
+func (x *Connection) GetKeepaliveTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.KeepaliveTimeout
+	}
+	return nil
+}
+
+func (x *Connection) GetMaxConnectionAge() *durationpb.Duration {
+	if x != nil {
+		return x.MaxConnectionAge
+	}
+	return nil
+}
+
+func (x *Connection) GetMaxConnectionAgeGrace() *durationpb.Duration {
+	if x != nil {
+		return x.MaxConnectionAgeGrace
+	}
+	return nil
+}
+
+func (x *Connection) GetMaxConnectionIdle() *durationpb.Duration {
+	if x != nil {
+		return x.MaxConnectionIdle
+	}
+	return nil
+}
+
 // RegistryFailure is the failure policy of the clients of a service.
 type RegistryFailure struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -561,7 +664,7 @@ type RegistryFailure struct {
 
 func (x *RegistryFailure) Reset() {
 	*x = RegistryFailure{}
-	mi := &file_lb_options_proto_msgTypes[1]
+	mi := &file_lb_options_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +676,7 @@ func (x *RegistryFailure) String() string {
 func (*RegistryFailure) ProtoMessage() {}
 
 func (x *RegistryFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[1]
+	mi := &file_lb_options_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +689,7 @@ func (x *RegistryFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryFailure.ProtoReflect.Descriptor instead.
 func (*RegistryFailure) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{1}
+	return file_lb_options_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RegistryFailure) GetMode() RegistryFailure_Mode {
@@ -628,7 +731,7 @@ type Discovery struct {
 
 func (x *Discovery) Reset() {
 	*x = Discovery{}
-	mi := &file_lb_options_proto_msgTypes[2]
+	mi := &file_lb_options_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +743,7 @@ func (x *Discovery) String() string {
 func (*Discovery) ProtoMessage() {}
 
 func (x *Discovery) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[2]
+	mi := &file_lb_options_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +756,7 @@ func (x *Discovery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Discovery.ProtoReflect.Descriptor instead.
 func (*Discovery) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{2}
+	return file_lb_options_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Discovery) GetBackend() isDiscovery_Backend {
@@ -738,7 +841,7 @@ type Static struct {
 
 func (x *Static) Reset() {
 	*x = Static{}
-	mi := &file_lb_options_proto_msgTypes[3]
+	mi := &file_lb_options_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +853,7 @@ func (x *Static) String() string {
 func (*Static) ProtoMessage() {}
 
 func (x *Static) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[3]
+	mi := &file_lb_options_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +866,7 @@ func (x *Static) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Static.ProtoReflect.Descriptor instead.
 func (*Static) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{3}
+	return file_lb_options_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Static) GetAddresses() []string {
@@ -794,7 +897,7 @@ type DNS struct {
 
 func (x *DNS) Reset() {
 	*x = DNS{}
-	mi := &file_lb_options_proto_msgTypes[4]
+	mi := &file_lb_options_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +909,7 @@ func (x *DNS) String() string {
 func (*DNS) ProtoMessage() {}
 
 func (x *DNS) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[4]
+	mi := &file_lb_options_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +922,7 @@ func (x *DNS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNS.ProtoReflect.Descriptor instead.
 func (*DNS) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{4}
+	return file_lb_options_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DNS) GetHost() string {
@@ -892,7 +995,7 @@ type Etcd struct {
 
 func (x *Etcd) Reset() {
 	*x = Etcd{}
-	mi := &file_lb_options_proto_msgTypes[5]
+	mi := &file_lb_options_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +1007,7 @@ func (x *Etcd) String() string {
 func (*Etcd) ProtoMessage() {}
 
 func (x *Etcd) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[5]
+	mi := &file_lb_options_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +1020,7 @@ func (x *Etcd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Etcd.ProtoReflect.Descriptor instead.
 func (*Etcd) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{5}
+	return file_lb_options_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Etcd) GetEndpoints() []string {
@@ -1015,7 +1118,7 @@ type Consul struct {
 
 func (x *Consul) Reset() {
 	*x = Consul{}
-	mi := &file_lb_options_proto_msgTypes[6]
+	mi := &file_lb_options_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1130,7 @@ func (x *Consul) String() string {
 func (*Consul) ProtoMessage() {}
 
 func (x *Consul) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[6]
+	mi := &file_lb_options_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1143,7 @@ func (x *Consul) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consul.ProtoReflect.Descriptor instead.
 func (*Consul) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{6}
+	return file_lb_options_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Consul) GetAddress() string {
@@ -1140,7 +1243,7 @@ type RingHash struct {
 
 func (x *RingHash) Reset() {
 	*x = RingHash{}
-	mi := &file_lb_options_proto_msgTypes[7]
+	mi := &file_lb_options_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1255,7 @@ func (x *RingHash) String() string {
 func (*RingHash) ProtoMessage() {}
 
 func (x *RingHash) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[7]
+	mi := &file_lb_options_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,7 +1268,7 @@ func (x *RingHash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingHash.ProtoReflect.Descriptor instead.
 func (*RingHash) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{7}
+	return file_lb_options_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RingHash) GetMinRingSize() uint64 {
@@ -1202,7 +1305,7 @@ type ConsistentHash struct {
 
 func (x *ConsistentHash) Reset() {
 	*x = ConsistentHash{}
-	mi := &file_lb_options_proto_msgTypes[8]
+	mi := &file_lb_options_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1317,7 @@ func (x *ConsistentHash) String() string {
 func (*ConsistentHash) ProtoMessage() {}
 
 func (x *ConsistentHash) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[8]
+	mi := &file_lb_options_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1330,7 @@ func (x *ConsistentHash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsistentHash.ProtoReflect.Descriptor instead.
 func (*ConsistentHash) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{8}
+	return file_lb_options_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ConsistentHash) GetTableSize() uint64 {
@@ -1264,7 +1367,7 @@ type P2CEWMA struct {
 
 func (x *P2CEWMA) Reset() {
 	*x = P2CEWMA{}
-	mi := &file_lb_options_proto_msgTypes[9]
+	mi := &file_lb_options_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1379,7 @@ func (x *P2CEWMA) String() string {
 func (*P2CEWMA) ProtoMessage() {}
 
 func (x *P2CEWMA) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[9]
+	mi := &file_lb_options_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1392,7 @@ func (x *P2CEWMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use P2CEWMA.ProtoReflect.Descriptor instead.
 func (*P2CEWMA) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{9}
+	return file_lb_options_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *P2CEWMA) GetDecay() *durationpb.Duration {
@@ -1310,7 +1413,7 @@ type LeastRequest struct {
 
 func (x *LeastRequest) Reset() {
 	*x = LeastRequest{}
-	mi := &file_lb_options_proto_msgTypes[10]
+	mi := &file_lb_options_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1425,7 @@ func (x *LeastRequest) String() string {
 func (*LeastRequest) ProtoMessage() {}
 
 func (x *LeastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[10]
+	mi := &file_lb_options_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1438,7 @@ func (x *LeastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeastRequest.ProtoReflect.Descriptor instead.
 func (*LeastRequest) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{10}
+	return file_lb_options_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LeastRequest) GetChoiceCount() uint32 {
@@ -1369,7 +1472,7 @@ type WeightedRoundRobin struct {
 
 func (x *WeightedRoundRobin) Reset() {
 	*x = WeightedRoundRobin{}
-	mi := &file_lb_options_proto_msgTypes[11]
+	mi := &file_lb_options_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1484,7 @@ func (x *WeightedRoundRobin) String() string {
 func (*WeightedRoundRobin) ProtoMessage() {}
 
 func (x *WeightedRoundRobin) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[11]
+	mi := &file_lb_options_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1497,7 @@ func (x *WeightedRoundRobin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedRoundRobin.ProtoReflect.Descriptor instead.
 func (*WeightedRoundRobin) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{11}
+	return file_lb_options_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WeightedRoundRobin) GetEnableOobLoadReport() bool {
@@ -1467,7 +1570,7 @@ type MethodRules struct {
 
 func (x *MethodRules) Reset() {
 	*x = MethodRules{}
-	mi := &file_lb_options_proto_msgTypes[12]
+	mi := &file_lb_options_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1582,7 @@ func (x *MethodRules) String() string {
 func (*MethodRules) ProtoMessage() {}
 
 func (x *MethodRules) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[12]
+	mi := &file_lb_options_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1595,7 @@ func (x *MethodRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MethodRules.ProtoReflect.Descriptor instead.
 func (*MethodRules) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{12}
+	return file_lb_options_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MethodRules) GetTimeout() *durationpb.Duration {
@@ -1543,7 +1646,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_lb_options_proto_msgTypes[13]
+	mi := &file_lb_options_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1658,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[13]
+	mi := &file_lb_options_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1671,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{13}
+	return file_lb_options_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Retry) GetMaxAttempts() uint32 {
@@ -1647,7 +1750,7 @@ var File_lb_options_proto protoreflect.FileDescriptor
 
 const file_lb_options_proto_rawDesc = "" +
 	"\n" +
-	"\x10lb/options.proto\x12\x02lb\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\xb3\x04\n" +
+	"\x10lb/options.proto\x12\x02lb\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe3\x04\n" +
 	"\fServiceRules\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\tdiscovery\x18\x02 \x01(\v2\r.lb.DiscoveryR\tdiscovery\x12\"\n" +
@@ -1661,8 +1764,18 @@ const file_lb_options_proto_rawDesc = "" +
 	"\x14weighted_round_robin\x18\r \x01(\v2\x16.lb.WeightedRoundRobinH\x00R\x12weightedRoundRobin\x12=\n" +
 	"\x0fconsistent_hash\x18\x0e \x01(\v2\x12.lb.ConsistentHashH\x00R\x0econsistentHash\x12C\n" +
 	"\x13on_registry_failure\x18\x14 \x01(\v2\x13.lb.RegistryFailureR\x11onRegistryFailure\x120\n" +
-	"\x14disable_health_check\x18\x15 \x01(\bR\x12disableHealthCheckB\x0f\n" +
-	"\rpolicy_params\"\x84\x02\n" +
+	"\x14disable_health_check\x18\x15 \x01(\bR\x12disableHealthCheck\x12.\n" +
+	"\n" +
+	"connection\x18\x16 \x01(\v2\x0e.lb.ConnectionR\n" +
+	"connectionB\x0f\n" +
+	"\rpolicy_params\"\xfe\x02\n" +
+	"\n" +
+	"Connection\x12@\n" +
+	"\x0ekeepalive_time\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\rkeepaliveTime\x12F\n" +
+	"\x11keepalive_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x10keepaliveTimeout\x12G\n" +
+	"\x12max_connection_age\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x10maxConnectionAge\x12R\n" +
+	"\x18max_connection_age_grace\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x15maxConnectionAgeGrace\x12I\n" +
+	"\x13max_connection_idle\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x11maxConnectionIdle\"\x84\x02\n" +
 	"\x0fRegistryFailure\x12,\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x18.lb.RegistryFailure.ModeR\x04mode\x12>\n" +
 	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\x12-\n" +
@@ -1791,71 +1904,78 @@ func file_lb_options_proto_rawDescGZIP() []byte {
 }
 
 var file_lb_options_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_lb_options_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_lb_options_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_lb_options_proto_goTypes = []any{
 	(Policy)(0),                         // 0: lb.Policy
 	(RegistryFailure_Mode)(0),           // 1: lb.RegistryFailure.Mode
 	(DNS_RecordType)(0),                 // 2: lb.DNS.RecordType
 	(ConsistentHash_MissingKey)(0),      // 3: lb.ConsistentHash.MissingKey
 	(*ServiceRules)(nil),                // 4: lb.ServiceRules
-	(*RegistryFailure)(nil),             // 5: lb.RegistryFailure
-	(*Discovery)(nil),                   // 6: lb.Discovery
-	(*Static)(nil),                      // 7: lb.Static
-	(*DNS)(nil),                         // 8: lb.DNS
-	(*Etcd)(nil),                        // 9: lb.Etcd
-	(*Consul)(nil),                      // 10: lb.Consul
-	(*RingHash)(nil),                    // 11: lb.RingHash
-	(*ConsistentHash)(nil),              // 12: lb.ConsistentHash
-	(*P2CEWMA)(nil),                     // 13: lb.P2CEWMA
-	(*LeastRequest)(nil),                // 14: lb.LeastRequest
-	(*WeightedRoundRobin)(nil),          // 15: lb.WeightedRoundRobin
-	(*MethodRules)(nil),                 // 16: lb.MethodRules
-	(*Retry)(nil),                       // 17: lb.Retry
-	(*durationpb.Duration)(nil),         // 18: google.protobuf.Duration
-	(*descriptorpb.ServiceOptions)(nil), // 19: google.protobuf.ServiceOptions
-	(*descriptorpb.MethodOptions)(nil),  // 20: google.protobuf.MethodOptions
+	(*Connection)(nil),                  // 5: lb.Connection
+	(*RegistryFailure)(nil),             // 6: lb.RegistryFailure
+	(*Discovery)(nil),                   // 7: lb.Discovery
+	(*Static)(nil),                      // 8: lb.Static
+	(*DNS)(nil),                         // 9: lb.DNS
+	(*Etcd)(nil),                        // 10: lb.Etcd
+	(*Consul)(nil),                      // 11: lb.Consul
+	(*RingHash)(nil),                    // 12: lb.RingHash
+	(*ConsistentHash)(nil),              // 13: lb.ConsistentHash
+	(*P2CEWMA)(nil),                     // 14: lb.P2CEWMA
+	(*LeastRequest)(nil),                // 15: lb.LeastRequest
+	(*WeightedRoundRobin)(nil),          // 16: lb.WeightedRoundRobin
+	(*MethodRules)(nil),                 // 17: lb.MethodRules
+	(*Retry)(nil),                       // 18: lb.Retry
+	(*durationpb.Duration)(nil),         // 19: google.protobuf.Duration
+	(*descriptorpb.ServiceOptions)(nil), // 20: google.protobuf.ServiceOptions
+	(*descriptorpb.MethodOptions)(nil),  // 21: google.protobuf.MethodOptions
 }
 var file_lb_options_proto_depIdxs = []int32{
-	6,  // 0: lb.ServiceRules.discovery:type_name -> lb.Discovery
+	7,  // 0: lb.ServiceRules.discovery:type_name -> lb.Discovery
 	0,  // 1: lb.ServiceRules.policy:type_name -> lb.Policy
-	11, // 2: lb.ServiceRules.ring_hash:type_name -> lb.RingHash
-	13, // 3: lb.ServiceRules.p2c_ewma:type_name -> lb.P2CEWMA
-	14, // 4: lb.ServiceRules.least_request:type_name -> lb.LeastRequest
-	15, // 5: lb.ServiceRules.weighted_round_robin:type_name -> lb.WeightedRoundRobin
-	12, // 6: lb.ServiceRules.consistent_hash:type_name -> lb.ConsistentHash
-	5,  // 7: lb.ServiceRules.on_registry_failure:type_name -> lb.RegistryFailure
-	1,  // 8: lb.RegistryFailure.mode:type_name -> lb.RegistryFailure.Mode
-	18, // 9: lb.RegistryFailure.max_staleness:type_name -> google.protobuf.Duration
-	7,  // 10: lb.Discovery.static:type_name -> lb.Static
-	8,  // 11: lb.Discovery.dns:type_name -> lb.DNS
-	9,  // 12: lb.Discovery.etcd:type_name -> lb.Etcd
-	10, // 13: lb.Discovery.consul:type_name -> lb.Consul
-	2,  // 14: lb.DNS.record:type_name -> lb.DNS.RecordType
-	18, // 15: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
-	18, // 16: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
-	18, // 17: lb.Consul.grace:type_name -> google.protobuf.Duration
-	18, // 18: lb.Consul.check_interval:type_name -> google.protobuf.Duration
-	18, // 19: lb.Consul.deregister_critical_after:type_name -> google.protobuf.Duration
-	18, // 20: lb.Consul.ttl:type_name -> google.protobuf.Duration
-	3,  // 21: lb.ConsistentHash.missing_key:type_name -> lb.ConsistentHash.MissingKey
-	18, // 22: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
-	18, // 23: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
-	18, // 24: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
-	18, // 25: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
-	18, // 26: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
-	18, // 27: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
-	17, // 28: lb.MethodRules.retry:type_name -> lb.Retry
-	18, // 29: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
-	18, // 30: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
-	19, // 31: lb.service:extendee -> google.protobuf.ServiceOptions
-	20, // 32: lb.method:extendee -> google.protobuf.MethodOptions
-	4,  // 33: lb.service:type_name -> lb.ServiceRules
-	16, // 34: lb.method:type_name -> lb.MethodRules
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	33, // [33:35] is the sub-list for extension type_name
-	31, // [31:33] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	12, // 2: lb.ServiceRules.ring_hash:type_name -> lb.RingHash
+	14, // 3: lb.ServiceRules.p2c_ewma:type_name -> lb.P2CEWMA
+	15, // 4: lb.ServiceRules.least_request:type_name -> lb.LeastRequest
+	16, // 5: lb.ServiceRules.weighted_round_robin:type_name -> lb.WeightedRoundRobin
+	13, // 6: lb.ServiceRules.consistent_hash:type_name -> lb.ConsistentHash
+	6,  // 7: lb.ServiceRules.on_registry_failure:type_name -> lb.RegistryFailure
+	5,  // 8: lb.ServiceRules.connection:type_name -> lb.Connection
+	19, // 9: lb.Connection.keepalive_time:type_name -> google.protobuf.Duration
+	19, // 10: lb.Connection.keepalive_timeout:type_name -> google.protobuf.Duration
+	19, // 11: lb.Connection.max_connection_age:type_name -> google.protobuf.Duration
+	19, // 12: lb.Connection.max_connection_age_grace:type_name -> google.protobuf.Duration
+	19, // 13: lb.Connection.max_connection_idle:type_name -> google.protobuf.Duration
+	1,  // 14: lb.RegistryFailure.mode:type_name -> lb.RegistryFailure.Mode
+	19, // 15: lb.RegistryFailure.max_staleness:type_name -> google.protobuf.Duration
+	8,  // 16: lb.Discovery.static:type_name -> lb.Static
+	9,  // 17: lb.Discovery.dns:type_name -> lb.DNS
+	10, // 18: lb.Discovery.etcd:type_name -> lb.Etcd
+	11, // 19: lb.Discovery.consul:type_name -> lb.Consul
+	2,  // 20: lb.DNS.record:type_name -> lb.DNS.RecordType
+	19, // 21: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
+	19, // 22: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
+	19, // 23: lb.Consul.grace:type_name -> google.protobuf.Duration
+	19, // 24: lb.Consul.check_interval:type_name -> google.protobuf.Duration
+	19, // 25: lb.Consul.deregister_critical_after:type_name -> google.protobuf.Duration
+	19, // 26: lb.Consul.ttl:type_name -> google.protobuf.Duration
+	3,  // 27: lb.ConsistentHash.missing_key:type_name -> lb.ConsistentHash.MissingKey
+	19, // 28: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
+	19, // 29: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
+	19, // 30: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
+	19, // 31: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
+	19, // 32: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
+	19, // 33: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
+	18, // 34: lb.MethodRules.retry:type_name -> lb.Retry
+	19, // 35: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
+	19, // 36: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
+	20, // 37: lb.service:extendee -> google.protobuf.ServiceOptions
+	21, // 38: lb.method:extendee -> google.protobuf.MethodOptions
+	4,  // 39: lb.service:type_name -> lb.ServiceRules
+	17, // 40: lb.method:type_name -> lb.MethodRules
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	39, // [39:41] is the sub-list for extension type_name
+	37, // [37:39] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_lb_options_proto_init() }
@@ -1870,21 +1990,21 @@ func file_lb_options_proto_init() {
 		(*ServiceRules_WeightedRoundRobin)(nil),
 		(*ServiceRules_ConsistentHash)(nil),
 	}
-	file_lb_options_proto_msgTypes[2].OneofWrappers = []any{
+	file_lb_options_proto_msgTypes[3].OneofWrappers = []any{
 		(*Discovery_Static)(nil),
 		(*Discovery_Dns)(nil),
 		(*Discovery_Etcd)(nil),
 		(*Discovery_Consul)(nil),
 	}
-	file_lb_options_proto_msgTypes[6].OneofWrappers = []any{}
-	file_lb_options_proto_msgTypes[12].OneofWrappers = []any{}
+	file_lb_options_proto_msgTypes[7].OneofWrappers = []any{}
+	file_lb_options_proto_msgTypes[13].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lb_options_proto_rawDesc), len(file_lb_options_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 2,
 			NumServices:   0,
 		},

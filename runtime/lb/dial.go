@@ -167,6 +167,9 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 		return nil, err
 	}
 	gopts := []grpc.DialOption{creds, grpc.WithDefaultServiceConfig(sc)}
+	if kp, ok := svc.Connection.clientParams(); ok {
+		gopts = append(gopts, grpc.WithKeepaliveParams(kp))
+	}
 	if i := hashKeyInterceptor(svc); i != nil {
 		gopts = append(gopts, grpc.WithChainUnaryInterceptor(i))
 	}

@@ -68,6 +68,9 @@ type Service struct {
 	// ClientConn under one balancer (package runtime/balancer/pool); 0
 	// means 1, at most 64.
 	PoolSize int
+	// Connection is the connections' lifetime and keepalive; nil: grpc-go's
+	// defaults. See ServerOptions.
+	Connection *Connection
 	// DisableHealthCheck turns client-side health checking off.
 	DisableHealthCheck bool
 	// Methods holds the methods that have settings.
