@@ -94,6 +94,20 @@ func genService(g *protogen.GeneratedFile, s *serviceModel) {
 			[2]string{"MaxConnectionAgeGrace", optDuration(c.maxAgeGrace, ident)},
 			[2]string{"MaxConnectionIdle", optDuration(c.maxIdle, ident)}), ",")
 	}
+	if b := s.rules.GetRetryBudget(); b != nil {
+		var tokens, ratio, disabled string
+		if b.GetMaxTokens() != 0 {
+			tokens = strconv.FormatUint(uint64(b.GetMaxTokens()), 10)
+		}
+		if b.GetTokenRatio() != 0 {
+			ratio = strconv.FormatFloat(b.GetTokenRatio(), 'g', -1, 64)
+		}
+		if b.GetDisabled() {
+			disabled = "true"
+		}
+		g.P("RetryBudget: &", literal(ident(lbPackage.Ident("RetryBudget")),
+			[2]string{"MaxTokens", tokens}, [2]string{"TokenRatio", ratio}, [2]string{"Disabled", disabled}), ",")
+	}
 	if s.rules.GetDisableHealthCheck() {
 		g.P("DisableHealthCheck: true,")
 	}
@@ -359,12 +373,23 @@ func methodFields(m *methodModel, ident func(protogen.GoIdent) string) string {
 	if m.idempotent {
 		idempotent = "true"
 	}
+	var waitForReady, hedging string
+	if m.waitForReady {
+		waitForReady = "true"
+	}
+	if h := m.hedging; h != nil {
+		hedging = "&" + literal(ident(lbPackage.Ident("Hedging")),
+			[2]string{"MaxAttempts", strconv.FormatUint(uint64(h.maxAttempts), 10)},
+			[2]string{"Delay", durationExpr(h.delay, ident)})
+	}
 	l := literal("",
 		[2]string{"Name", strconv.Quote(string(m.method.Desc.Name()))},
 		[2]string{"Timeout", timeout},
 		[2]string{"Retry", retry},
 		[2]string{"HashKey", quoteNonEmpty(m.hashKey)},
-		[2]string{"Idempotent", idempotent})
+		[2]string{"Idempotent", idempotent},
+		[2]string{"WaitForReady", waitForReady},
+		[2]string{"Hedging", hedging})
 	return strings.TrimSuffix(strings.TrimPrefix(l, "{"), "}")
 }
 

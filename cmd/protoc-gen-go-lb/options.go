@@ -108,11 +108,18 @@ type dnsModel struct {
 }
 
 type methodModel struct {
-	method     *protogen.Method
-	timeout    time.Duration
-	retry      *retryModel
-	hashKey    string
-	idempotent bool
+	method       *protogen.Method
+	timeout      time.Duration
+	retry        *retryModel
+	hashKey      string
+	idempotent   bool
+	waitForReady bool
+	hedging      *hedgingModel
+}
+
+type hedgingModel struct {
+	maxAttempts uint32
+	delay       time.Duration
 }
 
 type retryModel struct {
@@ -169,6 +176,7 @@ func readService(f *protogen.File, s *protogen.Service, rules *lbpb.ServiceRules
 	}
 	m.failure = readFailure(rules.GetOnRegistryFailure(), bad)
 	m.connection = readConnection(rules.GetConnection(), bad)
+	readBudget(rules.GetRetryBudget(), bad)
 	if c := m.discovery.consul; c != nil && m.failure != nil && (c.failFast || c.grace != 0) {
 		bad("(lb.service).on_registry_failure and discovery.consul grace or fail_fast exclude each other: use on_registry_failure")
 	}
@@ -458,6 +466,25 @@ func readMethod(f *protogen.File, meth *protogen.Method, policy lbpb.Policy, mis
 		m.retry = readRetry(rules.GetRetry(), m.idempotent, bad)
 	}
 	unary := !meth.Desc.IsStreamingClient() && !meth.Desc.IsStreamingServer()
+	m.waitForReady = rules.GetWaitForReady()
+	if h := rules.GetHedging(); h != nil {
+		const pre = "(lb.method).hedging"
+		m.hedging = &hedgingModel{maxAttempts: h.GetMaxAttempts(), delay: positiveDuration(h.GetDelay(), pre+".delay", bad)}
+		switch {
+		case !unary:
+			bad(pre + " on a streaming method: only unary calls are hedged")
+		case !m.idempotent:
+			bad(pre + " on a method that is not idempotent: a hedged call may run more than once; set idempotency_level = IDEMPOTENT (or NO_SIDE_EFFECTS), or (lb.method).idempotent")
+		case m.retry != nil:
+			bad(pre + " and (lb.method).retry exclude each other (gRFC A6): hedging retries by itself")
+		}
+		if n := h.GetMaxAttempts(); n < minRetryAttempts || n > maxRetryAttempts {
+			bad(pre+".max_attempts %d is not in %d-%d", n, minRetryAttempts, maxRetryAttempts)
+		}
+		if h.GetDelay() == nil {
+			bad(pre + ".delay is required")
+		}
+	}
 	switch {
 	case m.hashKey != "" && policy != lbpb.Policy_RING_HASH && policy != lbpb.Policy_CONSISTENT_HASH:
 		bad("(lb.method).hash_key is set but the service's policy is %s: hash_key only applies to CONSISTENT_HASH and RING_HASH", policy)
@@ -470,10 +497,21 @@ func readMethod(f *protogen.File, meth *protogen.Method, policy lbpb.Policy, mis
 	case policy == lbpb.Policy_CONSISTENT_HASH && unary && missingKey == lbpb.ConsistentHash_FAIL:
 		bad("(lb.method).hash_key is required: the service's policy is CONSISTENT_HASH with missing_key FAIL, so every call without a key would fail")
 	}
-	if m.timeout == 0 && m.retry == nil && m.hashKey == "" && !m.idempotent {
+	if m.timeout == 0 && m.retry == nil && m.hashKey == "" && !m.idempotent && !m.waitForReady && m.hedging == nil {
 		return nil
 	}
 	return m
+}
+
+// readBudget checks (lb.service).retry_budget.
+func readBudget(b *lbpb.RetryBudget, bad func(string, ...any)) {
+	const pre = "(lb.service).retry_budget."
+	if n := b.GetMaxTokens(); n != 0 && n > 1000 {
+		bad(pre+"max_tokens %d is more than 1000", n)
+	}
+	if r := b.GetTokenRatio(); r != 0 && !(r > 0 && r <= 1) {
+		bad(pre+"token_ratio %v is not in (0, 1]", r)
+	}
 }
 
 func readRetry(r *lbpb.Retry, idempotent bool, bad func(string, ...any)) *retryModel {

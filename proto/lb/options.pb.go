@@ -385,7 +385,10 @@ type ServiceRules struct {
 	// dials with them, and the generated <Svc>ServerOptions() returns the
 	// matching grpc.ServerOptions (pass them to grpc.NewServer; a server
 	// without them sends GOAWAY too_many_pings to a pinging client).
-	Connection    *Connection `protobuf:"bytes,22,opt,name=connection,proto3" json:"connection,omitempty"`
+	Connection *Connection `protobuf:"bytes,22,opt,name=connection,proto3" json:"connection,omitempty"`
+	// The budget of the methods' retries and hedges. On by default (with its
+	// defaults) as soon as a method retries or hedges.
+	RetryBudget   *RetryBudget `protobuf:"bytes,23,opt,name=retry_budget,json=retryBudget,proto3" json:"retry_budget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -517,6 +520,13 @@ func (x *ServiceRules) GetDisableHealthCheck() bool {
 func (x *ServiceRules) GetConnection() *Connection {
 	if x != nil {
 		return x.Connection
+	}
+	return nil
+}
+
+func (x *ServiceRules) GetRetryBudget() *RetryBudget {
+	if x != nil {
+		return x.RetryBudget
 	}
 	return nil
 }
@@ -1563,7 +1573,15 @@ type MethodRules struct {
 	// Whether the method can safely run twice. Default: the method's
 	// `idempotency_level` (IDEMPOTENT or NO_SIDE_EFFECTS mean true).
 	// Retrying on codes other than UNAVAILABLE needs an idempotent method.
-	Idempotent    *bool `protobuf:"varint,4,opt,name=idempotent,proto3,oneof" json:"idempotent,omitempty"`
+	Idempotent *bool `protobuf:"varint,4,opt,name=idempotent,proto3,oneof" json:"idempotent,omitempty"`
+	// Calls wait for an instance to be ready instead of failing at once
+	// while none is (gRPC's wait-for-ready), until their deadline.
+	WaitForReady bool `protobuf:"varint,5,opt,name=wait_for_ready,json=waitForReady,proto3" json:"wait_for_ready,omitempty"`
+	// Send the call again to another instance when the first has not
+	// answered after `delay`, up to `max_attempts` in all; the first answer
+	// wins and the others are cancelled. Only on unary methods that are
+	// idempotent (see `idempotent`), and not with `retry`.
+	Hedging       *Hedging `protobuf:"bytes,6,opt,name=hedging,proto3" json:"hedging,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1626,6 +1644,144 @@ func (x *MethodRules) GetIdempotent() bool {
 	return false
 }
 
+func (x *MethodRules) GetWaitForReady() bool {
+	if x != nil {
+		return x.WaitForReady
+	}
+	return false
+}
+
+func (x *MethodRules) GetHedging() *Hedging {
+	if x != nil {
+		return x.Hedging
+	}
+	return nil
+}
+
+// Hedging is a method's hedging policy.
+type Hedging struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The number of attempts, the first included: 2 to 5. Required.
+	MaxAttempts uint32 `protobuf:"varint,1,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	// How long an attempt waits for an answer before the next is sent.
+	// Required; must be positive (the p95 latency of the method is a good
+	// value).
+	Delay         *durationpb.Duration `protobuf:"bytes,2,opt,name=delay,proto3" json:"delay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Hedging) Reset() {
+	*x = Hedging{}
+	mi := &file_lb_options_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Hedging) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Hedging) ProtoMessage() {}
+
+func (x *Hedging) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_options_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Hedging.ProtoReflect.Descriptor instead.
+func (*Hedging) Descriptor() ([]byte, []int) {
+	return file_lb_options_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Hedging) GetMaxAttempts() uint32 {
+	if x != nil {
+		return x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *Hedging) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+// RetryBudget limits retries and hedges service-wide (gRPC's
+// retryThrottling): each failed call takes a token, each successful one
+// gives back token_ratio; below half of max_tokens, nothing is retried or
+// hedged, so a sick cluster is not flooded.
+type RetryBudget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Default 10; 1 to 1000.
+	MaxTokens uint32 `protobuf:"varint,1,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
+	// Default 0.1; positive, at most 1.
+	TokenRatio float64 `protobuf:"fixed64,2,opt,name=token_ratio,json=tokenRatio,proto3" json:"token_ratio,omitempty"`
+	// Turns the budget off.
+	Disabled      bool `protobuf:"varint,3,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryBudget) Reset() {
+	*x = RetryBudget{}
+	mi := &file_lb_options_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryBudget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryBudget) ProtoMessage() {}
+
+func (x *RetryBudget) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_options_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
+func (*RetryBudget) Descriptor() ([]byte, []int) {
+	return file_lb_options_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RetryBudget) GetMaxTokens() uint32 {
+	if x != nil {
+		return x.MaxTokens
+	}
+	return 0
+}
+
+func (x *RetryBudget) GetTokenRatio() float64 {
+	if x != nil {
+		return x.TokenRatio
+	}
+	return 0
+}
+
+func (x *RetryBudget) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
 // Retry is a gRPC retry policy (see gRFC A6).
 type Retry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1646,7 +1802,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_lb_options_proto_msgTypes[14]
+	mi := &file_lb_options_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1814,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[14]
+	mi := &file_lb_options_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1827,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{14}
+	return file_lb_options_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Retry) GetMaxAttempts() uint32 {
@@ -1750,7 +1906,7 @@ var File_lb_options_proto protoreflect.FileDescriptor
 
 const file_lb_options_proto_rawDesc = "" +
 	"\n" +
-	"\x10lb/options.proto\x12\x02lb\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe3\x04\n" +
+	"\x10lb/options.proto\x12\x02lb\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\x97\x05\n" +
 	"\fServiceRules\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\tdiscovery\x18\x02 \x01(\v2\r.lb.DiscoveryR\tdiscovery\x12\"\n" +
@@ -1767,7 +1923,8 @@ const file_lb_options_proto_rawDesc = "" +
 	"\x14disable_health_check\x18\x15 \x01(\bR\x12disableHealthCheck\x12.\n" +
 	"\n" +
 	"connection\x18\x16 \x01(\v2\x0e.lb.ConnectionR\n" +
-	"connectionB\x0f\n" +
+	"connection\x122\n" +
+	"\fretry_budget\x18\x17 \x01(\v2\x0f.lb.RetryBudgetR\vretryBudgetB\x0f\n" +
 	"\rpolicy_params\"\xfe\x02\n" +
 	"\n" +
 	"Connection\x12@\n" +
@@ -1860,15 +2017,26 @@ const file_lb_options_proto_rawDesc = "" +
 	"\x0fblackout_period\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0eblackoutPeriod\x12S\n" +
 	"\x18weight_expiration_period\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x16weightExpirationPeriod\x12K\n" +
 	"\x14weight_update_period\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x12weightUpdatePeriod\x12:\n" +
-	"\x19error_utilization_penalty\x18\x06 \x01(\x02R\x17errorUtilizationPenalty\"\xb2\x01\n" +
+	"\x19error_utilization_penalty\x18\x06 \x01(\x02R\x17errorUtilizationPenalty\"\xff\x01\n" +
 	"\vMethodRules\x123\n" +
 	"\atimeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x1f\n" +
 	"\x05retry\x18\x02 \x01(\v2\t.lb.RetryR\x05retry\x12\x19\n" +
 	"\bhash_key\x18\x03 \x01(\tR\ahashKey\x12#\n" +
 	"\n" +
 	"idempotent\x18\x04 \x01(\bH\x00R\n" +
-	"idempotent\x88\x01\x01B\r\n" +
-	"\v_idempotent\"\x82\x02\n" +
+	"idempotent\x88\x01\x01\x12$\n" +
+	"\x0ewait_for_ready\x18\x05 \x01(\bR\fwaitForReady\x12%\n" +
+	"\ahedging\x18\x06 \x01(\v2\v.lb.HedgingR\ahedgingB\r\n" +
+	"\v_idempotent\"]\n" +
+	"\aHedging\x12!\n" +
+	"\fmax_attempts\x18\x01 \x01(\rR\vmaxAttempts\x12/\n" +
+	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"i\n" +
+	"\vRetryBudget\x12\x1d\n" +
+	"\n" +
+	"max_tokens\x18\x01 \x01(\rR\tmaxTokens\x12\x1f\n" +
+	"\vtoken_ratio\x18\x02 \x01(\x01R\n" +
+	"tokenRatio\x12\x1a\n" +
+	"\bdisabled\x18\x03 \x01(\bR\bdisabled\"\x82\x02\n" +
 	"\x05Retry\x12!\n" +
 	"\fmax_attempts\x18\x01 \x01(\rR\vmaxAttempts\x12B\n" +
 	"\x0finitial_backoff\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0einitialBackoff\x12:\n" +
@@ -1904,7 +2072,7 @@ func file_lb_options_proto_rawDescGZIP() []byte {
 }
 
 var file_lb_options_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_lb_options_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_lb_options_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_lb_options_proto_goTypes = []any{
 	(Policy)(0),                         // 0: lb.Policy
 	(RegistryFailure_Mode)(0),           // 1: lb.RegistryFailure.Mode
@@ -1924,10 +2092,12 @@ var file_lb_options_proto_goTypes = []any{
 	(*LeastRequest)(nil),                // 15: lb.LeastRequest
 	(*WeightedRoundRobin)(nil),          // 16: lb.WeightedRoundRobin
 	(*MethodRules)(nil),                 // 17: lb.MethodRules
-	(*Retry)(nil),                       // 18: lb.Retry
-	(*durationpb.Duration)(nil),         // 19: google.protobuf.Duration
-	(*descriptorpb.ServiceOptions)(nil), // 20: google.protobuf.ServiceOptions
-	(*descriptorpb.MethodOptions)(nil),  // 21: google.protobuf.MethodOptions
+	(*Hedging)(nil),                     // 18: lb.Hedging
+	(*RetryBudget)(nil),                 // 19: lb.RetryBudget
+	(*Retry)(nil),                       // 20: lb.Retry
+	(*durationpb.Duration)(nil),         // 21: google.protobuf.Duration
+	(*descriptorpb.ServiceOptions)(nil), // 22: google.protobuf.ServiceOptions
+	(*descriptorpb.MethodOptions)(nil),  // 23: google.protobuf.MethodOptions
 }
 var file_lb_options_proto_depIdxs = []int32{
 	7,  // 0: lb.ServiceRules.discovery:type_name -> lb.Discovery
@@ -1939,43 +2109,46 @@ var file_lb_options_proto_depIdxs = []int32{
 	13, // 6: lb.ServiceRules.consistent_hash:type_name -> lb.ConsistentHash
 	6,  // 7: lb.ServiceRules.on_registry_failure:type_name -> lb.RegistryFailure
 	5,  // 8: lb.ServiceRules.connection:type_name -> lb.Connection
-	19, // 9: lb.Connection.keepalive_time:type_name -> google.protobuf.Duration
-	19, // 10: lb.Connection.keepalive_timeout:type_name -> google.protobuf.Duration
-	19, // 11: lb.Connection.max_connection_age:type_name -> google.protobuf.Duration
-	19, // 12: lb.Connection.max_connection_age_grace:type_name -> google.protobuf.Duration
-	19, // 13: lb.Connection.max_connection_idle:type_name -> google.protobuf.Duration
-	1,  // 14: lb.RegistryFailure.mode:type_name -> lb.RegistryFailure.Mode
-	19, // 15: lb.RegistryFailure.max_staleness:type_name -> google.protobuf.Duration
-	8,  // 16: lb.Discovery.static:type_name -> lb.Static
-	9,  // 17: lb.Discovery.dns:type_name -> lb.DNS
-	10, // 18: lb.Discovery.etcd:type_name -> lb.Etcd
-	11, // 19: lb.Discovery.consul:type_name -> lb.Consul
-	2,  // 20: lb.DNS.record:type_name -> lb.DNS.RecordType
-	19, // 21: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
-	19, // 22: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
-	19, // 23: lb.Consul.grace:type_name -> google.protobuf.Duration
-	19, // 24: lb.Consul.check_interval:type_name -> google.protobuf.Duration
-	19, // 25: lb.Consul.deregister_critical_after:type_name -> google.protobuf.Duration
-	19, // 26: lb.Consul.ttl:type_name -> google.protobuf.Duration
-	3,  // 27: lb.ConsistentHash.missing_key:type_name -> lb.ConsistentHash.MissingKey
-	19, // 28: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
-	19, // 29: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
-	19, // 30: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
-	19, // 31: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
-	19, // 32: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
-	19, // 33: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
-	18, // 34: lb.MethodRules.retry:type_name -> lb.Retry
-	19, // 35: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
-	19, // 36: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
-	20, // 37: lb.service:extendee -> google.protobuf.ServiceOptions
-	21, // 38: lb.method:extendee -> google.protobuf.MethodOptions
-	4,  // 39: lb.service:type_name -> lb.ServiceRules
-	17, // 40: lb.method:type_name -> lb.MethodRules
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	39, // [39:41] is the sub-list for extension type_name
-	37, // [37:39] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	19, // 9: lb.ServiceRules.retry_budget:type_name -> lb.RetryBudget
+	21, // 10: lb.Connection.keepalive_time:type_name -> google.protobuf.Duration
+	21, // 11: lb.Connection.keepalive_timeout:type_name -> google.protobuf.Duration
+	21, // 12: lb.Connection.max_connection_age:type_name -> google.protobuf.Duration
+	21, // 13: lb.Connection.max_connection_age_grace:type_name -> google.protobuf.Duration
+	21, // 14: lb.Connection.max_connection_idle:type_name -> google.protobuf.Duration
+	1,  // 15: lb.RegistryFailure.mode:type_name -> lb.RegistryFailure.Mode
+	21, // 16: lb.RegistryFailure.max_staleness:type_name -> google.protobuf.Duration
+	8,  // 17: lb.Discovery.static:type_name -> lb.Static
+	9,  // 18: lb.Discovery.dns:type_name -> lb.DNS
+	10, // 19: lb.Discovery.etcd:type_name -> lb.Etcd
+	11, // 20: lb.Discovery.consul:type_name -> lb.Consul
+	2,  // 21: lb.DNS.record:type_name -> lb.DNS.RecordType
+	21, // 22: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
+	21, // 23: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
+	21, // 24: lb.Consul.grace:type_name -> google.protobuf.Duration
+	21, // 25: lb.Consul.check_interval:type_name -> google.protobuf.Duration
+	21, // 26: lb.Consul.deregister_critical_after:type_name -> google.protobuf.Duration
+	21, // 27: lb.Consul.ttl:type_name -> google.protobuf.Duration
+	3,  // 28: lb.ConsistentHash.missing_key:type_name -> lb.ConsistentHash.MissingKey
+	21, // 29: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
+	21, // 30: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
+	21, // 31: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
+	21, // 32: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
+	21, // 33: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
+	21, // 34: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
+	20, // 35: lb.MethodRules.retry:type_name -> lb.Retry
+	18, // 36: lb.MethodRules.hedging:type_name -> lb.Hedging
+	21, // 37: lb.Hedging.delay:type_name -> google.protobuf.Duration
+	21, // 38: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
+	21, // 39: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
+	22, // 40: lb.service:extendee -> google.protobuf.ServiceOptions
+	23, // 41: lb.method:extendee -> google.protobuf.MethodOptions
+	4,  // 42: lb.service:type_name -> lb.ServiceRules
+	17, // 43: lb.method:type_name -> lb.MethodRules
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	42, // [42:44] is the sub-list for extension type_name
+	40, // [40:42] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_lb_options_proto_init() }
@@ -2004,7 +2177,7 @@ func file_lb_options_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lb_options_proto_rawDesc), len(file_lb_options_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 2,
 			NumServices:   0,
 		},

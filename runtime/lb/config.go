@@ -75,9 +75,41 @@ type retryPolicy struct {
 }
 
 type methodConfig struct {
-	Name        []methodName `json:"name"`
-	Timeout     any          `json:"timeout,omitempty"`
-	RetryPolicy *retryPolicy `json:"retryPolicy,omitempty"`
+	Name         []methodName `json:"name"`
+	Timeout      any          `json:"timeout,omitempty"`
+	WaitForReady bool         `json:"waitForReady,omitempty"`
+	RetryPolicy  *retryPolicy `json:"retryPolicy,omitempty"`
+}
+
+type retryThrottling struct {
+	MaxTokens  int     `json:"maxTokens"`
+	TokenRatio float64 `json:"tokenRatio"`
+}
+
+// budget returns svc's retry budget, or nil when it has none: no method
+// retries or hedges, or it is disabled.
+func budget(svc *Service) *RetryBudget {
+	uses := false
+	for _, m := range svc.Methods {
+		uses = uses || m.Retry != nil || m.Hedging != nil
+	}
+	if !uses {
+		return nil
+	}
+	b := DefaultRetryBudget
+	if svc.RetryBudget != nil {
+		b = *svc.RetryBudget
+		if b.MaxTokens == 0 {
+			b.MaxTokens = DefaultRetryBudget.MaxTokens
+		}
+		if b.TokenRatio == 0 {
+			b.TokenRatio = DefaultRetryBudget.TokenRatio
+		}
+	}
+	if b.Disabled {
+		return nil
+	}
+	return &b
 }
 
 // ServiceConfig returns the gRPC service config JSON of svc: its balancing
@@ -100,12 +132,16 @@ func ServiceConfig(svc *Service) (string, error) {
 	sc := struct {
 		LoadBalancingConfig []map[string]any  `json:"loadBalancingConfig"`
 		HealthCheckConfig   map[string]string `json:"healthCheckConfig,omitempty"`
+		RetryThrottling     *retryThrottling  `json:"retryThrottling,omitempty"`
 		MethodConfig        []methodConfig    `json:"methodConfig,omitempty"`
 	}{
 		LoadBalancingConfig: []map[string]any{{name: cfg}},
 	}
 	if !svc.DisableHealthCheck {
 		sc.HealthCheckConfig = map[string]string{"serviceName": svc.FullName}
+	}
+	if b := budget(svc); b != nil {
+		sc.RetryThrottling = &retryThrottling{MaxTokens: b.MaxTokens, TokenRatio: b.TokenRatio}
 	}
 	if svc.PoolSize > 1 {
 		if svc.PoolSize > pool.MaxSize {
@@ -121,8 +157,9 @@ func ServiceConfig(svc *Service) (string, error) {
 	}
 	for _, m := range svc.Methods {
 		mc := methodConfig{
-			Name:    []methodName{{Service: svc.FullName, Method: m.Name}},
-			Timeout: duration(m.Timeout),
+			Name:         []methodName{{Service: svc.FullName, Method: m.Name}},
+			Timeout:      duration(m.Timeout),
+			WaitForReady: m.WaitForReady,
 		}
 		if r := m.Retry; r != nil {
 			mc.RetryPolicy = &retryPolicy{
@@ -133,7 +170,7 @@ func ServiceConfig(svc *Service) (string, error) {
 			}
 			mc.RetryPolicy.RetryableStatusCodes = r.RetryableCodes
 		}
-		if mc.Timeout == nil && mc.RetryPolicy == nil {
+		if mc.Timeout == nil && mc.RetryPolicy == nil && !mc.WaitForReady {
 			continue
 		}
 		sc.MethodConfig = append(sc.MethodConfig, mc)

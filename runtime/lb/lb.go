@@ -71,6 +71,9 @@ type Service struct {
 	// Connection is the connections' lifetime and keepalive; nil: grpc-go's
 	// defaults. See ServerOptions.
 	Connection *Connection
+	// RetryBudget limits retries and hedges; nil means DefaultRetryBudget
+	// when a method retries or hedges.
+	RetryBudget *RetryBudget
 	// DisableHealthCheck turns client-side health checking off.
 	DisableHealthCheck bool
 	// Methods holds the methods that have settings.
@@ -91,7 +94,38 @@ type Method struct {
 	HashKey string
 	// Idempotent reports whether the method can safely run twice.
 	Idempotent bool
+	// WaitForReady makes calls wait for a ready instance until their
+	// deadline instead of failing at once.
+	WaitForReady bool
+	// Hedging sends the call again to another instance when the first has
+	// not answered in time; nil means no hedging. Unary, idempotent
+	// methods only, and not with Retry.
+	Hedging *Hedging
 }
+
+// Hedging is a method's hedging policy: up to MaxAttempts attempts (the
+// first included, 2 to 5), one more each Delay while none has answered,
+// each on another instance; the first answer wins.
+type Hedging struct {
+	MaxAttempts int
+	Delay       time.Duration
+}
+
+// RetryBudget is gRPC's retryThrottling for a service's retries and
+// hedges: each failed call takes a token, each success gives back
+// TokenRatio; below half of MaxTokens nothing is retried or hedged.
+type RetryBudget struct {
+	// MaxTokens: default DefaultRetryBudget.MaxTokens.
+	MaxTokens int
+	// TokenRatio: default DefaultRetryBudget.TokenRatio.
+	TokenRatio float64
+	// Disabled turns the budget off.
+	Disabled bool
+}
+
+// DefaultRetryBudget applies to a service whose methods retry or hedge
+// and that sets no RetryBudget.
+var DefaultRetryBudget = RetryBudget{MaxTokens: 10, TokenRatio: 0.1}
 
 // Retry is a gRPC retry policy (gRFC A6).
 type Retry struct {

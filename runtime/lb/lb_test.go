@@ -39,7 +39,9 @@ func TestServiceConfigJSON(t *testing.T) {
 		Methods: []Method{
 			{Name: "Get", Timeout: 1500 * time.Millisecond, Retry: &Retry{MaxAttempts: 3, InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, BackoffMultiplier: 2, RetryableCodes: []codes.Code{codes.Unavailable}}},
 			{Name: "Keyed", HashKey: "id"}, // nothing for the service config
+			{Name: "Wait", WaitForReady: true},
 		},
+		RetryBudget: &RetryBudget{MaxTokens: 20},
 	}
 	got, err := ServiceConfig(svc)
 	if err != nil {
@@ -48,11 +50,15 @@ func TestServiceConfigJSON(t *testing.T) {
 	want := `{
 		"loadBalancingConfig": [{"ring_hash_experimental": {"minRingSize": 2048, "requestHashHeader": "lb-hash-key"}}],
 		"healthCheckConfig": {"serviceName": "pkg.Svc"},
+		"retryThrottling": {"maxTokens": 20, "tokenRatio": 0.1},
 		"methodConfig": [{
 			"name": [{"service": "pkg.Svc", "method": "Get"}],
 			"timeout": "1.500000000s",
 			"retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.100000000s", "maxBackoff": "1.000000000s",
 				"backoffMultiplier": 2, "retryableStatusCodes": [14]}
+		}, {
+			"name": [{"service": "pkg.Svc", "method": "Wait"}],
+			"waitForReady": true
 		}]
 	}`
 	var gotV, wantV any
