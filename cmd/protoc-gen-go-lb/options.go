@@ -477,6 +477,8 @@ func readMethod(f *protogen.File, meth *protogen.Method, policy lbpb.Policy, mis
 			bad(pre + " on a method that is not idempotent: a hedged call may run more than once; set idempotency_level = IDEMPOTENT (or NO_SIDE_EFFECTS), or (lb.method).idempotent")
 		case m.retry != nil:
 			bad(pre + " and (lb.method).retry exclude each other (gRFC A6): hedging retries by itself")
+		case policy == lbpb.Policy_PICK_FIRST || policy == lbpb.Policy_CONSISTENT_HASH || policy == lbpb.Policy_RING_HASH:
+			bad(pre+" under %s: each hedge goes to another instance, and this policy sends a call to one", policy)
 		}
 		if n := h.GetMaxAttempts(); n < minRetryAttempts || n > maxRetryAttempts {
 			bad(pre+".max_attempts %d is not in %d-%d", n, minRetryAttempts, maxRetryAttempts)

@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -31,6 +33,9 @@ type Backend struct {
 	Delay atomic.Int64 // ns added to each counted call
 	Calls atomic.Int64 // counted calls answered
 	Conns atomic.Int64 // connections accepted
+	// Fail makes EchoService calls fail with UNAVAILABLE (after counting
+	// their key).
+	Fail atomic.Bool
 
 	server *grpc.Server
 	health *health.Server
@@ -75,6 +80,16 @@ func (b *Backend) echo(_ any, stream grpc.ServerStream) error {
 	b.mu.Lock()
 	b.keys[string(req.GetValue())]++
 	b.mu.Unlock()
+	if b.Fail.Load() {
+		return status.Error(codes.Unavailable, "testbackend: failing on purpose")
+	}
+	if d := b.Delay.Load(); d > 0 {
+		select { // the backend's own slowness, not a wait in the test
+		case <-time.After(time.Duration(d)):
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		}
+	}
 	return stream.SendMsg(&emptypb.Empty{})
 }
 

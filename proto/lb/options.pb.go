@@ -1559,7 +1559,10 @@ type MethodRules struct {
 	// one. Default: none. Must be positive.
 	Timeout *durationpb.Duration `protobuf:"bytes,1,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	// Retry the call on another attempt when it fails with one of the given
-	// codes. Default: no retries.
+	// codes. Default: for an idempotent method (see `idempotent`) that does
+	// not hedge, 3 attempts on UNAVAILABLE (its instance went away mid-call);
+	// for other methods none (gRPC still retries, transparently, a call that
+	// never reached a server).
 	Retry *Retry `protobuf:"bytes,2,opt,name=retry,proto3" json:"retry,omitempty"`
 	// The request field whose value is hashed to choose the instance under
 	// CONSISTENT_HASH or RING_HASH: a field path like "user.id". Each segment

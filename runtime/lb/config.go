@@ -11,6 +11,7 @@ import (
 	_ "google.golang.org/grpc/balancer/weightedroundrobin" // weighted_round_robin
 	"google.golang.org/grpc/codes"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/hedge"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pickfirst"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pool"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/weighted"
@@ -91,7 +92,7 @@ type retryThrottling struct {
 func budget(svc *Service) *RetryBudget {
 	uses := false
 	for _, m := range svc.Methods {
-		uses = uses || m.Retry != nil || m.Hedging != nil
+		uses = uses || retryOf(m) != nil || m.Hedging != nil
 	}
 	if !uses {
 		return nil
@@ -110,6 +111,18 @@ func budget(svc *Service) *RetryBudget {
 		return nil
 	}
 	return &b
+}
+
+// retryOf returns m's retry policy: its own, or DefaultRetry for an
+// idempotent method that does not hedge.
+func retryOf(m Method) *Retry {
+	switch {
+	case m.Retry != nil:
+		return m.Retry
+	case m.Idempotent && m.Hedging == nil:
+		return &DefaultRetry
+	}
+	return nil
 }
 
 // ServiceConfig returns the gRPC service config JSON of svc: its balancing
@@ -156,12 +169,19 @@ func ServiceConfig(svc *Service) (string, error) {
 		}}}
 	}
 	for _, m := range svc.Methods {
+		if m.Hedging != nil {
+			// Each attempt of a hedged call goes to another instance.
+			sc.LoadBalancingConfig = []map[string]any{{hedge.Name: map[string]any{"childPolicy": sc.LoadBalancingConfig}}}
+			break
+		}
+	}
+	for _, m := range svc.Methods {
 		mc := methodConfig{
 			Name:         []methodName{{Service: svc.FullName, Method: m.Name}},
 			Timeout:      duration(m.Timeout),
 			WaitForReady: m.WaitForReady,
 		}
-		if r := m.Retry; r != nil {
+		if r := retryOf(m); r != nil {
 			mc.RetryPolicy = &retryPolicy{
 				MaxAttempts:       r.MaxAttempts,
 				InitialBackoff:    duration(r.InitialBackoff),

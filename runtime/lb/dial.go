@@ -173,6 +173,11 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 	if i := hashKeyInterceptor(svc); i != nil {
 		gopts = append(gopts, grpc.WithChainUnaryInterceptor(i))
 	}
+	hedger := newHedger(svc)
+	if hedger != nil {
+		// After the hash key's interceptor: each attempt has the key.
+		gopts = append(gopts, grpc.WithChainUnaryInterceptor(hedger.intercept))
+	}
 	gopts = append(gopts, o.grpc...)
 	if typed != nil {
 		gopts = append(gopts, typed)
@@ -181,7 +186,7 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 	if err != nil {
 		return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
 	}
-	c := &Conn{cc: cc}
+	c := &Conn{cc: cc, hedger: hedger}
 	if o.block {
 		if err := c.waitReady(ctx, svc.FullName); err != nil {
 			c.Close()
@@ -196,7 +201,8 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 // every call. With a PoolSize above 1 the ClientConn keeps PoolSize
 // transports to each address (package runtime/balancer/pool).
 type Conn struct {
-	cc *grpc.ClientConn
+	cc     *grpc.ClientConn
+	hedger *hedger // nil when no method hedges
 }
 
 var _ grpc.ClientConnInterface = (*Conn)(nil)

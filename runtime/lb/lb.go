@@ -86,7 +86,8 @@ type Method struct {
 	Name string
 	// Timeout is the deadline of each call; 0 means none.
 	Timeout time.Duration
-	// Retry is the retry policy; nil means no retries.
+	// Retry is the retry policy; nil means DefaultRetry for an Idempotent
+	// method without Hedging, else no retries.
 	Retry *Retry
 	// HashKey is the request field path ("user.id") whose value
 	// ConsistentHash or RingHash hashes, for unary methods; see
@@ -102,6 +103,13 @@ type Method struct {
 	// methods only, and not with Retry.
 	Hedging *Hedging
 }
+
+// DefaultRetry is the retry policy of an Idempotent method that declares
+// neither Retry nor Hedging: a call whose instance fails it with
+// UNAVAILABLE (it went away mid-call, say) runs again on another. Other
+// methods are never retried unless they declare it; gRPC still retries any
+// call transparently when it never reached a server.
+var DefaultRetry = Retry{MaxAttempts: 3, InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, BackoffMultiplier: 2, RetryableCodes: []codes.Code{codes.Unavailable}}
 
 // Hedging is a method's hedging policy: up to MaxAttempts attempts (the
 // first included, 2 to 5), one more each Delay while none has answered,

@@ -269,12 +269,14 @@ func init() {
 }
 
 func (c *record) finish(di balancer.DoneInfo) {
-	end := nanotime()
-	rtt := float64(end - c.start)
-	if penalized(di.Err) {
-		rtt = max(rtt, float64(FailurePenalty))
+	if di.Err != ready.ErrNotUsed { // a pick thrown away says nothing
+		end := nanotime()
+		rtt := float64(end - c.start)
+		if penalized(di.Err) {
+			rtt = max(rtt, float64(FailurePenalty))
+		}
+		c.st.observe(rtt, end, c.decay)
 	}
-	c.st.observe(rtt, end, c.decay)
 	c.st.inflight.Add(-1)
 	inner := c.inner
 	c.st, c.inner = nil, nil

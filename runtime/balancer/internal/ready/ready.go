@@ -6,6 +6,7 @@
 package ready
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -183,6 +184,11 @@ type rotation struct {
 func (r *rotation) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	return r.pickers[int(r.next.Add(1)-1)%len(r.pickers)].Pick(info)
 }
+
+// ErrNotUsed is the DoneInfo error of a pick a parent policy threw away
+// (lb_hedge picks again when the call had that instance already): the
+// call did not go there, so it says nothing of the instance's latency.
+var ErrNotUsed = errors.New("lb: the pick was not used")
 
 // CopyAddr is the address of copy n (from 1) of addr that package pool
 // hands its child policy: addr with "#n" after it. A host:port address has

@@ -1,0 +1,245 @@
+// Package hedge sends each attempt of a hedged call to an instance the call
+// has not tried yet: a parent policy over any child policy whose picker,
+// for a call that carries Attempts (WithAttempts), picks again while the
+// child's pick lands on an instance the call already used. The generated
+// client's hedging puts Attempts on each hedged call; other calls pass
+// straight through, for the cost of a context lookup.
+//
+// Importing it registers the "lb_hedge" policy:
+//
+//	{"loadBalancingConfig":[{"lb_hedge":{"childPolicy":[{"lb_p2c_ewma":{}}]}}]}
+//
+// Instances are told apart by address (the pool's copies of one address are
+// one instance).
+package hedge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/serviceconfig"
+	"google.golang.org/grpc/status"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
+)
+
+// Name is the name of the balancer.
+const Name = "lb_hedge"
+
+// repicks bounds how often one attempt picks again to find an instance the
+// call has not tried.
+const repicks = 16
+
+func init() {
+	balancer.Register(builder{})
+}
+
+// Attempts are the instances one call has been sent to.
+type Attempts struct {
+	mu   sync.Mutex
+	used []string
+}
+
+// claim records addr for the call and reports true, or reports false when
+// the call has used it already.
+func (a *Attempts) claim(addr string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, u := range a.used {
+		if u == addr {
+			return false
+		}
+	}
+	a.used = append(a.used, addr)
+	return true
+}
+
+// Used returns the addresses the call has been sent to, in order.
+func (a *Attempts) Used() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.used...)
+}
+
+type attemptsKey struct{}
+
+// WithAttempts returns a context whose calls, under lb_hedge, each go to
+// an instance that no other call with the same Attempts went to.
+func WithAttempts(ctx context.Context, a *Attempts) context.Context {
+	return context.WithValue(ctx, attemptsKey{}, a)
+}
+
+func attemptsFrom(ctx context.Context) *Attempts {
+	a, _ := ctx.Value(attemptsKey{}).(*Attempts)
+	return a
+}
+
+// Config is the policy's configuration: the child policy.
+type Config struct {
+	serviceconfig.LoadBalancingConfig `json:"-"`
+
+	ChildName   string
+	ChildConfig serviceconfig.LoadBalancingConfig
+}
+
+// ParseConfig reads {"childPolicy": [{"<name>": {...}}, ...]}: the first
+// child policy registered in this binary is used.
+func ParseConfig(js json.RawMessage) (*Config, error) {
+	var raw struct {
+		ChildPolicy []map[string]json.RawMessage `json:"childPolicy"`
+	}
+	if err := json.Unmarshal(js, &raw); err != nil {
+		return nil, fmt.Errorf("%s: config %s: %w", Name, js, err)
+	}
+	var names []string
+	for _, entry := range raw.ChildPolicy {
+		for name, cjs := range entry {
+			b := balancer.Get(name)
+			if b == nil {
+				names = append(names, name)
+				continue
+			}
+			cfg := &Config{ChildName: name}
+			if p, ok := b.(balancer.ConfigParser); ok {
+				if len(cjs) == 0 || string(cjs) == "null" {
+					cjs = json.RawMessage("{}")
+				}
+				c, err := p.ParseConfig(cjs)
+				if err != nil {
+					return nil, fmt.Errorf("%s: childPolicy %s: %w", Name, name, err)
+				}
+				cfg.ChildConfig = c
+			}
+			return cfg, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: no registered policy in childPolicy (%s)", Name, strings.Join(names, ", "))
+}
+
+type builder struct{}
+
+func (builder) Name() string { return Name }
+
+func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	return ParseConfig(js)
+}
+
+func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+	return &hedgeBalancer{cc: cc, opts: opts}
+}
+
+// hedgeBalancer passes everything to its child, learning the address of
+// each SubConn the child makes, and wraps the child's pickers.
+type hedgeBalancer struct {
+	cc        balancer.ClientConn
+	opts      balancer.BuildOptions
+	child     balancer.Balancer
+	childName string
+	addrs     sync.Map // balancer.SubConn -> its instance's address
+}
+
+func (b *hedgeBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
+	cfg, ok := s.BalancerConfig.(*Config)
+	if !ok {
+		return fmt.Errorf("%s: no config", Name)
+	}
+	if b.child == nil || b.childName != cfg.ChildName {
+		if b.child != nil {
+			b.child.Close()
+		}
+		b.child = balancer.Get(cfg.ChildName).Build(&childCC{ClientConn: b.cc, b: b}, b.opts)
+		b.childName = cfg.ChildName
+	}
+	return b.child.UpdateClientConnState(balancer.ClientConnState{ResolverState: s.ResolverState, BalancerConfig: cfg.ChildConfig})
+}
+
+func (b *hedgeBalancer) ResolverError(err error) {
+	if b.child != nil {
+		b.child.ResolverError(err)
+	}
+}
+
+func (b *hedgeBalancer) UpdateSubConnState(sc balancer.SubConn, s balancer.SubConnState) {
+	if b.child != nil {
+		b.child.UpdateSubConnState(sc, s)
+	}
+}
+
+func (b *hedgeBalancer) ExitIdle() {
+	if b.child != nil {
+		b.child.ExitIdle()
+	}
+}
+
+func (b *hedgeBalancer) Close() {
+	if b.child != nil {
+		b.child.Close()
+	}
+}
+
+// childCC is the ClientConn the child sees.
+type childCC struct {
+	balancer.ClientConn
+	b *hedgeBalancer
+}
+
+func (c *childCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
+	// Forget the SubConn when it shuts down.
+	var sc balancer.SubConn
+	if inner := opts.StateListener; inner != nil {
+		opts.StateListener = func(s balancer.SubConnState) {
+			if s.ConnectivityState == connectivity.Shutdown {
+				c.b.addrs.Delete(sc)
+			}
+			inner(s)
+		}
+	}
+	sc, err := c.ClientConn.NewSubConn(addrs, opts)
+	if err == nil && len(addrs) > 0 {
+		c.b.addrs.Store(sc, ready.BaseAddr(addrs[0].Addr))
+	}
+	return sc, err
+}
+
+func (c *childCC) UpdateState(s balancer.State) {
+	if s.Picker != nil {
+		s.Picker = &picker{child: s.Picker, b: c.b}
+	}
+	c.ClientConn.UpdateState(s)
+}
+
+// errTried fails an attempt that finds only instances the call has tried.
+var errTried = status.Error(codes.Unavailable, Name+": every instance the policy offered has had this call already")
+
+type picker struct {
+	child balancer.Picker
+	b     *hedgeBalancer
+}
+
+func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	a := attemptsFrom(info.Ctx)
+	if a == nil {
+		return p.child.Pick(info)
+	}
+	for range repicks {
+		res, err := p.child.Pick(info)
+		if err != nil {
+			return res, err
+		}
+		addr, _ := p.b.addrs.Load(res.SubConn)
+		if s, _ := addr.(string); a.claim(s) {
+			return res, nil
+		}
+		if res.Done != nil {
+			res.Done(balancer.DoneInfo{Err: ready.ErrNotUsed})
+		}
+	}
+	return balancer.PickResult{}, errTried
+}

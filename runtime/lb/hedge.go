@@ -1,0 +1,202 @@
+package lb
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/hedge"
+)
+
+// grpc-go does not hedge (grpc-go#2823): the generated client does, in a
+// unary interceptor, over the lb_hedge policy, which sends each attempt of
+// a call to an instance the call has not tried.
+
+// tokens is the retry budget of the client's hedges (gRFC A6's
+// retryThrottling): a failed attempt takes a token, a successful call
+// gives back ratio; at or below half of max, no hedge is sent. grpc-go
+// keeps its own bucket, with the same settings, for the methods' retries;
+// both drain on the same failures.
+type tokens struct {
+	mu     sync.Mutex
+	n, max float64 // guarded by mu
+	ratio  float64
+}
+
+func newTokens(b *RetryBudget) *tokens {
+	if b == nil {
+		return nil // no budget: hedges are only bounded by MaxAttempts
+	}
+	return &tokens{n: float64(b.MaxTokens), max: float64(b.MaxTokens), ratio: b.TokenRatio}
+}
+
+func (t *tokens) failed() {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.n = max(0, t.n-1)
+	t.mu.Unlock()
+}
+
+func (t *tokens) succeeded() {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.n = min(t.max, t.n+t.ratio)
+	t.mu.Unlock()
+}
+
+func (t *tokens) allow() bool {
+	if t == nil {
+		return true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n > t.max/2
+}
+
+// HedgeStats counts a client's hedges.
+type HedgeStats struct {
+	// Sent is how many hedges (attempts after the first) were sent.
+	Sent int64
+	// Won is how many calls a hedge answered first.
+	Won int64
+	// Throttled is how many hedges were not sent because the retry budget
+	// was spent.
+	Throttled int64
+}
+
+// hedger is the hedging of one client.
+type hedger struct {
+	policies map[string]*Hedging // by full method name
+	budget   *tokens
+	stats    struct{ sent, won, throttled atomic.Int64 }
+}
+
+// newHedger returns the hedging of svc, or nil when no method hedges.
+func newHedger(svc *Service) *hedger {
+	h := &hedger{policies: map[string]*Hedging{}, budget: newTokens(budget(svc))}
+	for _, m := range svc.Methods {
+		if m.Hedging != nil {
+			h.policies["/"+svc.FullName+"/"+m.Name] = m.Hedging
+		}
+	}
+	if len(h.policies) == 0 {
+		return nil
+	}
+	return h
+}
+
+// nonFatal are the codes after which a hedged call goes on with its other
+// attempts: the instance failed, not the call.
+func nonFatal(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted, codes.Internal, codes.Unknown:
+		return true
+	}
+	return false
+}
+
+type attemptResult struct {
+	reply proto.Message
+	err   error
+	n     int // the attempt's number, from 1
+}
+
+// intercept hedges the methods that hedge and passes the others through.
+func (h *hedger) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	pol := h.policies[method]
+	out, ok := reply.(proto.Message)
+	if pol == nil || !ok {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	attempts := &hedge.Attempts{}
+	actx, cancel := context.WithCancel(hedge.WithAttempts(ctx, attempts))
+	defer cancel()
+	results := make(chan attemptResult, pol.MaxAttempts)
+	var wg sync.WaitGroup
+	sent := 0
+	launch := func() {
+		sent++
+		n := sent
+		r := out.ProtoReflect().New().Interface()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results <- attemptResult{reply: r, err: invoker(actx, method, req, r, cc, opts...), n: n}
+		}()
+	}
+	// hedgeIfAllowed sends one more attempt when the policy and the budget
+	// let it.
+	hedgeIfAllowed := func() bool {
+		if sent >= pol.MaxAttempts {
+			return false
+		}
+		if !h.budget.allow() {
+			h.stats.throttled.Add(1)
+			return false
+		}
+		h.stats.sent.Add(1)
+		launch()
+		return true
+	}
+	finish := func(err error) error {
+		cancel()
+		wg.Wait() // the losers end with actx
+		return err
+	}
+	launch()
+	timer := time.NewTimer(pol.Delay)
+	defer timer.Stop()
+	pending := 1
+	var last error
+	for pending > 0 {
+		select {
+		case r := <-results:
+			pending--
+			if r.err == nil {
+				h.budget.succeeded()
+				if r.n > 1 {
+					h.stats.won.Add(1)
+				}
+				proto.Reset(out)
+				proto.Merge(out, r.reply)
+				return finish(nil)
+			}
+			h.budget.failed()
+			last = r.err
+			if !nonFatal(r.err) {
+				return finish(r.err)
+			}
+			if hedgeIfAllowed() { // at once: this instance failed
+				pending++
+				timer.Reset(pol.Delay)
+			}
+		case <-timer.C:
+			if hedgeIfAllowed() {
+				pending++
+				timer.Reset(pol.Delay)
+			}
+		case <-ctx.Done():
+			return finish(status.FromContextError(ctx.Err()).Err())
+		}
+	}
+	return finish(last)
+}
+
+// HedgeStats returns the client's hedge counts; zero when no method
+// hedges.
+func (c *Conn) HedgeStats() HedgeStats {
+	if c.hedger == nil {
+		return HedgeStats{}
+	}
+	return HedgeStats{Sent: c.hedger.stats.sent.Load(), Won: c.hedger.stats.won.Load(), Throttled: c.hedger.stats.throttled.Load()}
+}
