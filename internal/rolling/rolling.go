@@ -1,0 +1,202 @@
+// Package rolling restarts a service's backends one at a time under load,
+// for the rolling-restart tests of each registry: unary calls at a steady
+// rate and server streams held open, through the generated client's
+// runtime (lb.Dial), while each backend is shut down with
+// Registration.Shutdown and started again on its address.
+package rolling
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
+)
+
+// Backend is one restartable backend of svc.
+type Backend struct {
+	Addr  string
+	svc   *lb.Service
+	calls atomic.Int64 // unary calls answered, over its lives
+
+	mu  sync.Mutex
+	reg *lb.Registration // the current life's; guarded by mu
+}
+
+// desc is the service the backends serve: Unary answers at once; Stream
+// sends a message every 50 ms until the client goes away.
+func desc(name string) *grpc.ServiceDesc {
+	return &grpc.ServiceDesc{
+		ServiceName: name,
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{MethodName: "Unary", Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			var in emptypb.Empty
+			if err := dec(&in); err != nil {
+				return nil, err
+			}
+			srv.(*Backend).calls.Add(1)
+			return &emptypb.Empty{}, nil
+		}}},
+		Streams: []grpc.StreamDesc{{StreamName: "Stream", ServerStreams: true, Handler: func(_ any, stream grpc.ServerStream) error {
+			var in emptypb.Empty
+			if err := stream.RecvMsg(&in); err != nil {
+				return err
+			}
+			t := time.NewTicker(50 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stream.Context().Done():
+					return stream.Context().Err()
+				case <-t.C:
+					if err := stream.SendMsg(&emptypb.Empty{}); err != nil {
+						return err
+					}
+				}
+			}
+		}}},
+	}
+}
+
+// Start starts a backend of svc on a free loopback port.
+func Start(t *testing.T, svc *lb.Service) *Backend {
+	t.Helper()
+	b := &Backend{svc: svc}
+	b.start(t, "127.0.0.1:0")
+	t.Cleanup(func() { b.registration().Shutdown(context.Background()) })
+	return b
+}
+
+func (b *Backend) registration() *lb.Registration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.reg
+}
+
+// start serves a new life of b on addr, registered in svc's registry once
+// it serves.
+func (b *Backend) start(t *testing.T, addr string) {
+	t.Helper()
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Addr = lis.Addr().String()
+	s := grpc.NewServer(lb.ServerOptions(b.svc)...)
+	reg, err := lb.Register(s, b.svc, desc(b.svc.FullName), b, lb.WithAdvertiseAddress(b.Addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.reg = reg
+	b.mu.Unlock()
+	go reg.Serve(lis)
+}
+
+// Result is what a rolling restart measured.
+type Result struct {
+	Calls, Failed int64
+	// FirstError is the first failed unary call's error.
+	FirstError error
+	// Back is, for each backend, how long after it served again it
+	// answered its first call.
+	Back []time.Duration
+	// Shutdowns are the backends' shutdown reports.
+	Shutdowns []lb.ShutdownReport
+}
+
+// Restart runs unary calls at rate per second and streams server streams
+// through c, for at least d, while it shuts each of bs down and starts it
+// again, one at a time; the deadline of ctx bounds it.
+func Restart(ctx context.Context, t *testing.T, c *lb.Conn, bs []*Backend, rate, streams int, d time.Duration) Result {
+	t.Helper()
+	var res Result
+	var calls, failed atomic.Int64
+	var firstErr atomic.Value
+	lctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	method := "/" + bs[0].svc.FullName + "/"
+	// Open loop: a call every 1/rate, whatever the others are doing.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		for {
+			select {
+			case <-lctx.Done():
+				return
+			case <-tick.C:
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				calls.Add(1)
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				if err := c.Invoke(cctx, method+"Unary", &emptypb.Empty{}, &emptypb.Empty{}); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}()
+		}
+	}()
+	// Server streams, opened again when their backend goes.
+	sd := &grpc.StreamDesc{StreamName: "Stream", ServerStreams: true}
+	for range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for lctx.Err() == nil {
+				s, err := c.NewStream(lctx, sd, method+"Stream")
+				if err != nil {
+					continue
+				}
+				if s.SendMsg(&emptypb.Empty{}) == nil && s.CloseSend() == nil {
+					var m emptypb.Empty
+					for s.RecvMsg(&m) == nil {
+					}
+				}
+			}
+		}()
+	}
+	end := time.NewTimer(d)
+	defer end.Stop()
+	for _, b := range bs {
+		reg := b.registration()
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if err := reg.Shutdown(sctx); err != nil {
+			t.Errorf("Shutdown of %s: %v", b.Addr, err)
+		}
+		cancel()
+		res.Shutdowns = append(res.Shutdowns, reg.LastShutdown())
+		before := b.calls.Load()
+		b.start(t, b.Addr)
+		serving := time.Now()
+		for b.calls.Load() == before {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s got no call after it came back", b.Addr)
+			case <-time.After(time.Millisecond): // polls the backend's call count
+			}
+		}
+		res.Back = append(res.Back, time.Since(serving))
+	}
+	select { // the load runs for d at least
+	case <-end.C:
+	case <-ctx.Done():
+	}
+	stop()
+	wg.Wait()
+	res.Calls, res.Failed = calls.Load(), failed.Load()
+	if err, ok := firstErr.Load().(error); ok {
+		res.FirstError = err
+	}
+	return res
+}
