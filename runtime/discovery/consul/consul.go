@@ -103,7 +103,8 @@ type Config struct {
 	Consistent bool
 
 	// CheckInterval is the interval of the registered gRPC health check;
-	// 0 means DefaultCheckInterval.
+	// 0 means DefaultCheckInterval. The check's timeout is the interval,
+	// at least MinCheckTimeout and at most 5 s.
 	CheckInterval time.Duration
 	// DeregisterCriticalAfter is how long a critical instance stays
 	// registered; 0 means DefaultDeregisterCriticalAfter.

@@ -77,7 +77,7 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 		Name:                           "gRPC health of " + inst.HealthService,
 		GRPC:                           inst.Address + "/" + inst.HealthService,
 		Interval:                       interval.String(),
-		Timeout:                        min(interval, 5*time.Second).String(),
+		Timeout:                        checkTimeout(interval).String(),
 		DeregisterCriticalServiceAfter: deregister.String(),
 		GRPCUseTLS:                     c.GRPCUseTLS,
 		TLSServerName:                  c.TLSServerName,
@@ -273,3 +273,13 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 	}
 	return nil
 }
+
+// checkTimeout is the timeout of the gRPC check: its interval, but at least
+// MinCheckTimeout (a check that times out under a passing load spike
+// takes a healthy instance out of every client) and at most 5 s.
+func checkTimeout(interval time.Duration) time.Duration {
+	return min(max(interval, MinCheckTimeout), 5*time.Second)
+}
+
+// MinCheckTimeout is the least timeout of the registered gRPC check.
+const MinCheckTimeout = time.Second
