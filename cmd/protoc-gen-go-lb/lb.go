@@ -320,11 +320,14 @@ func balancerExpr(s *serviceModel, ident func(protogen.GoIdent) string) string {
 	case lbpb.Policy_RANDOM:
 		return config("random") + "{}"
 	case lbpb.Policy_P2C_EWMA:
-		var decay string
+		var decay, probe string
 		if d := s.rules.GetP2CEwma().GetDecay(); d != nil && d.AsDuration() > 0 {
 			decay = durationExpr(d.AsDuration(), ident)
 		}
-		return literal(config("p2cewma"), [2]string{"Decay", decay})
+		if d := s.rules.GetP2CEwma().GetProbe(); d != nil && d.AsDuration() > 0 {
+			probe = durationExpr(d.AsDuration(), ident)
+		}
+		return literal(config("p2cewma"), [2]string{"Decay", decay}, [2]string{"Probe", probe})
 	case lbpb.Policy_LEAST_REQUEST:
 		return literal(config("leastrequest"), [2]string{"ChoiceCount", num(uint64(s.rules.GetLeastRequest().GetChoiceCount()))})
 	case lbpb.Policy_RING_HASH:

@@ -430,6 +430,7 @@ func checkPolicy(p lbpb.Policy, rules *lbpb.ServiceRules, bad func(string, ...an
 		}
 	case lbpb.Policy_P2C_EWMA:
 		positiveDuration(rules.GetP2CEwma().GetDecay(), pre+"p2c_ewma.decay", bad)
+		positiveDuration(rules.GetP2CEwma().GetProbe(), pre+"p2c_ewma.probe", bad)
 	case lbpb.Policy_LEAST_REQUEST:
 		if n := rules.GetLeastRequest().GetChoiceCount(); n != 0 && (n < minChoiceCount || n > maxChoiceCount) {
 			bad(pre+"least_request.choice_count %d is not in %d-%d", n, minChoiceCount, maxChoiceCount)

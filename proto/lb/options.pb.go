@@ -1370,7 +1370,12 @@ type P2CEWMA struct {
 	// The time constant of the latency average: a latency below it pulls the
 	// average down with the weight exp(-Δt/decay). Default 1s; must be
 	// positive.
-	Decay         *durationpb.Duration `protobuf:"bytes,1,opt,name=decay,proto3" json:"decay,omitempty"`
+	Decay *durationpb.Duration `protobuf:"bytes,1,opt,name=decay,proto3" json:"decay,omitempty"`
+	// How long an instance goes unpicked before one call is sent to it to
+	// measure it again; that call's latency replaces its average, so a slow
+	// instance that is fast again gets its share back at its next probe, and
+	// a slow one costs one call per probe. Default 3s; must be positive.
+	Probe         *durationpb.Duration `protobuf:"bytes,2,opt,name=probe,proto3" json:"probe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1408,6 +1413,13 @@ func (*P2CEWMA) Descriptor() ([]byte, []int) {
 func (x *P2CEWMA) GetDecay() *durationpb.Duration {
 	if x != nil {
 		return x.Decay
+	}
+	return nil
+}
+
+func (x *P2CEWMA) GetProbe() *durationpb.Duration {
+	if x != nil {
+		return x.Probe
 	}
 	return nil
 }
@@ -2009,9 +2021,10 @@ const file_lb_options_proto_rawDesc = "" +
 	"\x17MISSING_KEY_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06SPREAD\x10\x01\x12\b\n" +
-	"\x04FAIL\x10\x02\":\n" +
+	"\x04FAIL\x10\x02\"k\n" +
 	"\aP2CEWMA\x12/\n" +
-	"\x05decay\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x05decay\"1\n" +
+	"\x05decay\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x05decay\x12/\n" +
+	"\x05probe\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05probe\"1\n" +
 	"\fLeastRequest\x12!\n" +
 	"\fchoice_count\x18\x01 \x01(\rR\vchoiceCount\"\xb8\x03\n" +
 	"\x12WeightedRoundRobin\x123\n" +
@@ -2133,25 +2146,26 @@ var file_lb_options_proto_depIdxs = []int32{
 	21, // 27: lb.Consul.ttl:type_name -> google.protobuf.Duration
 	3,  // 28: lb.ConsistentHash.missing_key:type_name -> lb.ConsistentHash.MissingKey
 	21, // 29: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
-	21, // 30: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
-	21, // 31: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
-	21, // 32: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
-	21, // 33: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
-	21, // 34: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
-	20, // 35: lb.MethodRules.retry:type_name -> lb.Retry
-	18, // 36: lb.MethodRules.hedging:type_name -> lb.Hedging
-	21, // 37: lb.Hedging.delay:type_name -> google.protobuf.Duration
-	21, // 38: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
-	21, // 39: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
-	22, // 40: lb.service:extendee -> google.protobuf.ServiceOptions
-	23, // 41: lb.method:extendee -> google.protobuf.MethodOptions
-	4,  // 42: lb.service:type_name -> lb.ServiceRules
-	17, // 43: lb.method:type_name -> lb.MethodRules
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	42, // [42:44] is the sub-list for extension type_name
-	40, // [40:42] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	21, // 30: lb.P2CEWMA.probe:type_name -> google.protobuf.Duration
+	21, // 31: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
+	21, // 32: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
+	21, // 33: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
+	21, // 34: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
+	21, // 35: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
+	20, // 36: lb.MethodRules.retry:type_name -> lb.Retry
+	18, // 37: lb.MethodRules.hedging:type_name -> lb.Hedging
+	21, // 38: lb.Hedging.delay:type_name -> google.protobuf.Duration
+	21, // 39: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
+	21, // 40: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
+	22, // 41: lb.service:extendee -> google.protobuf.ServiceOptions
+	23, // 42: lb.method:extendee -> google.protobuf.MethodOptions
+	4,  // 43: lb.service:type_name -> lb.ServiceRules
+	17, // 44: lb.method:type_name -> lb.MethodRules
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	43, // [43:45] is the sub-list for extension type_name
+	41, // [41:43] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_lb_options_proto_init() }

@@ -20,9 +20,11 @@
 //     FailurePenalty.
 //   - An endpoint without a sample yet scores as the average of those that
 //     have one: no cold-start flood, no starvation.
-//   - An endpoint not picked for decay/2 is picked when it is one of the two
-//     choices, so that a slow endpoint that became fast again is measured
-//     again and gets its share back within a few decay periods.
+//   - An endpoint not picked for Probe (default 3 s) is picked when it is
+//     one of the two choices, and that probe's latency replaces its
+//     average: a slow endpoint that became fast again gets its share back
+//     at its next probe, while a slow one costs one call per Probe (0.03% of
+//     1,000 calls a second), whatever the decay.
 //
 // The clock is read twice a call (at the pick and when the call is done),
 // and a pick allocates nothing.
@@ -57,6 +59,9 @@ const (
 	DefaultDecay = time.Second
 	// FailurePenalty is the least latency a failed call counts for.
 	FailurePenalty = 250 * time.Millisecond
+	// DefaultProbe is how long an endpoint goes unpicked before it is
+	// picked to be measured again.
+	DefaultProbe = 3 * time.Second
 )
 
 func init() {
@@ -70,25 +75,34 @@ type Config struct {
 	// Decay is the time constant of the latency average; default
 	// DefaultDecay.
 	Decay time.Duration
+	// Probe is how long an endpoint goes unpicked before it is picked to
+	// be measured again; default DefaultProbe.
+	Probe time.Duration
 }
 
 // BalancerName returns Name.
 func (Config) BalancerName() string { return Name }
 
-// BalancerConfig returns {"decay": "<Decay>"}, or {} for the default.
+// BalancerConfig returns {"decay": "<Decay>", "probe": "<Probe>"} with the
+// settings that are set.
 func (c Config) BalancerConfig() any {
-	if c.Decay == 0 {
-		return struct{}{}
+	m := map[string]string{}
+	if c.Decay != 0 {
+		m["decay"] = c.Decay.String()
 	}
-	return map[string]string{"decay": c.Decay.String()}
+	if c.Probe != 0 {
+		m["probe"] = c.Probe.String()
+	}
+	return m
 }
 
-// ParseConfig reads {"decay": "<duration>"}: defaults first, then the
-// JSON, then checks.
+// ParseConfig reads {"decay": "<duration>", "probe": "<duration>"}:
+// defaults first, then the JSON, then checks.
 func ParseConfig(js json.RawMessage) (*Config, error) {
-	cfg := &Config{Decay: DefaultDecay}
+	cfg := &Config{Decay: DefaultDecay, Probe: DefaultProbe}
 	var raw struct {
 		Decay *string `json:"decay"`
+		Probe *string `json:"probe"`
 	}
 	if len(js) > 0 {
 		if err := json.Unmarshal(js, &raw); err != nil {
@@ -102,8 +116,18 @@ func ParseConfig(js json.RawMessage) (*Config, error) {
 		}
 		cfg.Decay = d
 	}
+	if raw.Probe != nil {
+		d, err := time.ParseDuration(*raw.Probe)
+		if err != nil {
+			return nil, fmt.Errorf("%s: probe %q: %w", Name, *raw.Probe, err)
+		}
+		cfg.Probe = d
+	}
 	if cfg.Decay <= 0 {
 		return nil, fmt.Errorf("%s: decay %v must be positive", Name, cfg.Decay)
+	}
+	if cfg.Probe <= 0 {
+		return nil, fmt.Errorf("%s: probe %v must be positive", Name, cfg.Probe)
 	}
 	return cfg, nil
 }
@@ -118,15 +142,15 @@ func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfi
 
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
 	return ready.NewBalancer(cc, opts, func(children []ready.Child[stats], cfg serviceconfig.LoadBalancingConfig) balancer.Picker {
-		decay := DefaultDecay
+		decay, probe := DefaultDecay, DefaultProbe
 		if c, ok := cfg.(*Config); ok {
-			decay = c.Decay
+			decay, probe = c.Decay, c.Probe
 		}
 		cs := make([]child, len(children))
 		for i, c := range children {
 			cs[i] = child{picker: c.Picker, st: c.State}
 		}
-		return newPicker(cs, decay)
+		return newPicker(cs, decay, probe)
 	})
 }
 
@@ -143,12 +167,13 @@ type stats struct {
 	_        [128 - 32]byte
 }
 
-// observe takes one call's latency rtt (ns), done at now.
-func (s *stats) observe(rtt float64, now int64, decay float64) {
+// observe takes one call's latency rtt (ns), done at now; a probe's
+// replaces the average.
+func (s *stats) observe(rtt float64, now int64, decay float64, probe bool) {
 	old := math.Float64frombits(s.ewma.Load())
 	prev := s.last.Swap(now)
 	v := rtt
-	if old != 0 && rtt < old {
+	if old != 0 && rtt < old && !probe {
 		w := expNeg(float64(now-prev) / decay)
 		v = old*w + rtt*(1-w)
 	}
@@ -179,12 +204,12 @@ type child struct {
 type picker struct {
 	children []child
 	decay    float64 // ns
-	force    int64   // ns: an endpoint not picked this long is picked when drawn
+	force    int64   // ns: an endpoint not picked this long is picked (a probe) when drawn
 	neutral  float64 // the score base of endpoints without a sample
 }
 
-func newPicker(children []child, decay time.Duration) *picker {
-	p := &picker{children: children, decay: float64(decay), force: int64(decay / 2)}
+func newPicker(children []child, decay, probe time.Duration) *picker {
+	p := &picker{children: children, decay: float64(decay), force: int64(probe)}
 	var sum float64
 	var n int
 	for _, c := range children {
@@ -216,19 +241,23 @@ var epoch = time.Now()
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	now := nanotime()
-	c := p.children[0]
+	c, probe := p.children[0], false
 	if n := len(p.children); n > 1 {
-		i := rand.IntN(n)
-		j := rand.IntN(n - 1)
+		// Two distinct endpoints from one random number.
+		r := rand.Uint64()
+		i := int((r >> 32) * uint64(n) >> 32)
+		j := int((r & 0xffffffff) * uint64(n-1) >> 32)
 		if j >= i {
 			j++
 		}
 		a, b := p.children[i], p.children[j]
+		// An endpoint due for a probe is picked by one call only.
+		pa, pb := a.st.picked.Load(), b.st.picked.Load()
 		switch {
-		case now-a.st.picked.Load() > p.force:
-			c = a
-		case now-b.st.picked.Load() > p.force:
-			c = b
+		case now-pa > p.force && a.st.picked.CompareAndSwap(pa, now):
+			c, probe = a, true
+		case now-pb > p.force && b.st.picked.CompareAndSwap(pb, now):
+			c, probe = b, true
 		case p.score(b.st) < p.score(a.st):
 			c = b
 		default:
@@ -243,7 +272,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	st.picked.Store(now)
 	st.inflight.Add(1)
 	cl := records.Get().(*record)
-	cl.st, cl.start, cl.decay, cl.inner = st, now, p.decay, res.Done
+	cl.st, cl.start, cl.decay, cl.probe, cl.inner = st, now, p.decay, probe, res.Done
 	res.Done = cl.done
 	return res, nil
 }
@@ -254,6 +283,7 @@ type record struct {
 	st    *stats
 	start int64
 	decay float64
+	probe bool // the call measures an endpoint due for it
 	inner func(balancer.DoneInfo)
 	done  func(balancer.DoneInfo) // finish, made once per record
 }
@@ -275,7 +305,7 @@ func (c *record) finish(di balancer.DoneInfo) {
 		if penalized(di.Err) {
 			rtt = max(rtt, float64(FailurePenalty))
 		}
-		c.st.observe(rtt, end, c.decay)
+		c.st.observe(rtt, end, c.decay, c.probe)
 	}
 	c.st.inflight.Add(-1)
 	inner := c.inner

@@ -61,13 +61,13 @@ func call(t *testing.T, p *picker, c *clock, rtt time.Duration, err error) int {
 func TestAvoidsTheSlowEndpoint(t *testing.T) {
 	c := useClock(t)
 	children := newChildren(5)
-	p := newPicker(children, DefaultDecay)
+	p := newPicker(children, DefaultDecay, DefaultProbe)
 	counts := make([]int, 5)
 	for range 5000 {
 		i := call(t, p, c, time.Millisecond, nil)
 		if i == 4 {
 			// The slow one: 20 ms more.
-			children[4].st.observe(21e6, c.now, p.decay)
+			children[4].st.observe(21e6, c.now, p.decay, false)
 		}
 		counts[i]++
 		c.now += int64(time.Millisecond) // 1,000 calls a second
@@ -81,7 +81,7 @@ func TestAvoidsTheSlowEndpoint(t *testing.T) {
 func TestRecoveredEndpointGetsItsShareBack(t *testing.T) {
 	c := useClock(t)
 	children := newChildren(5)
-	p := newPicker(children, DefaultDecay)
+	p := newPicker(children, DefaultDecay, DefaultProbe)
 	slow := true
 	run := func(calls int) int {
 		n := 0
@@ -91,7 +91,7 @@ func TestRecoveredEndpointGetsItsShareBack(t *testing.T) {
 			if i == 4 {
 				n++
 				if slow {
-					children[4].st.observe(21e6, c.now, p.decay)
+					children[4].st.observe(21e6, c.now, p.decay, false)
 				}
 			}
 			c.now += int64(time.Millisecond)
@@ -118,9 +118,9 @@ func TestNewEndpointStartsNeutral(t *testing.T) {
 	c := useClock(t)
 	children := newChildren(4)
 	for _, ch := range children[:3] {
-		ch.st.observe(5e6, c.now, 1e9)
+		ch.st.observe(5e6, c.now, 1e9, false)
 	}
-	p := newPicker(children, DefaultDecay)
+	p := newPicker(children, DefaultDecay, DefaultProbe)
 	if p.neutral != 5e6 {
 		t.Errorf("neutral score base %v, want the others' average 5e6", p.neutral)
 	}
@@ -139,13 +139,13 @@ func TestFailuresArePenalised(t *testing.T) {
 	c := useClock(t)
 	st := &stats{}
 	children := []child{{picker: fixedPicker{0}, st: st}}
-	p := newPicker(children, DefaultDecay)
+	p := newPicker(children, DefaultDecay, DefaultProbe)
 	call(t, p, c, time.Millisecond, status.Error(codes.Unavailable, "down"))
 	if v := math.Float64frombits(st.ewma.Load()); v < float64(FailurePenalty) {
 		t.Errorf("after a fast UNAVAILABLE the average is %v ns, want at least the penalty %v", v, FailurePenalty)
 	}
 	st2 := &stats{}
-	p2 := newPicker([]child{{picker: fixedPicker{0}, st: st2}}, DefaultDecay)
+	p2 := newPicker([]child{{picker: fixedPicker{0}, st: st2}}, DefaultDecay, DefaultProbe)
 	call(t, p2, c, time.Millisecond, status.Error(codes.NotFound, "no such user"))
 	if v := math.Float64frombits(st2.ewma.Load()); v != 1e6 {
 		t.Errorf("after a NOT_FOUND the average is %v ns, want the latency 1e6: application errors are not the endpoint's fault", v)
@@ -165,6 +165,8 @@ func TestParseConfig(t *testing.T) {
 		{`{"decay":"0s"}`, 0, "must be positive"},
 		{`{"decay":"soon"}`, 0, `decay "soon"`},
 		{`{"decay":5}`, 0, "cannot unmarshal"},
+		{`{"probe":"0s"}`, 0, "probe 0s must be positive"},
+		{`{"probe":"later"}`, 0, `probe "later"`},
 	} {
 		cfg, err := ParseConfig([]byte(tc.js))
 		switch {
@@ -186,7 +188,7 @@ func contains(s, sub string) bool {
 }
 
 func TestPickAllocatesNothing(t *testing.T) {
-	p := newPicker(newChildren(10), DefaultDecay)
+	p := newPicker(newChildren(10), DefaultDecay, DefaultProbe)
 	if n := testing.AllocsPerRun(1000, func() {
 		res, _ := p.Pick(balancer.PickInfo{})
 		res.Done(balancer.DoneInfo{})
@@ -197,7 +199,7 @@ func TestPickAllocatesNothing(t *testing.T) {
 
 // BenchmarkPick is one pick and its Done among 10 endpoints.
 func BenchmarkPick(b *testing.B) {
-	p := newPicker(newChildren(10), DefaultDecay)
+	p := newPicker(newChildren(10), DefaultDecay, DefaultProbe)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -213,5 +215,26 @@ func TestExpNeg(t *testing.T) {
 		if d := math.Abs(got - want); d > 0.002 || (x <= 3 && d > 0.01*want) {
 			t.Fatalf("expNeg(%v) = %v, want %v", x, got, want)
 		}
+	}
+}
+
+// TestProbesAreRare: at 1,000 calls a second for 10 s, an endpoint 20 ms
+// slower gets a probe every Probe (3 s) and little else: at most 0.1% of
+// the calls, so it stays out of the p99.9.
+func TestProbesAreRare(t *testing.T) {
+	c := useClock(t)
+	children := newChildren(10)
+	p := newPicker(children, DefaultDecay, DefaultProbe)
+	slow := 0
+	for range 10000 {
+		if i := call(t, p, c, time.Millisecond, nil); i == 9 {
+			slow++
+			children[9].st.observe(21e6, c.now, p.decay, false)
+		}
+		c.now += int64(time.Millisecond)
+	}
+	t.Logf("the slow endpoint got %d of 10,000 calls", slow)
+	if slow > 10 {
+		t.Errorf("the slow endpoint got %d of 10,000 calls, want at most 10 (a probe every 3 s)", slow)
 	}
 }
