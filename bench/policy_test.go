@@ -136,6 +136,13 @@ type built struct {
 // its latest picker picks without ErrNoSubConnAvailable.
 func buildReady(tb testing.TB, p policy, n int) *built {
 	tb.Helper()
+	return buildReadyOn(tb, p, endpoints(n))
+}
+
+// buildReadyOn is buildReady over the endpoints eps.
+func buildReadyOn(tb testing.TB, p policy, eps []resolver.Endpoint) *built {
+	tb.Helper()
+	n := len(eps)
 	bb := balancer.Get(p.name)
 	if bb == nil {
 		tb.Fatalf("balancer %q is not registered", p.name)
@@ -143,7 +150,7 @@ func buildReady(tb testing.TB, p policy, n int) *built {
 	cc := &fakeCC{}
 	bal := bb.Build(cc, balancer.BuildOptions{})
 	tb.Cleanup(bal.Close)
-	s := balancer.ClientConnState{ResolverState: resolverState(endpoints(n))}
+	s := balancer.ClientConnState{ResolverState: resolverState(eps)}
 	if cp, ok := bb.(balancer.ConfigParser); ok {
 		cfg, err := cp.ParseConfig(json.RawMessage(p.config))
 		if err != nil {
