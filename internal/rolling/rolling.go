@@ -200,3 +200,18 @@ func Restart(ctx context.Context, t *testing.T, c *lb.Conn, bs []*Backend, rate,
 	}
 	return res
 }
+
+// Check logs res and fails t unless no unary call failed and every backend
+// took calls within 3 s of serving again.
+func Check(t *testing.T, res Result) {
+	t.Helper()
+	t.Logf("%d unary calls, %d failed (first: %v); back after %v; shutdowns %+v", res.Calls, res.Failed, res.FirstError, res.Back, res.Shutdowns)
+	if res.Failed != 0 {
+		t.Errorf("%d of %d unary calls failed during the rolling restart; first: %v", res.Failed, res.Calls, res.FirstError)
+	}
+	for i, d := range res.Back {
+		if d > 3*time.Second {
+			t.Errorf("backend %d took calls %v after it served again, want at most 3 s", i, d)
+		}
+	}
+}

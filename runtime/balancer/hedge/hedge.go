@@ -17,7 +17,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 
 	"google.golang.org/grpc/balancer"
@@ -27,6 +26,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/parent"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
 )
 
@@ -85,8 +85,7 @@ func attemptsFrom(ctx context.Context) *Attempts {
 type Config struct {
 	serviceconfig.LoadBalancingConfig `json:"-"`
 
-	ChildName   string
-	ChildConfig serviceconfig.LoadBalancingConfig
+	Child parent.Child
 }
 
 // ParseConfig reads {"childPolicy": [{"<name>": {...}}, ...]}: the first
@@ -98,29 +97,11 @@ func ParseConfig(js json.RawMessage) (*Config, error) {
 	if err := json.Unmarshal(js, &raw); err != nil {
 		return nil, fmt.Errorf("%s: config %s: %w", Name, js, err)
 	}
-	var names []string
-	for _, entry := range raw.ChildPolicy {
-		for name, cjs := range entry {
-			b := balancer.Get(name)
-			if b == nil {
-				names = append(names, name)
-				continue
-			}
-			cfg := &Config{ChildName: name}
-			if p, ok := b.(balancer.ConfigParser); ok {
-				if len(cjs) == 0 || string(cjs) == "null" {
-					cjs = json.RawMessage("{}")
-				}
-				c, err := p.ParseConfig(cjs)
-				if err != nil {
-					return nil, fmt.Errorf("%s: childPolicy %s: %w", Name, name, err)
-				}
-				cfg.ChildConfig = c
-			}
-			return cfg, nil
-		}
+	child, err := parent.ParseChild(Name, raw.ChildPolicy)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("%s: no registered policy in childPolicy (%s)", Name, strings.Join(names, ", "))
+	return &Config{Child: child}, nil
 }
 
 type builder struct{}
@@ -132,17 +113,16 @@ func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfi
 }
 
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	return &hedgeBalancer{cc: cc, opts: opts}
+	b := &hedgeBalancer{}
+	b.Balancer = parent.Balancer{CC: &childCC{ClientConn: cc, b: b}, Opts: opts}
+	return b
 }
 
 // hedgeBalancer passes everything to its child, learning the address of
 // each SubConn the child makes, and wraps the child's pickers.
 type hedgeBalancer struct {
-	cc        balancer.ClientConn
-	opts      balancer.BuildOptions
-	child     balancer.Balancer
-	childName string
-	addrs     sync.Map // balancer.SubConn -> its instance's address
+	parent.Balancer
+	addrs sync.Map // balancer.SubConn -> its instance's address
 }
 
 func (b *hedgeBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
@@ -150,38 +130,7 @@ func (b *hedgeBalancer) UpdateClientConnState(s balancer.ClientConnState) error 
 	if !ok {
 		return fmt.Errorf("%s: no config", Name)
 	}
-	if b.child == nil || b.childName != cfg.ChildName {
-		if b.child != nil {
-			b.child.Close()
-		}
-		b.child = balancer.Get(cfg.ChildName).Build(&childCC{ClientConn: b.cc, b: b}, b.opts)
-		b.childName = cfg.ChildName
-	}
-	return b.child.UpdateClientConnState(balancer.ClientConnState{ResolverState: s.ResolverState, BalancerConfig: cfg.ChildConfig})
-}
-
-func (b *hedgeBalancer) ResolverError(err error) {
-	if b.child != nil {
-		b.child.ResolverError(err)
-	}
-}
-
-func (b *hedgeBalancer) UpdateSubConnState(sc balancer.SubConn, s balancer.SubConnState) {
-	if b.child != nil {
-		b.child.UpdateSubConnState(sc, s)
-	}
-}
-
-func (b *hedgeBalancer) ExitIdle() {
-	if b.child != nil {
-		b.child.ExitIdle()
-	}
-}
-
-func (b *hedgeBalancer) Close() {
-	if b.child != nil {
-		b.child.Close()
-	}
+	return b.Update(cfg.Child, s)
 }
 
 // childCC is the ClientConn the child sees.

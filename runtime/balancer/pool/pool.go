@@ -24,12 +24,12 @@ package pool
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/parent"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
 )
 
@@ -49,10 +49,8 @@ type Config struct {
 
 	// Size is the number of connections per address, 1 to MaxSize.
 	Size int
-	// Child is the policy that balances over the connections, by name
-	// with its parsed config (nil when it has none).
-	ChildName   string
-	ChildConfig serviceconfig.LoadBalancingConfig
+	// Child is the policy that balances over the connections.
+	Child parent.Child
 }
 
 // ParseConfig reads {"size": N, "childPolicy": [{"<name>": {...}}, ...]}:
@@ -69,33 +67,11 @@ func ParseConfig(js json.RawMessage) (*Config, error) {
 	if raw.Size < 1 || raw.Size > MaxSize {
 		return nil, fmt.Errorf("%s: size %d is not in 1-%d", Name, raw.Size, MaxSize)
 	}
-	cfg := &Config{Size: raw.Size}
-	var names []string
-	for _, entry := range raw.ChildPolicy {
-		if len(entry) != 1 {
-			return nil, fmt.Errorf("%s: childPolicy entry %v must name one policy", Name, entry)
-		}
-		for name, cjs := range entry {
-			b := balancer.Get(name)
-			if b == nil {
-				names = append(names, name)
-				continue
-			}
-			cfg.ChildName = name
-			if p, ok := b.(balancer.ConfigParser); ok {
-				if len(cjs) == 0 || string(cjs) == "null" {
-					cjs = json.RawMessage("{}")
-				}
-				c, err := p.ParseConfig(cjs)
-				if err != nil {
-					return nil, fmt.Errorf("%s: childPolicy %s: %w", Name, name, err)
-				}
-				cfg.ChildConfig = c
-			}
-			return cfg, nil
-		}
+	child, err := parent.ParseChild(Name, raw.ChildPolicy)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("%s: no registered policy in childPolicy (%s)", Name, strings.Join(names, ", "))
+	return &Config{Size: raw.Size, Child: child}, nil
 }
 
 type builder struct{}
@@ -107,17 +83,14 @@ func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfi
 }
 
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	return &poolBalancer{cc: cc, opts: opts}
+	return &poolBalancer{Balancer: parent.Balancer{CC: dialer{cc}, Opts: opts}}
 }
 
 // poolBalancer multiplies the endpoints it is given and passes them to its
 // child, through a ClientConn that dials the real addresses. All calls come
 // from the channel's serializer, one at a time.
 type poolBalancer struct {
-	cc        balancer.ClientConn
-	opts      balancer.BuildOptions
-	child     balancer.Balancer
-	childName string
+	parent.Balancer
 }
 
 func (b *poolBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
@@ -125,41 +98,10 @@ func (b *poolBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	if !ok {
 		return fmt.Errorf("%s: no config", Name)
 	}
-	if b.child == nil || b.childName != cfg.ChildName {
-		if b.child != nil {
-			b.child.Close()
-		}
-		b.child = balancer.Get(cfg.ChildName).Build(dialer{b.cc}, b.opts)
-		b.childName = cfg.ChildName
-	}
 	rs := s.ResolverState
 	rs.Endpoints = multiply(rs.Endpoints, cfg.Size)
 	rs.Addresses = nil // the endpoints say it all (grpc-go's own policies read them)
-	return b.child.UpdateClientConnState(balancer.ClientConnState{ResolverState: rs, BalancerConfig: cfg.ChildConfig})
-}
-
-func (b *poolBalancer) ResolverError(err error) {
-	if b.child != nil {
-		b.child.ResolverError(err)
-	}
-}
-
-func (b *poolBalancer) UpdateSubConnState(sc balancer.SubConn, s balancer.SubConnState) {
-	if b.child != nil {
-		b.child.UpdateSubConnState(sc, s)
-	}
-}
-
-func (b *poolBalancer) ExitIdle() {
-	if b.child != nil {
-		b.child.ExitIdle()
-	}
-}
-
-func (b *poolBalancer) Close() {
-	if b.child != nil {
-		b.child.Close()
-	}
+	return b.Update(cfg.Child, balancer.ClientConnState{ResolverState: rs})
 }
 
 // multiply returns size copies of each endpoint: the first keeps its

@@ -13,7 +13,7 @@ func TestParseConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Size != 4 || cfg.ChildName != "lb_least_request" || cfg.ChildConfig == nil {
+	if cfg.Size != 4 || cfg.Child.Name != "lb_least_request" || cfg.Child.Config == nil {
 		t.Errorf("ParseConfig = %+v, want size 4 over lb_least_request with its config", cfg)
 	}
 	for _, js := range []string{
