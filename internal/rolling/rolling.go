@@ -8,6 +8,7 @@ package rolling
 import (
 	"context"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
 
@@ -113,7 +115,8 @@ type Result struct {
 
 // Restart runs unary calls at rate per second and streams server streams
 // through c, for at least d, while it shuts each of bs down and starts it
-// again, one at a time; the deadline of ctx bounds it.
+// again, one at a time, each once the registry lists them all again, as an
+// orchestrator waits for readiness; the deadline of ctx bounds it.
 func Restart(ctx context.Context, t *testing.T, c *lb.Conn, bs []*Backend, rate, streams int, d time.Duration) Result {
 	t.Helper()
 	var res Result
@@ -168,6 +171,26 @@ func Restart(ctx context.Context, t *testing.T, c *lb.Conn, bs []*Backend, rate,
 	}
 	end := time.NewTimer(d)
 	defer end.Stop()
+	// As an orchestrator does, restart only a fleet that is all up: every
+	// backend in the registry and taking calls (a registry lists a new
+	// instance only once its check passes; restarting another before
+	// leaves the clients with fewer than they should have).
+	waitCalled := func(b *Backend, since int64) {
+		for b.calls.Load() == since {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s got no call", b.Addr)
+			case <-time.After(time.Millisecond): // polls the backend's call count
+			}
+		}
+	}
+	for _, b := range bs {
+		if err := b.registration().WaitRegistered(ctx); err != nil {
+			t.Fatalf("%s: %v", b.Addr, err)
+		}
+		waitCalled(b, 0)
+	}
+	listed(ctx, t, bs[0].svc.Name, len(bs))
 	for _, b := range bs {
 		reg := b.registration()
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -179,14 +202,14 @@ func Restart(ctx context.Context, t *testing.T, c *lb.Conn, bs []*Backend, rate,
 		before := b.calls.Load()
 		b.start(t, b.Addr)
 		serving := time.Now()
-		for b.calls.Load() == before {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("%s got no call after it came back", b.Addr)
-			case <-time.After(time.Millisecond): // polls the backend's call count
-			}
+		if err := b.registration().WaitRegistered(ctx); err != nil {
+			t.Fatalf("%s: %v", b.Addr, err)
 		}
+		waitCalled(b, before)
 		res.Back = append(res.Back, time.Since(serving))
+		// In the registry is not yet listed by it: a Consul instance is
+		// listed once its check passes. The next restart waits for that.
+		listed(ctx, t, b.svc.Name, len(bs))
 	}
 	select { // the load runs for d at least
 	case <-end.C:
@@ -212,6 +235,25 @@ func Check(t *testing.T, res Result) {
 	for i, d := range res.Back {
 		if d > 3*time.Second {
 			t.Errorf("backend %d took calls %v after it served again, want at most 3 s", i, d)
+		}
+	}
+}
+
+// listed waits until the client's watch of service (the process-wide one
+// every channel of it shares) holds n instances.
+func listed(ctx context.Context, t *testing.T, service string, n int) {
+	t.Helper()
+	for {
+		changed := discovery.WatchesChanged()
+		for _, w := range discovery.Watches() {
+			if strings.HasSuffix(w.Key.Service, service) && w.Instances == n {
+				return
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatalf("the registry does not list the %d instances of %s: %+v", n, service, discovery.Watches())
 		}
 	}
 }
