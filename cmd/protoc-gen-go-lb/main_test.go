@@ -28,7 +28,7 @@ var importPaths = []string{"testdata", "../../proto", "../../example"}
 // CodeGeneratorRequest protoc would send for it, round-tripped through its
 // wire form as a real plugin receives it, so custom options are decoded by
 // the registered lbpb extensions.
-func request(t *testing.T, file, parameter string) *pluginpb.CodeGeneratorRequest {
+func request(t testing.TB, file, parameter string) *pluginpb.CodeGeneratorRequest {
 	t.Helper()
 	c := protocompile.Compiler{
 		Resolver:       protocompile.WithStandardImports(&protocompile.SourceResolver{ImportPaths: importPaths}),
@@ -73,7 +73,7 @@ func request(t *testing.T, file, parameter string) *pluginpb.CodeGeneratorReques
 }
 
 // run runs the plugin in process as protogen.Options.Run would.
-func run(t *testing.T, req *pluginpb.CodeGeneratorRequest) *pluginpb.CodeGeneratorResponse {
+func run(t testing.TB, req *pluginpb.CodeGeneratorRequest) *pluginpb.CodeGeneratorResponse {
 	t.Helper()
 	var flags flag.FlagSet
 	gen, err := protogen.Options{ParamFunc: flags.Set}.New(req)
