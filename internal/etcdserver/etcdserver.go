@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -151,4 +152,87 @@ func freeAddr() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// Cluster is a cluster of embedded etcd members on loopback.
+type Cluster struct {
+	members []*embed.Etcd
+	clients []string
+}
+
+// StartCluster starts an n-member cluster with its data under dir.
+func StartCluster(dir string, n int) (*Cluster, error) {
+	c := &Cluster{}
+	cfgs := make([]*embed.Config, n)
+	var initial []string
+	for i := range n {
+		ca, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		pa, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		cfg := embed.NewConfig()
+		cfg.Name = "m" + strconv.Itoa(i)
+		cfg.Dir = filepath.Join(dir, cfg.Name)
+		cfg.LogLevel = "fatal"
+		cfg.LogOutputs = []string{"stderr"}
+		client, peer := url.URL{Scheme: "http", Host: ca}, url.URL{Scheme: "http", Host: pa}
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+		cfgs[i] = cfg
+		initial = append(initial, cfg.Name+"="+peer.String())
+		c.clients = append(c.clients, ca)
+	}
+	for _, cfg := range cfgs {
+		cfg.InitialCluster = strings.Join(initial, ",")
+		e, err := embed.StartEtcd(cfg)
+		if err != nil {
+			c.Stop()
+			return nil, fmt.Errorf("etcdserver: member %s: %w", cfg.Name, err)
+		}
+		c.members = append(c.members, e)
+	}
+	for _, e := range c.members {
+		select {
+		case <-e.Server.ReadyNotify():
+		case err := <-e.Err():
+			c.Stop()
+			return nil, fmt.Errorf("etcdserver: %w", err)
+		case <-time.After(StartTimeout):
+			c.Stop()
+			return nil, fmt.Errorf("etcdserver: cluster not ready within %v", StartTimeout)
+		}
+	}
+	return c, nil
+}
+
+// Endpoints are the members' client addresses, "host:port".
+func (c *Cluster) Endpoints() []string { return c.clients }
+
+// Leader returns the index of the member that leads, or -1.
+func (c *Cluster) Leader() int {
+	for i, e := range c.members {
+		if e != nil && e.Server.Leader() == e.Server.MemberID() {
+			return i
+		}
+	}
+	return -1
+}
+
+// StopMember stops member i.
+func (c *Cluster) StopMember(i int) {
+	if e := c.members[i]; e != nil {
+		e.Close()
+		c.members[i] = nil
+	}
+}
+
+// Stop stops every member still running.
+func (c *Cluster) Stop() {
+	for i := range c.members {
+		c.StopMember(i)
+	}
 }

@@ -75,6 +75,9 @@ func Start(t *testing.T, svc *lb.Service) *Backend {
 	return b
 }
 
+// Shutdown shuts the backend's current life down.
+func (b *Backend) Shutdown(ctx context.Context) error { return b.registration().Shutdown(ctx) }
+
 func (b *Backend) registration() *lb.Registration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -190,7 +193,7 @@ func Restart(ctx context.Context, t *testing.T, c *lb.Conn, bs []*Backend, rate,
 		}
 		waitCalled(b, 0)
 	}
-	listed(ctx, t, bs[0].svc.Name, len(bs))
+	WaitListed(ctx, t, bs[0].svc.Name, len(bs))
 	for _, b := range bs {
 		reg := b.registration()
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -209,7 +212,7 @@ func Restart(ctx context.Context, t *testing.T, c *lb.Conn, bs []*Backend, rate,
 		res.Back = append(res.Back, time.Since(serving))
 		// In the registry is not yet listed by it: a Consul instance is
 		// listed once its check passes. The next restart waits for that.
-		listed(ctx, t, b.svc.Name, len(bs))
+		WaitListed(ctx, t, b.svc.Name, len(bs))
 	}
 	select { // the load runs for d at least
 	case <-end.C:
@@ -239,9 +242,9 @@ func Check(t *testing.T, res Result) {
 	}
 }
 
-// listed waits until the client's watch of service (the process-wide one
-// every channel of it shares) holds n instances.
-func listed(ctx context.Context, t *testing.T, service string, n int) {
+// WaitListed waits until the client's watch of service (the process-wide
+// one every channel of it shares) holds n instances.
+func WaitListed(ctx context.Context, t *testing.T, service string, n int) {
 	t.Helper()
 	for {
 		changed := discovery.WatchesChanged()

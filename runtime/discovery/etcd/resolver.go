@@ -153,7 +153,11 @@ func (s *source) Watch(ctx context.Context, u discovery.Updates) error {
 func (s *source) list(ctx context.Context, u discovery.Updates) (int64, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	resp, err := s.client.Get(ctx, s.t.prefix+"/", clientv3.WithPrefix())
+	// A serializable read, as etcd's own naming/endpoints lists: any
+	// member answers from its own state, with or without a leader, so a
+	// cluster electing one still lists; the watch from the read's
+	// revision then brings in whatever the member had not applied yet.
+	resp, err := s.client.Get(ctx, s.t.prefix+"/", clientv3.WithPrefix(), clientv3.WithSerializable())
 	if err != nil {
 		return 0, fmt.Errorf("etcd: %s: list: %w", s.t.prefix, err)
 	}
@@ -236,7 +240,7 @@ func (s *source) watch(ctx context.Context, u discovery.Updates, rev int64) erro
 			started = nil
 		case <-probe.C:
 			pctx, cancel := withTimeout(ctx)
-			_, err := s.client.Get(pctx, s.t.prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+			_, err := s.client.Get(pctx, s.t.prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithSerializable())
 			cancel()
 			if err != nil && ctx.Err() == nil {
 				return fmt.Errorf("etcd: %s: unreachable while watching: %w", s.t.prefix, err)
