@@ -160,8 +160,19 @@ type Cluster struct {
 	clients []string
 }
 
-// StartCluster starts an n-member cluster with its data under dir.
+// StartCluster starts an n-member cluster with its data under dir. Free
+// ports can be taken before etcd binds them: it tries again, with new ports
+// and data directories, up to 3 times.
 func StartCluster(dir string, n int) (*Cluster, error) {
+	for attempt := 1; ; attempt++ {
+		c, err := startCluster(filepath.Join(dir, "cluster-"+strconv.Itoa(attempt)), n)
+		if err == nil || attempt == 3 {
+			return c, err
+		}
+	}
+}
+
+func startCluster(dir string, n int) (*Cluster, error) {
 	c := &Cluster{}
 	cfgs := make([]*embed.Config, n)
 	var initial []string
