@@ -34,18 +34,48 @@ func Start(n int, call func(ctx context.Context) error) *Load {
 					return
 				default:
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
-				err := call(ctx)
-				cancel()
-				l.calls.Add(1)
-				if err != nil {
-					l.failed.Add(1)
-					l.firstErr.CompareAndSwap(nil, &err)
-				}
+				l.do(CallTimeout, call)
 			}
 		}()
 	}
 	return l
+}
+
+// StartRate calls call rate times a second, open loop: each call leaves at
+// its time whatever the earlier ones are doing, with timeout, until Stop.
+func StartRate(rate int, timeout time.Duration, call func(ctx context.Context) error) *Load {
+	l := &Load{stop: make(chan struct{})}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-tick.C:
+			}
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				l.do(timeout, call)
+			}()
+		}
+	}()
+	return l
+}
+
+// do makes one call and counts it.
+func (l *Load) do(timeout time.Duration, call func(ctx context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	err := call(ctx)
+	cancel()
+	l.calls.Add(1)
+	if err != nil {
+		l.failed.Add(1)
+		l.firstErr.CompareAndSwap(nil, &err)
+	}
 }
 
 // Stop stops the callers, waits for them, and returns how many calls they

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
@@ -123,36 +124,14 @@ type Result struct {
 func Restart(ctx context.Context, t *testing.T, c *lb.Conn, bs []*Backend, rate, streams int, d time.Duration) Result {
 	t.Helper()
 	var res Result
-	var calls, failed atomic.Int64
-	var firstErr atomic.Value
 	lctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	method := "/" + bs[0].svc.FullName + "/"
 	// Open loop: a call every 1/rate, whatever the others are doing.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(time.Second / time.Duration(rate))
-		defer tick.Stop()
-		for {
-			select {
-			case <-lctx.Done():
-				return
-			case <-tick.C:
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				calls.Add(1)
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				defer cancel()
-				if err := c.Invoke(cctx, method+"Unary", &emptypb.Empty{}, &emptypb.Empty{}); err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-			}()
-		}
-	}()
+	unary := load.StartRate(rate, 5*time.Second, func(cctx context.Context) error {
+		return c.Invoke(cctx, method+"Unary", &emptypb.Empty{}, &emptypb.Empty{})
+	})
+	defer unary.Stop()
 	// Server streams, opened again when their backend goes.
 	sd := &grpc.StreamDesc{StreamName: "Stream", ServerStreams: true}
 	for range streams {
@@ -220,10 +199,7 @@ func Restart(ctx context.Context, t *testing.T, c *lb.Conn, bs []*Backend, rate,
 	}
 	stop()
 	wg.Wait()
-	res.Calls, res.Failed = calls.Load(), failed.Load()
-	if err, ok := firstErr.Load().(error); ok {
-		res.FirstError = err
-	}
+	res.Calls, res.Failed, res.FirstError = unary.Stop()
 	return res
 }
 

@@ -2,8 +2,6 @@ package lb_test
 
 import (
 	"context"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +10,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testbackend"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
@@ -84,28 +83,8 @@ func TestMembershipChange(t *testing.T) {
 			defer c.Close()
 			waitCalled(t, ctx, c, bs[:3]...)
 
-			var calls, failed atomic.Int64
-			var firstErr atomic.Value
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			for range 4 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						calls.Add(1)
-						if err := testbackend.Call(ctx, c); err != nil {
-							failed.Add(1)
-							firstErr.CompareAndSwap(nil, err)
-						}
-					}
-				}()
-			}
+			l := load.Start(4, func(cctx context.Context) error { return testbackend.Call(cctx, c) })
+			defer l.Stop()
 			// Remove bs[0], then stop it: its calls in flight finish.
 			r.UpdateState(endpoints(bs[1:3]...))
 			waitCalled(t, ctx, c, bs[1], bs[2])
@@ -113,10 +92,8 @@ func TestMembershipChange(t *testing.T) {
 			// Add bs[3]: it gets calls.
 			r.UpdateState(endpoints(bs[1:4]...))
 			waitCalled(t, ctx, c, bs[3])
-			close(stop)
-			wg.Wait()
-			if n := failed.Load(); n > 0 {
-				t.Errorf("%d of %d calls failed while the set changed; first: %v", n, calls.Load(), firstErr.Load())
+			if calls, failed, firstErr := l.Stop(); failed > 0 {
+				t.Errorf("%d of %d calls failed while the set changed; first: %v", failed, calls, firstErr)
 			}
 		})
 	}

@@ -2,8 +2,6 @@ package etcd_test
 
 import (
 	"context"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/rolling"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
@@ -46,34 +45,10 @@ func TestClusterLosesItsLeader(t *testing.T) {
 	rolling.WaitListed(ctx, t, svc.Name, 3)
 
 	// Load: a call every 5 ms, open loop.
-	var calls, failed atomic.Int64
-	var firstErr atomic.Value
-	lctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-lctx.Done():
-				return
-			case <-tick.C:
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				calls.Add(1)
-				cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-				defer ccancel()
-				if err := c.Invoke(cctx, "/test.Clustered/Unary", &emptypb.Empty{}, &emptypb.Empty{}); err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-			}()
-		}
-	}()
+	l := load.StartRate(200, 5*time.Second, func(cctx context.Context) error {
+		return c.Invoke(cctx, "/test.Clustered/Unary", &emptypb.Empty{}, &emptypb.Empty{})
+	})
+	defer l.Stop()
 
 	leader := cl.Leader()
 	if leader < 0 {
@@ -91,11 +66,10 @@ func TestClusterLosesItsLeader(t *testing.T) {
 	case <-time.After(3 * time.Second): // the load's own duration
 	case <-ctx.Done():
 	}
-	stop()
-	wg.Wait()
-	t.Logf("%d calls, %d failed (first: %v)", calls.Load(), failed.Load(), firstErr.Load())
-	if failed.Load() != 0 {
-		t.Errorf("%d of %d calls failed while the cluster lost its leader; first: %v", failed.Load(), calls.Load(), firstErr.Load())
+	calls, failed, firstErr := l.Stop()
+	t.Logf("%d calls, %d failed (first: %v)", calls, failed, firstErr)
+	if failed != 0 {
+		t.Errorf("%d of %d calls failed while the cluster lost its leader; first: %v", failed, calls, firstErr)
 	}
 	// Exactly one key per instance, on the members left.
 	var alive []string
