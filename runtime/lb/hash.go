@@ -47,39 +47,43 @@ func hashKeyInterceptor(svc *Service) grpc.UnaryClientInterceptor {
 	default:
 		return nil
 	}
-	paths := map[string][]protoreflect.Name{}
-	fields := map[string]string{}
+	// The hash key of each method that has one: its field path, as
+	// written and split into names.
+	type hashKey struct {
+		field string
+		path  []protoreflect.Name
+	}
+	keys := map[string]hashKey{}
 	for _, m := range svc.Methods {
 		if m.HashKey == "" {
 			continue
 		}
-		var path []protoreflect.Name
+		k := hashKey{field: m.HashKey}
 		for _, seg := range strings.Split(m.HashKey, ".") {
-			path = append(path, protoreflect.Name(seg))
+			k.path = append(k.path, protoreflect.Name(seg))
 		}
-		paths["/"+svc.FullName+"/"+m.Name] = path
-		fields["/"+svc.FullName+"/"+m.Name] = m.HashKey
+		keys["/"+svc.FullName+"/"+m.Name] = k
 	}
-	if len(paths) == 0 {
+	if len(keys) == 0 {
 		return nil
 	}
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if path, ok := paths[method]; ok {
+		if k, ok := keys[method]; ok {
 			switch {
 			case header:
 				if len(metadata.ValueFromOutgoingContext(ctx, HashKeyHeader)) == 0 {
-					if v, ok := fieldValue(req, path); ok {
+					if v, ok := fieldValue(req, k.path); ok {
 						ctx = metadata.AppendToOutgoingContext(ctx, HashKeyHeader, headerValue(v))
 					}
 				}
 			default:
 				if _, set := consistenthash.HashFromContext(ctx); !set {
-					v, ok := fieldValue(req, path)
+					v, ok := fieldValue(req, k.path)
 					switch {
 					case ok:
 						ctx = consistenthash.WithHash(ctx, v.hash())
 					case fail && len(metadata.ValueFromOutgoingContext(ctx, HashKeyHeader)) == 0:
-						return status.Errorf(codes.InvalidArgument, "lb: %s: the hash key %s is unset", method, fields[method])
+						return status.Errorf(codes.InvalidArgument, "lb: %s: the hash key %s is unset", method, k.field)
 					}
 				}
 			}

@@ -133,7 +133,7 @@ func (r *Registration) registerWhenServing(ctx context.Context) {
 	if err != nil {
 		err = fmt.Errorf("lb: %s: registering (retrying in the background): %w", r.service, err)
 	}
-	r.setStatus(err, true)
+	r.handOver(err)
 }
 
 func defaultInstanceID(service, addr string) string {
@@ -158,12 +158,12 @@ type Registration struct {
 	deregErr     error         // guarded by mu
 }
 
-// setStatus sets the status this Registration reports until the registrar
-// does (handed).
-func (r *Registration) setStatus(err error, handed bool) {
+// handOver records the first registration's result: from now on the
+// registrar reports the status.
+func (r *Registration) handOver(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.status, r.handed = err, handed
+	r.status, r.handed = err, true
 	close(r.changed)
 	r.changed = make(chan struct{})
 }

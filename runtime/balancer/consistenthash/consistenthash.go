@@ -226,9 +226,9 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 				st.total = &total
 				st.done = st.finish
 			}
-			p.children[i] = child{picker: c.Picker, ready: c.Ready, st: st,
+			p.children[i] = child{picker: c.Picker, ready: c.Ready(), st: st,
 				wait: c.Connectivity == connectivity.Connecting || c.Connectivity == connectivity.Idle}
-			if c.Ready {
+			if c.Ready() {
 				p.ready++
 			}
 		}

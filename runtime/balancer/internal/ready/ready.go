@@ -25,12 +25,14 @@ import (
 type Child[S any] struct {
 	Endpoint resolver.Endpoint
 	Picker   balancer.Picker
-	Ready    bool
 	// Connectivity is the endpoint's state: READY when a copy is, else
 	// the best of CONNECTING, IDLE and TRANSIENT_FAILURE among them.
 	Connectivity connectivity.State
 	State        *S
 }
+
+// Ready reports whether the endpoint is READY.
+func (c Child[S]) Ready() bool { return c.Connectivity == connectivity.Ready }
 
 // NewPicker makes a picker over the children (at least one READY), with
 // the balancer's last config (nil before any). NewBalancer passes only the
@@ -130,7 +132,6 @@ func (b *readyBalancer[S]) UpdateState(s balancer.State) {
 			group[i].Picker, group[i].Connectivity = c.State.Picker, c.State.ConnectivityState
 		}
 		if isReady {
-			group[i].Ready = true
 			copies[i] = append(copies[i], c.State.Picker)
 		}
 	}
@@ -148,7 +149,7 @@ func (b *readyBalancer[S]) UpdateState(s balancer.State) {
 			c.Picker = &rotation{pickers: copies[i]}
 		}
 		group[i] = c
-		if c.Ready {
+		if c.Ready() {
 			ready = append(ready, c)
 		}
 	}
