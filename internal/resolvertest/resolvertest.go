@@ -359,3 +359,25 @@ func (l *RecordingLogger) Warnings() []string {
 	defer l.mu.Unlock()
 	return slices.Clone(l.warnings)
 }
+
+// FuzzTarget fuzzes a scheme's target parser from seeds: a URL that parses
+// never panics parse, and a password it carries never shows in parse's
+// error.
+func FuzzTarget(f *testing.F, seeds []string, parse func(*url.URL) error) {
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := url.Parse(s)
+		if err != nil {
+			return
+		}
+		err = parse(u)
+		if err == nil || u.User == nil {
+			return
+		}
+		if pw, ok := u.User.Password(); ok && len(pw) >= 6 && strings.Contains(err.Error(), pw) {
+			t.Fatalf("parse(%q): the error %q shows the password", s, err)
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
@@ -63,16 +64,12 @@ func lookupTarget(srv bool) target {
 
 // FuzzTarget: an lbdns target never panics the parser.
 func FuzzTarget(f *testing.F) {
-	for _, s := range []string{
+	resolvertest.FuzzTarget(f, []string{
 		"lbdns:///greeter.internal:50051?refresh=10s",
 		"lbdns://127.0.0.1:8600/greeter.service.consul?record=srv",
 		"lbdns://8600/svc.test:80", "lbdns:///:80", "lbdns:///h:99999", "lbdns:///h?record=mx",
-	} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		if u, err := url.Parse(s); err == nil {
-			parseTarget(u)
-		}
+	}, func(u *url.URL) error {
+		_, err := parseTarget(u)
+		return err
 	})
 }
