@@ -106,7 +106,19 @@ func (b *pickFirst) UpdateClientConnState(s balancer.ClientConnState) error {
 		b.child.ResolverError(balancer.ErrBadResolverState)
 		return balancer.ErrBadResolverState
 	}
-	slices.SortStableFunc(eps, func(x, y resolver.Endpoint) int { return cmp.Compare(b.rank(x), b.rank(y)) })
+	// Each endpoint's rank once, not once per comparison.
+	type ranked struct {
+		rank uint64
+		ep   resolver.Endpoint
+	}
+	order := make([]ranked, len(eps))
+	for i, e := range eps {
+		order[i] = ranked{b.rank(e), e}
+	}
+	slices.SortStableFunc(order, func(x, y ranked) int { return cmp.Compare(x.rank, y.rank) })
+	for i, r := range order {
+		eps[i] = r.ep
+	}
 	b.mu.Lock()
 	// Stay on the current endpoint while it is still there.
 	next := 0
