@@ -275,13 +275,30 @@ func CheckServiceName(name string, slash bool) error {
 	return nil
 }
 
+// RegistrationCounter is implemented by Registrars that count how many
+// times they put the instance in the registry.
+type RegistrationCounter interface {
+	// Registrations returns how many times the instance became
+	// registered: 1 after the first registration, more when the registry
+	// lost it (a lease expired, an agent restarted) and it was put back.
+	Registrations() uint64
+}
+
 // RegistrationStatus tracks whether a Registrar's instance is registered;
 // backends embed it. The zero value is "not registered yet".
 type RegistrationStatus struct {
-	mu      sync.Mutex
-	started bool          // guarded by mu; false until the first SetStatus
-	err     error         // guarded by mu; nil while registered
-	changed chan struct{} // guarded by mu; closed and replaced on a change
+	mu            sync.Mutex
+	started       bool          // guarded by mu; false until the first SetStatus
+	err           error         // guarded by mu; nil while registered
+	changed       chan struct{} // guarded by mu; closed and replaced on a change
+	registrations uint64        // guarded by mu; changes to registered
+}
+
+// Registrations returns how many times the status became registered.
+func (s *RegistrationStatus) Registrations() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.registrations
 }
 
 // ErrNotRegistered is the status of a Registrar before its first attempt.
@@ -317,6 +334,9 @@ func (s *RegistrationStatus) SetStatus(err error) (changed bool) {
 	s.started, s.err = true, err
 	if was == (err == nil) {
 		return false
+	}
+	if err == nil {
+		s.registrations++
 	}
 	if s.changed != nil {
 		close(s.changed)

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	estats "google.golang.org/grpc/experimental/stats"
 	"google.golang.org/grpc/resolver"
 )
 
@@ -71,6 +72,9 @@ func (h *hub) subscribe(target string, spec Spec, cc resolver.ClientConn, opts r
 	}
 	h.mu.Unlock()
 	s := &subscriber{w: hw.watch, h: h, cc: cc, metrics: opts.MetricsRecorder, target: target, label: spec.Key.String()}
+	if s.metrics != nil {
+		s.stopReporting = s.metrics.RegisterAsyncReporter(estats.AsyncMetricReporterFunc(s.report), stalenessMetric)
+	}
 	hw.subscribe(s)
 	return s
 }

@@ -2,14 +2,18 @@ package discovery
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	estats "google.golang.org/grpc/experimental/stats"
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/status"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
 )
@@ -17,11 +21,12 @@ import (
 var logger = grpclog.Component("lb-discovery")
 
 // The metrics of a watch, recorded for each channel through the
-// MetricsRecorder grpc-go hands its resolver (resolver.BuildOptions), in
-// subscriber.deliver: the one place they are recorded. They are off by
-// default, as grpc-go's own LB metrics are; enable them by name in the
-// channel's OpenTelemetry options. Labels: the channel's target, and the
-// watch (scheme://registry/service, never a secret).
+// MetricsRecorder grpc-go hands its resolver (resolver.BuildOptions). They
+// are off by default, as grpc-go's own LB metrics are: lb.WithMetrics turns
+// them on, or enable them by name in the channel's OpenTelemetry options.
+// Labels are bounded and never carry a secret: the channel's target without
+// user info or query, the watch (scheme://registry/service), and a kind
+// from a fixed list.
 var (
 	updatesMetric = estats.RegisterInt64Count(estats.MetricDescriptor{
 		Name:        "lb.discovery.updates",
@@ -31,9 +36,9 @@ var (
 	})
 	errorsMetric = estats.RegisterInt64Count(estats.MetricDescriptor{
 		Name:        "lb.discovery.errors",
-		Description: "EXPERIMENTAL. Registry errors a discovery watch reported to a channel (each once while it stays the same).",
+		Description: "EXPERIMENTAL. Registry errors a discovery watch reported to a channel (each once while it stays the same), by kind: unavailable, timeout, tls, no_instances, stale.",
 		Unit:        "{error}",
-		Labels:      []string{"grpc.target", "lb.discovery.watch"},
+		Labels:      []string{"grpc.target", "lb.discovery.watch", "lb.discovery.error"},
 	})
 	instancesMetric = estats.RegisterInt64Gauge(estats.MetricDescriptor{
 		Name:        "lb.discovery.instances",
@@ -41,7 +46,58 @@ var (
 		Unit:        "{endpoint}",
 		Labels:      []string{"grpc.target", "lb.discovery.watch"},
 	})
+	droppedMetric = estats.RegisterInt64Count(estats.MetricDescriptor{
+		Name:        "lb.discovery.dropped",
+		Description: "EXPERIMENTAL. Registry entries a discovery watch dropped as invalid (each once while its reason stays the same), by reason: bad_address, bad_entry.",
+		Unit:        "{entry}",
+		Labels:      []string{"grpc.target", "lb.discovery.watch", "lb.discovery.drop_reason"},
+	})
+	stalenessMetric = estats.RegisterInt64AsyncGauge(estats.MetricDescriptor{
+		Name:        "lb.discovery.staleness",
+		Description: "EXPERIMENTAL. How long the registry has not confirmed the state a channel runs on (0 while it answers): the age of the last good state kept through a registry failure.",
+		Unit:        "ms",
+		Labels:      []string{"grpc.target", "lb.discovery.watch"},
+	})
 )
+
+// MetricNames are the names of the metrics above, for a channel's
+// OpenTelemetry options.
+var MetricNames = []string{"lb.discovery.updates", "lb.discovery.errors", "lb.discovery.instances", "lb.discovery.dropped", "lb.discovery.staleness"}
+
+// errStale marks the error of a last good state kept for longer than the
+// failure policy's MaxStaleness.
+var errStale = errors.New("stale")
+
+// errorKind is the lb.discovery.error label of err.
+func errorKind(err error) string {
+	var (
+		cve  *tls.CertificateVerificationError
+		ua   x509.UnknownAuthorityError
+		hn   x509.HostnameError
+		ci   x509.CertificateInvalidError
+		alrt tls.AlertError
+		rec  tls.RecordHeaderError
+	)
+	switch {
+	case errors.Is(err, errStale):
+		return "stale"
+	case errors.Is(err, ErrNoInstances):
+		return "no_instances"
+	case errors.Is(err, context.DeadlineExceeded), status.Code(err) == codes.DeadlineExceeded:
+		return "timeout"
+	case errors.As(err, &cve), errors.As(err, &ua), errors.As(err, &hn), errors.As(err, &ci), errors.As(err, &alrt), errors.As(err, &rec):
+		return "tls"
+	}
+	return "unavailable"
+}
+
+// dropReason is the lb.discovery.drop_reason label of a dropped entry.
+func dropReason(err error) string {
+	if errors.Is(err, ErrBadAddress) {
+		return "bad_address"
+	}
+	return "bad_entry"
+}
 
 // maxDropLines is how many dropped entries one flush logs one by one; the
 // rest are summed up in one line.
@@ -317,6 +373,14 @@ func (w *watch) drop(d Dropped, old map[string]string) {
 // cannot flood the log; an entry is logged again only when its reason
 // changes.
 func (w *watch) logDrops() {
+	for s := range w.subs {
+		if s.metrics == nil {
+			continue
+		}
+		for _, d := range w.dropLog {
+			droppedMetric.Record(s.metrics, 1, s.target, s.label, dropReason(d.Reason))
+		}
+	}
 	for i, d := range w.dropLog {
 		if i == maxDropLines {
 			logger.Warningf("%s: and %d more entries dropped as invalid (%d in all now)", w.key, len(w.dropLog)-i, len(w.dropped))
@@ -368,7 +432,7 @@ func (w *watch) expire() {
 	if w.stopped || w.badSince.IsZero() || w.clock.Now().Sub(w.badSince) < w.spec.Policy.MaxStaleness {
 		return
 	}
-	err := fmt.Errorf("%s: no good answer from the registry for %v", w.key, w.spec.Policy.MaxStaleness)
+	err := fmt.Errorf("%s: no good answer from the registry for %v (%w)", w.key, w.spec.Policy.MaxStaleness, errStale)
 	if w.spec.Policy.Mode == StaticFallback {
 		w.publishFallback()
 	} else {
@@ -459,12 +523,13 @@ func (w *watch) requestResolve() {
 
 // subscriber is one channel's resolver: it takes what its watch publishes.
 type subscriber struct {
-	w       *watch
-	h       *hub
-	cc      resolver.ClientConn
-	metrics estats.MetricsRecorder // nil when the channel has none
-	target  string                 // the channel's target without user info or query, for the metrics
-	label   string                 // the watch, for the metrics
+	w             *watch
+	h             *hub
+	cc            resolver.ClientConn
+	metrics       estats.MetricsRecorder // nil when the channel has none
+	target        string                 // the channel's target without user info or query, for the metrics
+	label         string                 // the watch, for the metrics
+	stopReporting func()                 // ends the staleness reports; nil without metrics
 
 	mu       sync.Mutex
 	closed   bool
@@ -498,10 +563,24 @@ func (s *subscriber) deliver(v view) {
 	if v.err != nil && v.errVer > s.errVer {
 		s.errVer = v.errVer
 		if s.metrics != nil {
-			errorsMetric.Record(s.metrics, 1, s.target, s.label)
+			errorsMetric.Record(s.metrics, 1, s.target, s.label, errorKind(v.err))
 		}
 		s.cc.ReportError(v.err)
 	}
+}
+
+// report gives the staleness of the channel's state to an asynchronous
+// metrics collection.
+func (s *subscriber) report(r estats.AsyncMetricsRecorder) error {
+	w := s.w
+	w.mu.Lock()
+	var ms int64
+	if !w.badSince.IsZero() && w.good != nil {
+		ms = w.clock.Now().Sub(w.badSince).Milliseconds()
+	}
+	w.mu.Unlock()
+	stalenessMetric.Record(r, ms, s.target, s.label)
+	return nil
 }
 
 // ResolveNow asks a polling source to look again; it never blocks.
@@ -517,5 +596,8 @@ func (s *subscriber) Close() {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	if s.stopReporting != nil {
+		s.stopReporting()
+	}
 	s.h.release(s)
 }

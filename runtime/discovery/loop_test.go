@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -549,11 +550,14 @@ func TestDropsAreLoggedOnceAndSummarised(t *testing.T) {
 	}
 }
 
-// metricsRecorder records the counts and gauges it is given.
+// metricsRecorder records the counts and gauges it is given, and keeps
+// the asynchronous reporters registered with it.
 type metricsRecorder struct {
 	estats.UnimplementedMetricsRecorder
-	mu     sync.Mutex
-	values map[string]int64 // name + labels -> sum (counts) or last (gauges)
+	mu        sync.Mutex
+	values    map[string]int64 // name + labels -> sum (counts) or last (gauges)
+	reporters map[int]estats.AsyncMetricReporter
+	next      int
 }
 
 func (r *metricsRecorder) RecordInt64Count(h *estats.Int64CountHandle, v int64, labels ...string) {
@@ -568,6 +572,42 @@ func (r *metricsRecorder) RecordInt64Gauge(h *estats.Int64GaugeHandle, v int64, 
 	r.values[h.Descriptor().Name+" "+strings.Join(labels, " ")] = v
 }
 
+func (r *metricsRecorder) RecordInt64AsyncGauge(h *estats.Int64AsyncGaugeHandle, v int64, labels ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.values[h.Descriptor().Name+" "+strings.Join(labels, " ")] = v
+}
+
+func (r *metricsRecorder) RegisterAsyncReporter(rep estats.AsyncMetricReporter, _ ...estats.AsyncMetric) func() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.next++
+	id := r.next
+	r.reporters[id] = rep
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		delete(r.reporters, id)
+	}
+}
+
+// collect runs the asynchronous reporters, as a metrics collection does.
+func (r *metricsRecorder) collect(t *testing.T) int {
+	t.Helper()
+	r.mu.Lock()
+	reps := make([]estats.AsyncMetricReporter, 0, len(r.reporters))
+	for _, rep := range r.reporters {
+		reps = append(reps, rep)
+	}
+	r.mu.Unlock()
+	for _, rep := range reps {
+		if err := rep.Report(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return len(reps)
+}
+
 func (r *metricsRecorder) get(key string) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -575,22 +615,72 @@ func (r *metricsRecorder) get(key string) int64 {
 }
 
 // TestMetricsGoToTheChannelsRecorder: each channel's MetricsRecorder gets
-// the updates, errors and instance count its watch gave it.
+// the updates, errors by kind, instance count, dropped entries by reason
+// and staleness its watch gave it; the staleness reporter goes with the
+// channel.
 func TestMetricsGoToTheChannelsRecorder(t *testing.T) {
 	h := newTestHub(t)
 	src := newFakeSource()
-	m := &metricsRecorder{values: map[string]int64{}}
+	m := &metricsRecorder{values: map[string]int64{}, reporters: map[int]estats.AsyncMetricReporter{}}
 	rec := newRecorder()
 	s := h.subscribe("fake:///svc", fakeSpec(src, FailurePolicy{}), rec, resolver.BuildOptions{MetricsRecorder: m})
 	defer s.Close()
-	src.reset(t, "10.0.0.1:80", "10.0.0.2:80")
+	src.do(t, func(u Updates) error {
+		u.Reset([]Instance{
+			{ID: "a", Address: "10.0.0.1:80"},
+			{ID: "b", Address: "10.0.0.2:80"},
+			{ID: "bad", Address: "10.0.0.3"}, // no port
+		}, []Dropped{{ID: "junk", Reason: errors.New("bad JSON")}})
+		u.Flush()
+		return nil
+	})
 	rec.waitAddrs(t, "10.0.0.1:80", "10.0.0.2:80")
+	const labels = " fake:///svc fake:///svc"
+	m.collect(t)
+	if got := m.get("lb.discovery.staleness" + labels); got != 0 {
+		t.Errorf("staleness while the registry answers = %d ms, want 0", got)
+	}
 	src.do(t, func(u Updates) error { u.Fail(errors.New("acl")); return nil })
 	rec.waitErr(t, "acl")
-	const labels = " fake:///svc fake:///svc"
-	for key, want := range map[string]int64{"lb.discovery.updates": 1, "lb.discovery.instances": 2, "lb.discovery.errors": 1} {
-		if got := m.get(key + labels); got != want {
+	h.clock.advance(1500 * time.Millisecond)
+	if n := m.collect(t); n != 1 {
+		t.Fatalf("%d reporters registered, want 1", n)
+	}
+	for key, want := range map[string]int64{
+		"lb.discovery.updates":                           1,
+		"lb.discovery.instances":                         2,
+		"lb.discovery.errors" + labels + " unavailable":  1,
+		"lb.discovery.dropped" + labels + " bad_address": 1,
+		"lb.discovery.dropped" + labels + " bad_entry":   1,
+		"lb.discovery.staleness":                         1500,
+	} {
+		if !strings.Contains(key, " ") {
+			key += labels
+		}
+		if got := m.get(key); got != want {
 			t.Errorf("%s = %d, want %d (all: %v)", key, got, want, m.values)
+		}
+	}
+	s.Close()
+	if n := m.collect(t); n != 0 {
+		t.Errorf("%d reporters still registered after Close, want 0", n)
+	}
+}
+
+func TestErrorKinds(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{errors.New("connection refused"), "unavailable"},
+		{fmt.Errorf("listing: %w", context.DeadlineExceeded), "timeout"},
+		{fmt.Errorf("etcd: %w", x509.UnknownAuthorityError{}), "tls"},
+		{fmt.Errorf("k: %w", ErrNoInstances), "no_instances"},
+		{NoInstancesError("no passing instance"), "no_instances"},
+		{fmt.Errorf("k: no good answer (%w)", errStale), "stale"},
+	} {
+		if got := errorKind(tc.err); got != tc.want {
+			t.Errorf("errorKind(%v) = %q, want %q", tc.err, got, tc.want)
 		}
 	}
 }

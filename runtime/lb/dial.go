@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
@@ -46,6 +47,7 @@ type dialOptions struct {
 	creds    credentials.TransportCredentials
 	insecure bool
 	block    bool
+	metrics  metric.MeterProvider
 	grpc     []grpc.DialOption
 }
 
@@ -177,6 +179,18 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 	if hedger != nil {
 		// After the hash key's interceptor: each attempt has the key.
 		gopts = append(gopts, grpc.WithChainUnaryInterceptor(hedger.intercept))
+	}
+	if o.metrics != nil {
+		mopts, err := metricsDialOptions(o.metrics, svc.FullName)
+		if err != nil {
+			return nil, fmt.Errorf("lb: %s: metrics: %w", svc.FullName, err)
+		}
+		gopts = append(gopts, mopts...)
+		if hedger != nil {
+			if hedger.metrics, err = newHedgeMetrics(o.metrics, svc.FullName); err != nil {
+				return nil, fmt.Errorf("lb: %s: metrics: %w", svc.FullName, err)
+			}
+		}
 	}
 	gopts = append(gopts, o.grpc...)
 	if typed != nil {

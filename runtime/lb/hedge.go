@@ -79,6 +79,7 @@ type hedger struct {
 	policies map[string]*Hedging // by full method name
 	budget   *tokens
 	stats    struct{ sent, won, throttled atomic.Int64 }
+	metrics  *hedgeMetrics // nil without WithMetrics
 }
 
 // newHedger returns the hedging of svc, or nil when no method hedges.
@@ -142,9 +143,11 @@ func (h *hedger) intercept(ctx context.Context, method string, req, reply any, c
 		}
 		if !h.budget.allow() {
 			h.stats.throttled.Add(1)
+			h.metrics.record(ctx, h.metrics.exhaustedCounter(), method)
 			return false
 		}
 		h.stats.sent.Add(1)
+		h.metrics.record(ctx, h.metrics.hedgesCounter(), method, hedgeSent)
 		launch()
 		return true
 	}
@@ -166,6 +169,7 @@ func (h *hedger) intercept(ctx context.Context, method string, req, reply any, c
 				h.budget.succeeded()
 				if r.n > 1 {
 					h.stats.won.Add(1)
+					h.metrics.record(ctx, h.metrics.hedgesCounter(), method, hedgeWon)
 				}
 				proto.Reset(out)
 				proto.Merge(out, r.reply)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
@@ -83,7 +85,10 @@ func TestHedgesStopWhenTheBudgetIsSpent(t *testing.T) {
 	bs, addrs := testbackend.StartN(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
 	defer cancel()
-	c, err := lb.Dial(ctx, hedgedService(addrs, &lb.RetryBudget{MaxTokens: 10, TokenRatio: 0.1}), lb.WithInsecure(), lb.WithBlock())
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	c, err := lb.Dial(ctx, hedgedService(addrs, &lb.RetryBudget{MaxTokens: 10, TokenRatio: 0.1}), lb.WithInsecure(), lb.WithBlock(), lb.WithMetrics(mp))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +114,13 @@ func TestHedgesStopWhenTheBudgetIsSpent(t *testing.T) {
 	t.Logf("10 failing calls: %d attempts; hedges %+v", attempts, st)
 	if attempts != 13 || st.Throttled < 8 {
 		t.Errorf("10 failing calls made %d attempts (hedges %+v), want 3 + 2 + 8×1 = 13", attempts, st)
+	}
+	got := collect(t, reader)
+	if v := got.sum("lb.client.retry_budget.exhausted", attribute.String("grpc.method", testbackend.EchoService+"/Echo")); v != float64(st.Throttled) {
+		t.Errorf("lb.client.retry_budget.exhausted = %v, want HedgeStats().Throttled = %d", v, st.Throttled)
+	}
+	if v := got.sum("lb.client.hedges", attribute.String("lb.hedge", "sent")); v != float64(st.Sent) {
+		t.Errorf("lb.client.hedges{sent} = %v, want HedgeStats().Sent = %d", v, st.Sent)
 	}
 }
 

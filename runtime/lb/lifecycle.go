@@ -60,9 +60,10 @@ type serverState struct {
 	stop        chan struct{} // closed when Shutdown begins
 	stopOnce    sync.Once
 
-	mu     sync.Mutex
-	regs   []*Registration // guarded by mu
-	probed bool            // a probe of the server's address runs; guarded by mu
+	mu      sync.Mutex
+	regs    []*Registration // guarded by mu
+	probed  bool            // a probe of the server's address runs; guarded by mu
+	metrics *serverMetrics  // of the first Register with WithMetrics; guarded by mu
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -104,6 +105,14 @@ func stateFor(s *grpc.Server, given *health.Server) (*serverState, error) {
 	}
 	servers.m[s] = st
 	return st, nil
+}
+
+func (st *serverState) setMetrics(m *serverMetrics) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.metrics == nil {
+		st.metrics = m
+	}
 }
 
 func (st *serverState) add(r *Registration) {
@@ -205,6 +214,7 @@ func (st *serverState) doShutdown(ctx context.Context) error {
 	st.wg.Wait()
 	st.mu.Lock()
 	regs := append([]*Registration(nil), st.regs...)
+	sm := st.metrics
 	st.mu.Unlock()
 	// 1. Every service NOT_SERVING: health-checking clients stop picking
 	// this server.
@@ -237,6 +247,9 @@ func (st *serverState) doShutdown(ctx context.Context) error {
 		st.watches.waitTold(pctx, watchers)
 		cancel()
 		st.report.Propagation = time.Since(start)
+		if sm != nil {
+			sm.propagation.Record(context.WithoutCancel(ctx), st.report.Propagation.Seconds())
+		}
 		// Watch streams never end on their own: GracefulStop would wait
 		// for them until its deadline.
 		st.watches.end()

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
@@ -30,6 +31,7 @@ type registerOptions struct {
 	id        string
 	metadata  discovery.Metadata
 	health    *health.Server
+	metrics   metric.MeterProvider
 }
 
 type registerFunc func(*registerOptions)
@@ -103,6 +105,22 @@ func Register(s *grpc.Server, svc *Service, desc *grpc.ServiceDesc, impl any, op
 		return nil, err
 	}
 	r.st = st
+	if o.metrics != nil {
+		sm, err := newServerMetrics(o.metrics)
+		if err != nil {
+			return nil, fmt.Errorf("lb: %s: metrics: %w", svc.FullName, err)
+		}
+		if r.registrar != nil {
+			backend := "registry"
+			if t, err := svc.Discovery.Target(svc.Name, o.registry); err == nil {
+				backend, _, _ = strings.Cut(t, ":")
+			}
+			if r.stopMetrics, err = sm.observe(r, backend); err != nil {
+				return nil, fmt.Errorf("lb: %s: metrics: %w", svc.FullName, err)
+			}
+		}
+		st.setMetrics(sm)
+	}
 	s.RegisterService(desc, impl)
 	st.health.SetServingStatus(svc.FullName, healthgrpc.HealthCheckResponse_SERVING)
 	st.add(r)
@@ -149,6 +167,9 @@ type Registration struct {
 	registrar discovery.Registrar // nil when the backend has no registry
 	cancel    context.CancelFunc  // stops registerWhenServing
 	wg        sync.WaitGroup      // registerWhenServing
+	// stopMetrics ends the registration's metrics reports; nil without
+	// WithMetrics.
+	stopMetrics func()
 
 	mu           sync.Mutex
 	status       error         // before the registrar reports; guarded by mu
@@ -243,6 +264,9 @@ func (r *Registration) deregister(ctx context.Context) error {
 	}
 	r.deregistered = true
 	r.mu.Unlock()
+	if r.stopMetrics != nil {
+		defer r.stopMetrics() // after the last status change
+	}
 	if r.registrar == nil {
 		return nil
 	}

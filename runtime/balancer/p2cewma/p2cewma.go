@@ -44,6 +44,7 @@ import (
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
+	estats "google.golang.org/grpc/experimental/stats"
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
 
@@ -140,8 +141,30 @@ func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfi
 	return ParseConfig(js)
 }
 
+// scoreMetric is the policy's own signal, off by default as grpc-go's LB
+// metrics are (lb.WithMetrics turns it on): each endpoint's score, reported
+// when the channel's metrics are collected. Its lb.instance label is the
+// address of an endpoint the channel has now, so its values are bounded by
+// the number of instances.
+var scoreMetric = estats.RegisterInt64AsyncGauge(estats.MetricDescriptor{
+	Name:        "lb.p2c_ewma.score",
+	Description: "EXPERIMENTAL. An endpoint's p2c_ewma score: its latency average times its calls in flight plus one (the lower, the more calls it gets).",
+	Unit:        "us",
+	Labels:      []string{"grpc.target", "lb.instance"},
+})
+
+// MetricNames are the names of the policy's metrics, for a channel's
+// OpenTelemetry options.
+var MetricNames = []string{"lb.p2c_ewma.score"}
+
+func report(r estats.AsyncMetricsRecorder, target, addr string, st *stats) {
+	v := math.Float64frombits(st.ewma.Load()) * float64(st.inflight.Load()+1)
+	scoreMetric.Record(r, int64(v/1e3), target, addr)
+}
+
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	return ready.NewBalancer(cc, opts, func(children []ready.Child[stats], cfg serviceconfig.LoadBalancingConfig) balancer.Picker {
+	rep := ready.Reporter[stats]{Metrics: []estats.AsyncMetric{scoreMetric}, Report: report}
+	return ready.NewReportingBalancer(cc, opts, func(children []ready.Child[stats], cfg serviceconfig.LoadBalancingConfig) balancer.Picker {
 		decay, probe := DefaultDecay, DefaultProbe
 		if c, ok := cfg.(*Config); ok {
 			decay, probe = c.Decay, c.Probe
@@ -151,7 +174,7 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 			cs[i] = child{picker: c.Picker, st: c.State}
 		}
 		return newPicker(cs, decay, probe)
-	})
+	}, rep)
 }
 
 // stats are one endpoint's numbers, updated without locks by concurrent

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/balancer/endpointsharding"
 	"google.golang.org/grpc/balancer/pickfirst"
 	"google.golang.org/grpc/connectivity"
+	estats "google.golang.org/grpc/experimental/stats"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 )
@@ -51,9 +52,40 @@ func NewBalancerAll[S any](cc balancer.ClientConn, opts balancer.BuildOptions, n
 	return newBalancer(cc, opts, newPicker, true)
 }
 
-func newBalancer[S any](cc balancer.ClientConn, opts balancer.BuildOptions, newPicker NewPicker[S], all bool) balancer.Balancer {
+func newBalancer[S any](cc balancer.ClientConn, opts balancer.BuildOptions, newPicker NewPicker[S], all bool) *readyBalancer[S] {
 	b := &readyBalancer[S]{ClientConn: cc, newPicker: newPicker, all: all, states: map[string]*S{}}
 	b.child = endpointsharding.NewBalancer(b, opts, balancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
+	return b
+}
+
+// Reporter reports a policy's numbers of each endpoint (a score, calls in
+// flight) as asynchronous gauges, through the MetricsRecorder grpc-go
+// hands the balancer, whenever the channel's metrics are collected.
+type Reporter[S any] struct {
+	// Metrics are the gauges Report records.
+	Metrics []estats.AsyncMetric
+	// Report records the numbers of the endpoint at addr. target is the
+	// channel's target without user info or query, for a grpc.target
+	// label.
+	Report func(r estats.AsyncMetricsRecorder, target, addr string, st *S)
+}
+
+// NewReportingBalancer is NewBalancer whose endpoints' states rep reports.
+func NewReportingBalancer[S any](cc balancer.ClientConn, opts balancer.BuildOptions, newPicker NewPicker[S], rep Reporter[S]) balancer.Balancer {
+	b := newBalancer(cc, opts, newPicker, false)
+	if mr := cc.MetricsRecorder(); mr != nil {
+		u := opts.Target.URL
+		u.User, u.RawQuery, u.ForceQuery = nil, "", false
+		target := u.String()
+		b.stopReporting = mr.RegisterAsyncReporter(estats.AsyncMetricReporterFunc(func(r estats.AsyncMetricsRecorder) error {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for addr, st := range b.states {
+				rep.Report(r, target, addr, st)
+			}
+			return nil
+		}), rep.Metrics...)
+	}
 	return b
 }
 
@@ -64,6 +96,8 @@ type readyBalancer[S any] struct {
 	child               balancer.Balancer
 	newPicker           NewPicker[S]
 	all                 bool // pass every child, not only the READY ones
+
+	stopReporting func() // nil unless a Reporter reports the states
 
 	mu     sync.Mutex
 	cfg    serviceconfig.LoadBalancingConfig
@@ -88,7 +122,12 @@ func (b *readyBalancer[S]) UpdateSubConnState(sc balancer.SubConn, s balancer.Su
 
 func (b *readyBalancer[S]) ExitIdle() { b.child.ExitIdle() }
 
-func (b *readyBalancer[S]) Close() { b.child.Close() }
+func (b *readyBalancer[S]) Close() {
+	if b.stopReporting != nil {
+		b.stopReporting()
+	}
+	b.child.Close()
+}
 
 // UpdateState receives endpointsharding's aggregate state and publishes a
 // picker over the READY children. With none ready it passes the aggregate
