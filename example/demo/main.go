@@ -2,8 +2,10 @@
 // themselves in it through the generated helper, and a balanced client that
 // finds them there. It prints how the client's calls spread over the
 // backends, shuts one server down (NOT_SERVING, deregistered, graceful
-// stop) and shows its traffic moving to the others. It ends by itself:
-// `make demo`. With -etcd it uses an etcd you run instead.
+// stop) and shows its traffic moving to the others, then prints the
+// OpenTelemetry metrics the client and servers recorded (lb.WithMetrics).
+// It ends by itself: `make demo`. With -etcd it uses an etcd you run
+// instead.
 package main
 
 import (
@@ -16,6 +18,10 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/greeter"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/helloworld"
@@ -52,6 +58,12 @@ func run(ctx context.Context, w io.Writer, endpoint string) error {
 		fmt.Fprintf(w, "started an embedded etcd on %s\n", endpoint)
 	}
 
+	// One MeterProvider for the client and the servers; a real program
+	// gives it an exporter (README: Metrics) instead of this reader.
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+
 	var servers []*greeter.Instance
 	defer func() {
 		for _, s := range servers {
@@ -60,7 +72,7 @@ func run(ctx context.Context, w io.Writer, endpoint string) error {
 	}()
 	var addrs []string
 	for range 3 {
-		s, err := greeter.Start("127.0.0.1:0", greeter.Options{Registry: endpoint})
+		s, err := greeter.Start("127.0.0.1:0", greeter.Options{Registry: endpoint, Metrics: mp})
 		if s != nil {
 			servers = append(servers, s)
 		}
@@ -78,7 +90,7 @@ func run(ctx context.Context, w io.Writer, endpoint string) error {
 	fmt.Fprintf(w, "started %d greeter servers, registered in etcd under /services/%s/: %s\n",
 		len(addrs), helloworld.GreeterServiceName, strings.Join(addrs, ", "))
 
-	client, err := helloworld.NewGreeterBalancedClient(ctx, lb.WithInsecure(), lb.WithRegistryAddress(endpoint), lb.WithBlock())
+	client, err := helloworld.NewGreeterBalancedClient(ctx, lb.WithInsecure(), lb.WithRegistryAddress(endpoint), lb.WithBlock(), lb.WithMetrics(mp))
 	if err != nil {
 		return err
 	}
@@ -95,7 +107,62 @@ func run(ctx context.Context, w io.Writer, endpoint string) error {
 	}
 	rep := stopped.Registration.LastShutdown()
 	fmt.Fprintf(w, "  %d health watcher(s) told NOT_SERVING in %v, drained in %v\n", rep.Watchers, rep.Propagation.Round(time.Microsecond), rep.Drain.Round(time.Microsecond))
-	return round(ctx, w, client, "after stopping "+stopped.Addr)
+	if err := round(ctx, w, client, "after stopping "+stopped.Addr); err != nil {
+		return err
+	}
+	return printMetrics(ctx, w, reader)
+}
+
+// printMetrics prints a summary of the metrics this module records (lb.*)
+// and grpc-go's call counts.
+func printMetrics(ctx context.Context, w io.Writer, r *sdkmetric.ManualReader) error {
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(ctx, &rm); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "metrics (OpenTelemetry):")
+	var lines []string
+	add := func(name string, attrs attribute.Set, value string) {
+		var labels []string
+		for _, kv := range attrs.ToSlice() {
+			switch kv.Key {
+			case "grpc.target", "lb.service", "lb.discovery.watch", "grpc.status":
+				continue // the same for every line here, or too long
+			}
+			labels = append(labels, string(kv.Key)+"="+kv.Value.Emit())
+		}
+		l := name
+		if len(labels) > 0 {
+			l += "{" + strings.Join(labels, ",") + "}"
+		}
+		lines = append(lines, fmt.Sprintf("  %-58s %s", l, value))
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if !strings.HasPrefix(m.Name, "lb.") && m.Name != "grpc.client.attempt.started" && m.Name != "grpc.server.call.started" {
+				continue
+			}
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					add(m.Name, p.Attributes, fmt.Sprint(p.Value))
+				}
+			case metricdata.Gauge[int64]:
+				for _, p := range d.DataPoints {
+					add(m.Name, p.Attributes, strings.TrimSuffix(fmt.Sprint(p.Value, " ", m.Unit), " 1"))
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					add(m.Name, p.Attributes, fmt.Sprintf("%d sample(s), sum %.4f %s", p.Count, p.Sum, m.Unit))
+				}
+			}
+		}
+	}
+	slices.Sort(lines)
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+	return nil
 }
 
 // round makes callsPerRound calls and prints the count per backend.

@@ -31,4 +31,30 @@ func TestDemo(t *testing.T) {
 	if got := backends(rounds[1]); got != 2 {
 		t.Errorf("after the shutdown calls reached %d backends, want 2:\n%s", got, out.String())
 	}
+	// The metrics summary: picks of all three, the two servers left
+	// registered, the watch's last state, the shutdown's propagation.
+	_, metrics, _ := strings.Cut(out.String(), "metrics (OpenTelemetry):")
+	for _, want := range []struct {
+		prefix string
+		lines  int
+	}{
+		{"  lb.client.picks{", 3},
+		{"  lb.server.registered{", 2},
+		{"  lb.discovery.instances ", 1},
+		{"  lb.server.shutdown.propagation ", 1},
+		{"  grpc.client.attempt.started{grpc.method=helloworld.Greeter/SayHello} 600", 1},
+	} {
+		n := 0
+		for _, l := range strings.Split(metrics, "\n") {
+			if strings.HasPrefix(l, want.prefix) {
+				n++
+			}
+		}
+		if n != want.lines {
+			t.Errorf("metrics: %d lines %q, want %d:\n%s", n, want.prefix, want.lines, metrics)
+		}
+	}
+	if !strings.Contains(metrics, "lb.discovery.instances                                     2 ") {
+		t.Errorf("metrics: the client's watch does not show 2 instances:\n%s", metrics)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"net"
 
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/helloworld"
@@ -42,6 +43,9 @@ type Options struct {
 	Advertise string
 	// NoRegistry serves without registering in the registry.
 	NoRegistry bool
+	// Metrics, when set, records the server's call and registration
+	// metrics on it.
+	Metrics metric.MeterProvider
 }
 
 // Start listens on addr ("127.0.0.1:0" for a free port), registers a
@@ -54,8 +58,13 @@ func Start(addr string, o Options) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := &Instance{Addr: lis.Addr().String(), Server: grpc.NewServer(), done: make(chan error, 1)}
+	var sopts []grpc.ServerOption
 	var opts []lb.RegisterOption
+	if o.Metrics != nil {
+		sopts = append(sopts, lb.ServerMetrics(o.Metrics))
+		opts = append(opts, lb.WithMetrics(o.Metrics))
+	}
+	in := &Instance{Addr: lis.Addr().String(), Server: grpc.NewServer(sopts...), done: make(chan error, 1)}
 	if o.Registry != "" {
 		opts = append(opts, lb.WithRegistryAddress(o.Registry))
 	}

@@ -47,7 +47,8 @@ func (m metricsOption) applyRegister(o *registerOptions) { o.metrics = m.mp }
 // Given to Register (Register<Svc>BalancedServer), it records the
 // registration: lb.server.registered (1 while the instance is in the
 // registry), lb.server.registrations (times it was put there: more than
-// one means the registry lost it and it was put back) and
+// one means the registry lost it and it was put back), both by service,
+// backend and advertised address (lb.instance), and
 // lb.server.shutdown.propagation (how long Shutdown waited until health
 // watchers were told). The server's call metrics come from ServerMetrics,
 // an option of grpc.NewServer.
@@ -229,8 +230,8 @@ func newServerMetrics(mp metric.MeterProvider) (*serverMetrics, error) {
 
 // observe reports r's registration whenever the metrics are collected,
 // until the returned function is called.
-func (m *serverMetrics) observe(r *Registration, backend string) (func(), error) {
-	attrs := metric.WithAttributes(attribute.String("lb.service", r.service), attribute.String("lb.discovery.backend", backend))
+func (m *serverMetrics) observe(r *Registration, backend, addr string) (func(), error) {
+	attrs := metric.WithAttributes(attribute.String("lb.service", r.service), attribute.String("lb.discovery.backend", backend), attribute.String("lb.instance", addr))
 	reg, err := m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		var v int64
 		if r.Status() == nil {

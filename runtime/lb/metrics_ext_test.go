@@ -259,7 +259,7 @@ func TestServerMetrics(t *testing.T) {
 	if err := r.WaitRegistered(ctx); err != nil {
 		t.Fatal(err)
 	}
-	this := []attribute.KeyValue{attribute.String("lb.service", "lbtest.Metered"), attribute.String("lb.discovery.backend", "etcd")}
+	this := []attribute.KeyValue{attribute.String("lb.service", "lbtest.Metered"), attribute.String("lb.discovery.backend", "etcd"), attribute.String("lb.instance", lis.Addr().String())}
 	got := collect(t, reader)
 	got.checkLabels(t, "")
 	if v := got.sum("lb.server.registered", this...); v != 1 {

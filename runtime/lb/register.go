@@ -115,7 +115,7 @@ func Register(s *grpc.Server, svc *Service, desc *grpc.ServiceDesc, impl any, op
 			if t, err := svc.Discovery.Target(svc.Name, o.registry); err == nil {
 				backend, _, _ = strings.Cut(t, ":")
 			}
-			if r.stopMetrics, err = sm.observe(r, backend); err != nil {
+			if r.stopMetrics, err = sm.observe(r, backend, addr); err != nil {
 				return nil, fmt.Errorf("lb: %s: metrics: %w", svc.FullName, err)
 			}
 		}
