@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -206,14 +207,91 @@ func Build(t testing.TB, b resolver.Builder, target string) *ClientConn {
 // VerifyTestMain runs the tests of m, stops the shared watches that no
 // channel uses any more (they linger after their last channel closed),
 // then fails if any goroutine is left (goleak).
-func VerifyTestMain(m *testing.M) { goleak.VerifyTestMain(closingM{m}) }
+func VerifyTestMain(m *testing.M) { goleak.VerifyTestMain(closingM{m: m}) }
 
-type closingM struct{ m *testing.M }
+// VerifyTestMainScanning is VerifyTestMain for a package whose TestMain
+// sends every log line to scan: after the tests it fails the run if a line
+// showed a Secret, or if no line was logged at all (a scan of nothing
+// proves nothing).
+func VerifyTestMainScanning(m *testing.M, scan *SecretScanner) {
+	goleak.VerifyTestMain(closingM{m: m, scan: scan})
+}
+
+type closingM struct {
+	m    *testing.M
+	scan *SecretScanner
+}
 
 func (c closingM) Run() int {
 	code := c.m.Run()
 	discovery.CloseIdleWatches()
+	if c.scan != nil {
+		lines, hits := c.scan.Result()
+		secretsMu.Lock()
+		n := len(secrets)
+		secretsMu.Unlock()
+		switch {
+		case len(hits) > 0:
+			fmt.Fprintf(os.Stderr, "FAIL: %d of %d log lines show a secret:\n%s\n", len(hits), lines, strings.Join(hits, "\n"))
+			return 1
+		case lines == 0 && code == 0 && !testing.Short():
+			fmt.Fprintln(os.Stderr, "FAIL: the secret scan saw no log line")
+			return 1
+		case testing.Verbose():
+			fmt.Printf("secret scan: %d log lines, none shows any of %d secrets\n", lines, n)
+		}
+	}
 	return code
+}
+
+var (
+	secretsMu sync.Mutex
+	secrets   []string // guarded by secretsMu
+)
+
+// Secret registers s as a sentinel secret (a password, a token) of the
+// package's tests, which no log line may show, and returns it. Declare
+// sentinels as package variables, so they are registered before any test
+// logs.
+func Secret(s string) string {
+	secretsMu.Lock()
+	defer secretsMu.Unlock()
+	secrets = append(secrets, s)
+	return s
+}
+
+// SecretScanner is a log writer that checks every line written to it for
+// every Secret, keeping only the lines that show one.
+type SecretScanner struct {
+	mu    sync.Mutex
+	lines int      // guarded by mu
+	hits  []string // guarded by mu
+}
+
+func (s *SecretScanner) Write(p []byte) (int, error) {
+	secretsMu.Lock()
+	list := secrets
+	secretsMu.Unlock()
+	text := string(p)
+	n := strings.Count(strings.TrimSuffix(text, "\n"), "\n") + 1
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lines += n
+	for _, secret := range list {
+		if strings.Contains(text, secret) {
+			s.hits = append(s.hits, strings.TrimSuffix(text, "\n"))
+			break
+		}
+	}
+	return len(p), nil
+}
+
+// Result returns how many lines were scanned and those that showed a
+// secret.
+func (s *SecretScanner) Result() (lines int, hits []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lines, slices.Clone(s.hits)
 }
 
 // WaitWatch waits until the process's watch of scheme and service (the

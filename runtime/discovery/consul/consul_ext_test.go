@@ -7,6 +7,7 @@ package consul_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -36,9 +37,20 @@ import (
 // later change of it.
 var testLogs = &resolvertest.LogBuffer{}
 
+// scan checks every log line of the package's tests, the fault tests
+// (agents stopped, ACLs, TLS) among them, for the sentinel secrets below.
+var scan = &resolvertest.SecretScanner{}
+
+// The sentinel tokens of the tests: no log line may show them.
+var (
+	sentinelToken = resolvertest.Secret("5e9e1f3a-sentinel-management-token")
+	wrongToken    = resolvertest.Secret("0bad0bad-sentinel-wrong-token")
+)
+
 func TestMain(m *testing.M) {
-	grpclog.SetLoggerV2(grpclog.NewLoggerV2WithVerbosity(testLogs, testLogs, testLogs, 99))
-	resolvertest.VerifyTestMain(m)
+	w := io.MultiWriter(testLogs, scan)
+	grpclog.SetLoggerV2(grpclog.NewLoggerV2WithVerbosity(w, io.Discard, io.Discard, 99)) // the first writer gets every severity
+	resolvertest.VerifyTestMainScanning(m, scan)
 }
 
 const timeout = resolvertest.Timeout
@@ -362,8 +374,7 @@ func TestFlappingCheck(t *testing.T) {
 // resolver reports the ACL filter instead of an empty list; a wrong token
 // is refused. The tokens appear in no log line and no error.
 func TestACLs(t *testing.T) {
-	const sentinel = "5e9e1f3a-sentinel-management-token"
-	const wrong = "0bad0bad-sentinel-wrong-token"
+	sentinel, wrong := sentinelToken, wrongToken
 	a := startAgent(t, `acl { enabled = true default_policy = "deny" tokens { initial_management = "`+sentinel+`" } }`)
 	logs := testLogs
 	var errs []error
@@ -389,6 +400,7 @@ func TestACLs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	resolvertest.Secret(limited.SecretID)
 	filtered := build(t, "consul://"+a.HTTPAddr()+"/echo", consul.WithToken(limited.SecretID))
 	filtered.Wait(t, "the ACL filter reported", func(_ []resolver.State, e []error) bool {
 		return len(e) > 0 && errors.Is(e[0], consul.ErrFilteredByACLs)
