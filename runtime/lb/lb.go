@@ -24,6 +24,13 @@
 //
 // The generated code holds a Service value; Dial and Register take it. Code
 // that is not generated can build a Service by hand.
+//
+// # Metrics
+//
+// WithMetrics(mp), given to the client and to Register, and ServerMetrics(mp)
+// given to grpc.NewServer, record grpc-go's call metrics and this module's
+// (the discovery watch, the policies, picks, retries, hedges, the
+// registration) on an OpenTelemetry MeterProvider. The README lists them.
 package lb
 
 import (
