@@ -130,6 +130,7 @@ type watch struct {
 	badSince time.Time           // when the registry stopped giving a good set; zero while it does
 	expiry   stopper             // the failure policy's timer
 	flushes  int                 // Flushes since the last watch error
+	warn     *LogLimiter         // the warnings about the registry's entries
 	view     view
 	subs     map[*subscriber]struct{}
 }
@@ -161,6 +162,7 @@ func newWatch(spec Spec, c clock) *watch {
 		done:       make(chan struct{}),
 		resolveNow: make(chan struct{}, 1),
 		set:        newInstanceSet(),
+		warn:       newLogLimiter(logger, c.Now),
 		dropped:    map[string]string{},
 		subs:       map[*subscriber]struct{}{},
 	}
@@ -371,7 +373,7 @@ func (w *watch) drop(d Dropped, old map[string]string) {
 // logDrops logs the entries dropped since the last flush: the first few
 // one by one, the rest summed up, so that a registry full of bad values
 // cannot flood the log; an entry is logged again only when its reason
-// changes.
+// changes, and entries that flap are held to the watch's LogLimiter.
 func (w *watch) logDrops() {
 	for s := range w.subs {
 		if s.metrics == nil {
@@ -383,10 +385,10 @@ func (w *watch) logDrops() {
 	}
 	for i, d := range w.dropLog {
 		if i == maxDropLines {
-			logger.Warningf("%s: and %d more entries dropped as invalid (%d in all now)", w.key, len(w.dropLog)-i, len(w.dropped))
+			w.warn.Warningf("%s: and %d more entries dropped as invalid (%d in all now)", w.key, len(w.dropLog)-i, len(w.dropped))
 			break
 		}
-		logger.Warningf("%s: dropping %s: %v", w.key, d.ID, d.Reason)
+		w.warn.Warningf("%s: dropping %s: %v", w.key, d.ID, d.Reason)
 	}
 	w.dropLog = w.dropLog[:0]
 }

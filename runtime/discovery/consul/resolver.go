@@ -128,6 +128,7 @@ func (b *builder) spec(t target) discovery.Spec {
 				wait:      b.wait,
 				hasToken:  cfg.Token != "" || cfg.TokenFile != "",
 				badWeight: map[string]string{},
+				warn:      discovery.NewLogLimiter(logger),
 			}, nil
 		},
 		Backoff: discovery.Backoff{Base: 200 * time.Millisecond, Max: 30 * time.Second},
@@ -167,8 +168,9 @@ type source struct {
 
 	// Owned by the Watch goroutine.
 	index     uint64
-	hint      string            // added to ErrNoInstances reports
-	badWeight map[string]string // instance ID -> the bad weight logged
+	hint      string                // added to ErrNoInstances reports
+	warn      *discovery.LogLimiter // the bad weights logged, rate-limited
+	badWeight map[string]string     // instance ID -> the bad weight logged
 }
 
 // Close closes the client's idle connections.
@@ -277,7 +279,7 @@ func (s *source) instance(e *api.ServiceEntry, logged map[string]string) (discov
 		if err != nil {
 			s.badWeight[id] = w
 			if logged[id] != w {
-				logger.Warningf("consul: %s: instance %s: ignoring meta weight %q: not a whole number", s.t.service, id, w)
+				s.warn.Warningf("consul: %s: instance %s: ignoring meta weight %q: not a whole number", s.t.service, id, w)
 			}
 		} else {
 			md.Weight = uint32(n)

@@ -82,7 +82,7 @@ func (b *builder) spec(t target) discovery.Spec {
 	return discovery.Spec{
 		Key: discovery.Key{Scheme: Scheme, Registry: strings.Join(t.endpoints, ","), Service: t.prefix, Filters: filters, Options: b.id},
 		New: func() (discovery.Source, error) {
-			return &source{t: t, resync: b.resync, onList: b.onList, warned: map[string]string{}}, nil
+			return &source{t: t, resync: b.resync, onList: b.onList, warned: map[string]string{}, warn: discovery.NewLogLimiter(logger)}, nil
 		},
 		Backoff: discovery.Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second},
 	}
@@ -109,8 +109,9 @@ type source struct {
 	resync time.Duration
 	onList func(revision int64)
 
-	client *clientv3.Client  // made by the first Watch; closed by Close
-	warned map[string]string // key -> the bad weight logged for it
+	client *clientv3.Client      // made by the first Watch; closed by Close
+	warned map[string]string     // key -> the bad weight logged for it
+	warn   *discovery.LogLimiter // those warnings, rate-limited
 }
 
 // Close closes the etcd client.
@@ -199,7 +200,7 @@ func (s *source) instance(key, value []byte) (discovery.Instance, error) {
 	if warn != nil {
 		if msg := warn.Error(); s.warned[string(key)] != msg {
 			s.warned[string(key)] = msg
-			logger.Warningf("etcd: %s: %v", key, warn)
+			s.warn.Warningf("etcd: %s: %v", key, warn)
 		}
 	} else if len(s.warned) > 0 {
 		delete(s.warned, string(key))
