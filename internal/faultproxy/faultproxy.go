@@ -12,11 +12,11 @@ import (
 
 // Proxy forwards connections from its address to a target address.
 type Proxy struct {
-	target string
-	lis    net.Listener
-	wg     sync.WaitGroup
+	lis net.Listener
+	wg  sync.WaitGroup
 
 	mu       sync.Mutex
+	target   string                // guarded by mu
 	cut      bool                  // guarded by mu
 	frozen   bool                  // guarded by mu
 	conns    map[net.Conn]struct{} // guarded by mu
@@ -95,6 +95,18 @@ func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cut = true
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// Redirect closes every connection and forwards the next ones to target:
+// the server behind the proxy's address is another from now on, as when a
+// registry is moved or replaced.
+func (p *Proxy) Redirect(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
 	for c := range p.conns {
 		c.Close()
 	}
@@ -183,7 +195,10 @@ func (p *Proxy) accept() {
 		go func() {
 			defer p.wg.Done()
 			defer p.untrack(in)
-			out, err := net.Dial("tcp", p.target)
+			p.mu.Lock()
+			target := p.target
+			p.mu.Unlock()
+			out, err := net.Dial("tcp", target)
 			if err != nil {
 				return
 			}

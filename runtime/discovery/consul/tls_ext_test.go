@@ -2,7 +2,10 @@ package consul_test
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +15,10 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/resolver"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/faultproxy"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testpki"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
@@ -168,4 +174,94 @@ func TestTLSSettingsNeedGRPCUseTLS(t *testing.T) {
 			t.Errorf("%+v.NewRegistrar() = %v, want an error naming GRPCUseTLS", cfg, err)
 		}
 	}
+}
+
+// newTLSFake is newFake serving HTTPS with the certificate in certFile.
+func newTLSFake(t *testing.T, certFile, keyFile string, script ...reply) *fakeConsul {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeConsul{script: script, queried: make(chan struct{}, 10000), done: make(chan struct{})}
+	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	f.Server.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	f.Server.StartTLS()
+	t.Cleanup(func() {
+		close(f.done)
+		f.Server.Close()
+	})
+	return f
+}
+
+// TestBadCAKeepsTheLastState: a resolver with Consul's TLS settings from
+// the environment (CONSUL_HTTP_SSL, CONSUL_CACERT) reads an HTTPS Consul
+// through a proxy; then the server behind the proxy's address becomes an
+// impostor whose certificate, for the same address, comes from another CA.
+// The resolver reports an error naming the unknown authority, keeps the
+// last good state (no empty or other state is published), and every
+// connection it makes to the impostor starts a TLS handshake: none is a
+// plaintext retry. Back to Consul, it sees the new answer.
+func TestBadCAKeepsTheLastState(t *testing.T) {
+	ca := testpki.NewCA(t, "consul-test")
+	certFile, keyFile := ca.Issue(t, "consul-server", "127.0.0.1", "localhost")
+	other := testpki.NewCA(t, "other")
+	impostorCert, impostorKey := other.Issue(t, "consul-impostor", "127.0.0.1", "localhost")
+	impostor := testpki.ServeHandshakes(t, impostorCert, impostorKey)
+	f := newTLSFake(t, certFile, keyFile, reply{index: 3, ports: []int{1}}) // then unchanged
+	p, err := faultproxy.New(strings.TrimPrefix(f.URL, "https://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	t.Setenv("CONSUL_HTTP_ADDR", "")
+	t.Setenv("CONSUL_HTTP_SSL", "true")
+	t.Setenv("CONSUL_CACERT", ca.CAFile)
+
+	cc := build(t, "consul://"+p.Addr()+"/svc", consul.WithRateLimit(1000, 10))
+	cc.WaitAddrs(t, "10.0.0.1:1")
+	good := len(cc.States())
+	errsBefore := len(cc.Errors())
+
+	p.Redirect(impostor.Addr)
+	var reported error
+	cc.Wait(t, "an error naming the unknown authority", func(_ []resolver.State, errs []error) bool {
+		for _, err := range errs[errsBefore:] {
+			if strings.Contains(err.Error(), "x509") {
+				reported = err
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("reported: %v", reported)
+	// Retries too: each goes to the impostor over TLS.
+	impostor.WaitConns(t, 3, timeout)
+	for i, s := range cc.States()[good:] {
+		if got := resolvertest.Addrs(s); len(got) != 1 || got[0] != "10.0.0.1:1" {
+			t.Errorf("state %d after the CA went bad: %v, want the last good one", good+i, got)
+		}
+	}
+	tlsConns, plainConns, herrs := impostor.Conns()
+	if tlsConns == 0 || plainConns != 0 {
+		t.Errorf("the impostor saw %d TLS and %d plaintext connections, want TLS only", tlsConns, plainConns)
+	}
+	// No handshake completed: the client refused the certificate ("bad
+	// certificate", its alert for an unknown authority).
+	refused := 0
+	for _, err := range herrs {
+		if strings.Contains(err.Error(), "bad certificate") {
+			refused++
+		}
+	}
+	if len(herrs) != tlsConns || refused == 0 {
+		t.Errorf("the impostor's handshakes: %d, %d failed (%v), want every one refused with bad certificate", tlsConns, len(herrs), herrs)
+	}
+	t.Logf("the impostor saw %d TLS handshakes (%d refused with bad certificate), 0 plaintext", tlsConns, refused)
+
+	f.mu.Lock()
+	f.script = []reply{{index: 4, ports: []int{1, 2}}}
+	f.mu.Unlock()
+	p.Redirect(strings.TrimPrefix(f.URL, "https://"))
+	cc.WaitAddrs(t, "10.0.0.1:1", "10.0.0.1:2")
 }

@@ -276,7 +276,7 @@ func TestTLSFailures(t *testing.T) {
 // their values, unless allowed; over TLS they are fine.
 func TestPlaintextAuth(t *testing.T) {
 	clearSecurityEnv(t)
-	const password = "pw-4f1d6c"
+	password := plaintextPassword
 	t.Setenv("ETCD_USERNAME", "lb")
 	t.Setenv("ETCD_PASSWORD", password)
 	inst := discovery.Instance{Service: "greeter", ID: "a", Address: "10.0.0.1:1"}
@@ -329,7 +329,7 @@ func TestAuthOverTLS(t *testing.T) {
 	clearSecurityEnv(t)
 	e := startTLSEtcd(t)
 	c := e.client(t)
-	const password = "pw-73a9e0"
+	password := tlsPassword
 	ctx := ctxT(t)
 	if _, err := c.UserAdd(ctx, "root", password); err != nil {
 		t.Fatal(err)
@@ -453,4 +453,83 @@ func TestDeregisterWhileConnecting(t *testing.T) {
 	if err := reg.Status(); !errors.Is(err, etcd.ErrDeregistered) {
 		t.Errorf("Status() after Deregister = %v, want ErrDeregistered", err)
 	}
+}
+
+// TestBadCAKeepsTheLastState: a resolver with the CA and a client
+// certificate reads a TLS etcd through a proxy; then the server behind the
+// proxy's address becomes an impostor whose certificate, for the same
+// address, comes from another CA. The resolver reports an error, keeps the
+// last good state (no empty or other state is published), and every
+// connection it makes to the impostor starts a TLS handshake, refused for
+// the unknown authority: none is a plaintext retry. Back to the real etcd,
+// it sees a registration made meanwhile.
+func TestBadCAKeepsTheLastState(t *testing.T) {
+	clearSecurityEnv(t)
+	e := startTLSEtcd(t)
+	other := testpki.NewCA(t, "other")
+	impostorCert, impostorKey := other.Issue(t, "etcd-impostor", "127.0.0.1", "localhost")
+	impostor := testpki.ServeHandshakes(t, impostorCert, impostorKey)
+	p := startProxy(t, e.Endpoint())
+	// After the resolver closes and before etcd stops: a TLS etcd waits
+	// for open connections when it stops.
+	t.Cleanup(discovery.CloseIdleWatches)
+
+	if err := newRegistrar(t, e.config(), "", "greeter", "a", "10.0.0.1:1").Register(ctxT(t)); err != nil {
+		t.Fatalf("Register(a) = %v", err)
+	}
+	cfg := etcd.Config{Endpoints: []string{p.Addr()}, CACertFile: e.ca.CAFile, CertFile: e.certFile, KeyFile: e.keyFile}
+	spec, err := cfg.Spec("greeter", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := cfg.Target("greeter", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := resolvertest.Build(t, discovery.SpecBuilder(etcd.Scheme, spec), target)
+	cc.WaitAddrs(t, "10.0.0.1:1")
+	good := len(cc.States())
+	errsBefore := len(cc.Errors())
+
+	p.Redirect(impostor.Addr)
+	cc.Wait(t, "an error once the CA is bad", func(_ []resolver.State, errs []error) bool {
+		return len(errs) > errsBefore
+	})
+	// The error says why: clientv3 reports only its deadline, and the
+	// source explains it with the last failed handshake.
+	reported := cc.Errors()[errsBefore]
+	t.Logf("reported: %v", reported)
+	var unknownCA x509.UnknownAuthorityError
+	if !errors.As(reported, &unknownCA) || !strings.Contains(reported.Error(), "TLS handshake") {
+		t.Errorf("the error %q does not name the failed TLS handshake and its unknown CA", reported)
+	}
+	// Retries too: each goes to the impostor over TLS.
+	impostor.WaitConns(t, 3, timeout)
+	for i, s := range cc.States()[good:] {
+		if got := resolvertest.Addrs(s); len(got) != 1 || got[0] != "10.0.0.1:1" {
+			t.Errorf("state %d after the CA went bad: %v, want the last good one", good+i, got)
+		}
+	}
+	tlsConns, plainConns, herrs := impostor.Conns()
+	if tlsConns == 0 || plainConns != 0 {
+		t.Errorf("the impostor saw %d TLS and %d plaintext connections, want TLS only", tlsConns, plainConns)
+	}
+	// No handshake completed: the client refused the certificate
+	// ("bad certificate", its alert for an unknown authority).
+	refused := 0
+	for _, err := range herrs {
+		if strings.Contains(err.Error(), "bad certificate") {
+			refused++
+		}
+	}
+	if len(herrs) != tlsConns || refused == 0 {
+		t.Errorf("the impostor's handshakes: %d, %d failed (%v), want every one refused with bad certificate", tlsConns, len(herrs), herrs)
+	}
+	t.Logf("the impostor saw %d TLS handshakes (%d refused with bad certificate), 0 plaintext", tlsConns, refused)
+
+	if err := newRegistrar(t, e.config(), "", "greeter", "b", "10.0.0.1:2").Register(ctxT(t)); err != nil {
+		t.Fatalf("Register(b) = %v", err)
+	}
+	p.Redirect(e.Endpoint())
+	cc.WaitAddrs(t, "10.0.0.1:1", "10.0.0.1:2")
 }
