@@ -83,10 +83,10 @@ func errorKind(err error) string {
 		return "stale"
 	case errors.Is(err, ErrNoInstances):
 		return "no_instances"
+	case errors.As(err, &cve), errors.As(err, &ua), errors.As(err, &hn), errors.As(err, &ci), errors.As(err, &alrt), errors.As(err, &rec):
+		return "tls" // before timeout: a deadline may be explained by a failed handshake
 	case errors.Is(err, context.DeadlineExceeded), status.Code(err) == codes.DeadlineExceeded:
 		return "timeout"
-	case errors.As(err, &cve), errors.As(err, &ua), errors.As(err, &hn), errors.As(err, &ci), errors.As(err, &alrt), errors.As(err, &rec):
-		return "tls"
 	}
 	return "unavailable"
 }

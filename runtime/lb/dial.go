@@ -169,6 +169,14 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 		return nil, err
 	}
 	gopts := []grpc.DialOption{creds, grpc.WithDefaultServiceConfig(sc)}
+	if o.target == "" && svc.Name != "" && (o.creds == nil || o.creds.Info().ServerName == "") {
+		// The channel's authority, and the name TLS verifies, is the
+		// service's name from the proto, not the target's endpoint (an
+		// etcd key prefix, an address list). Credentials that name a
+		// server, or a grpc.WithAuthority given with WithDialOptions
+		// (it comes later), win; registry data never chooses it.
+		gopts = append(gopts, grpc.WithAuthority(svc.Name))
+	}
 	if kp, ok := svc.Connection.clientParams(); ok {
 		gopts = append(gopts, grpc.WithKeepaliveParams(kp))
 	}

@@ -67,17 +67,20 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
@@ -414,10 +417,10 @@ func parseURL(u *url.URL) (target, error) {
 // connection while it is being made. newClient does not wait for a
 // connection unless ETCD_USERNAME is set: then it fetches a token within
 // RequestTimeout.
-func newClient(ctx context.Context, endpoints []string, sec security) (*clientv3.Client, error) {
-	fail := func(err error) (*clientv3.Client, error) {
+func newClient(ctx context.Context, endpoints []string, sec security) (*clientv3.Client, *handshakes, error) {
+	fail := func(err error) (*clientv3.Client, *handshakes, error) {
 		// Errors never carry the password: clientv3's do not either.
-		return nil, fmt.Errorf("etcd: client of %s: %w", strings.Join(endpoints, ","), err)
+		return nil, nil, fmt.Errorf("etcd: client of %s: %w", strings.Join(endpoints, ","), err)
 	}
 	if err := sec.check(); err != nil {
 		return fail(err)
@@ -444,6 +447,12 @@ func newClient(ctx context.Context, endpoints []string, sec security) (*clientv3
 		},
 		Logger: zap.NewNop(),
 	}
+	hs := &handshakes{}
+	if tc != nil {
+		// The same TLS as clientv3's own (its option comes first, this
+		// one wins), recording why a handshake failed.
+		cfg.DialOptions = append(cfg.DialOptions, grpc.WithTransportCredentials(recordingCreds{TransportCredentials: credentials.NewTLS(tc), h: hs}))
+	}
 	if sec.username != "" {
 		cfg.Username, cfg.Password = sec.username, os.Getenv("ETCD_PASSWORD")
 		if cfg.Password == "" {
@@ -452,9 +461,48 @@ func newClient(ctx context.Context, endpoints []string, sec security) (*clientv3
 	}
 	c, err := clientv3.New(cfg)
 	if err != nil {
-		return fail(err)
+		return fail(hs.explain(err))
 	}
-	return c, nil
+	return c, hs, nil
+}
+
+// handshakes keeps the error of the last TLS handshake with etcd, while
+// the handshakes fail: clientv3 waits for a connection and then reports
+// only its deadline, so an error is explained with it (a wrong CA names
+// itself instead of "context deadline exceeded").
+type handshakes struct{ last atomic.Pointer[error] }
+
+// explain adds the last failed handshake's error to err.
+func (h *handshakes) explain(err error) error {
+	if h == nil || err == nil {
+		return err
+	}
+	if p := h.last.Load(); p != nil {
+		return fmt.Errorf("%w (the last TLS handshake with etcd failed: %w)", err, *p)
+	}
+	return err
+}
+
+// recordingCreds are TLS credentials that record each handshake's
+// failure, and forget it on a success.
+type recordingCreds struct {
+	credentials.TransportCredentials
+	h *handshakes
+}
+
+func (c recordingCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	nc, ai, err := c.TransportCredentials.ClientHandshake(ctx, authority, conn)
+	switch {
+	case err == nil:
+		c.h.last.Store(nil)
+	case ctx.Err() == nil:
+		c.h.last.Store(&err)
+	}
+	return nc, ai, err
+}
+
+func (c recordingCreds) Clone() credentials.TransportCredentials {
+	return recordingCreds{TransportCredentials: c.TransportCredentials.Clone(), h: c.h}
 }
 
 // withTimeout returns a context for one etcd request.

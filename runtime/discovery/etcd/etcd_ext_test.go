@@ -7,6 +7,7 @@ package etcd_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
@@ -26,11 +28,24 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 )
 
+// scan checks every log line of the package's tests, the fault tests
+// (etcd stopped, cut off, a bad CA, auth without TLS) among them, for the
+// sentinel passwords below.
+var scan = &resolvertest.SecretScanner{}
+
+// The sentinel passwords of the tests: no log line may show them.
+var (
+	plaintextPassword = resolvertest.Secret("pw-4f1d6c")
+	tlsPassword       = resolvertest.Secret("pw-73a9e0")
+)
+
 func TestMain(m *testing.M) {
 	if spec := os.Getenv("LB_GOKIT_REGISTRAR"); spec != "" {
 		runGoKitRegistrar(spec)
 	}
-	resolvertest.VerifyTestMain(m)
+	// Every severity to the scanner; errors to stderr too, as before.
+	grpclog.SetLoggerV2(grpclog.NewLoggerV2WithVerbosity(scan, io.Discard, os.Stderr, 99))
+	resolvertest.VerifyTestMainScanning(m, scan)
 }
 
 const timeout = resolvertest.Timeout

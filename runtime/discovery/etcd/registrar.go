@@ -83,6 +83,7 @@ type Registrar struct {
 	deregistered bool             // guarded by mu: Deregister was called
 	client       *clientv3.Client // guarded by mu
 	clientCancel func()           // guarded by mu; ends client's context
+	hs           *handshakes      // guarded by mu; the client's failed TLS handshakes
 	lease        clientv3.LeaseID // guarded by mu; the last lease granted, 0 when none
 }
 
@@ -154,7 +155,7 @@ func (r *Registrar) getClient(ctx context.Context) (*clientv3.Client, error) {
 	// ETCD_USERNAME) ends with ctx.
 	cctx, ccancel := context.WithCancel(context.Background())
 	stop := context.AfterFunc(ctx, ccancel)
-	c, err := newClient(cctx, r.endpoints, r.sec)
+	c, hs, err := newClient(cctx, r.endpoints, r.sec)
 	if !stop() {
 		// ctx ended while connecting: c, if any, is cancelled.
 		if c != nil {
@@ -168,7 +169,7 @@ func (r *Registrar) getClient(ctx context.Context) (*clientv3.Client, error) {
 		return nil, err
 	}
 	r.mu.Lock()
-	r.client, r.clientCancel = c, ccancel
+	r.client, r.clientCancel, r.hs = c, ccancel, hs
 	r.mu.Unlock()
 	return c, nil
 }
@@ -184,7 +185,10 @@ func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, error) {
 	defer cancel()
 	g, err := c.Grant(ctx, int64(r.ttl/time.Second))
 	if err != nil {
-		err = fmt.Errorf("etcd: grant lease for %s: %w", r.key, err)
+		r.mu.Lock()
+		hs := r.hs
+		r.mu.Unlock()
+		err = fmt.Errorf("etcd: grant lease for %s: %w", r.key, hs.explain(err))
 		r.setStatus(err)
 		return 0, err
 	}

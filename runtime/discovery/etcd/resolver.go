@@ -110,6 +110,7 @@ type source struct {
 	onList func(revision int64)
 
 	client *clientv3.Client      // made by the first Watch; closed by Close
+	hs     *handshakes           // the client's failed TLS handshakes
 	warned map[string]string     // key -> the bad weight logged for it
 	warn   *discovery.LogLimiter // those warnings, rate-limited
 }
@@ -125,11 +126,11 @@ var errWatchClosed = errors.New("watch channel closed")
 
 func (s *source) Watch(ctx context.Context, u discovery.Updates) error {
 	if s.client == nil {
-		c, err := newClient(ctx, s.t.endpoints, s.t.sec)
+		c, hs, err := newClient(ctx, s.t.endpoints, s.t.sec)
 		if err != nil {
 			return err
 		}
-		s.client = c
+		s.client, s.hs = c, hs
 	}
 	for {
 		rev, err := s.list(ctx, u)
@@ -160,7 +161,7 @@ func (s *source) list(ctx context.Context, u discovery.Updates) (int64, error) {
 	// revision then brings in whatever the member had not applied yet.
 	resp, err := s.client.Get(ctx, s.t.prefix+"/", clientv3.WithPrefix(), clientv3.WithSerializable())
 	if err != nil {
-		return 0, fmt.Errorf("etcd: %s: list: %w", s.t.prefix, err)
+		return 0, fmt.Errorf("etcd: %s: list: %w", s.t.prefix, s.hs.explain(err))
 	}
 	insts := make([]discovery.Instance, 0, len(resp.Kvs))
 	var dropped []discovery.Dropped
@@ -244,7 +245,7 @@ func (s *source) watch(ctx context.Context, u discovery.Updates, rev int64) erro
 			_, err := s.client.Get(pctx, s.t.prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithSerializable())
 			cancel()
 			if err != nil && ctx.Err() == nil {
-				return fmt.Errorf("etcd: %s: unreachable while watching: %w", s.t.prefix, err)
+				return fmt.Errorf("etcd: %s: unreachable while watching: %w", s.t.prefix, s.hs.explain(err))
 			}
 		case wr, ok := <-wch:
 			if !ok {
