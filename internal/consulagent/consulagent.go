@@ -1,6 +1,7 @@
 // Package consulagent runs a real Consul agent in dev mode on free loopback
 // ports, for tests: started, stopped and started again on the same ports
-// (a dev agent forgets its state when it stops).
+// (a dev agent forgets its state when it stops). StartCluster runs a
+// datacenter instead: servers that elect a leader, and a client agent.
 //
 // The binary is $LB_CONSUL, else the one `make tools` builds under
 // $HOME/.cache/protoc-gen-go-lb/consul-<Version>/consul.
@@ -85,11 +86,20 @@ func (a *Agent) DNSAddr() string { return "127.0.0.1:" + strconv.Itoa(a.ports["d
 
 func (a *Agent) start() error {
 	args := []string{"agent", "-dev", "-client", "127.0.0.1", "-bind", "127.0.0.1", "-log-level", "warn"}
-	for name, p := range a.ports {
-		args = append(args, "-"+name+"-port", strconv.Itoa(p))
-	}
 	if a.hcl != "" {
 		args = append(args, "-hcl", a.hcl)
+	}
+	if err := a.launch(args); err != nil {
+		return err
+	}
+	return a.waitLeader()
+}
+
+// launch starts consul with args and a flag for each of a's ports, its
+// output appended to consul.log in a.dir; it does not wait for anything.
+func (a *Agent) launch(args []string) error {
+	for name, p := range a.ports {
+		args = append(args, "-"+name+"-port", strconv.Itoa(p))
 	}
 	logf, err := os.OpenFile(filepath.Join(a.dir, "consul.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -99,11 +109,23 @@ func (a *Agent) start() error {
 	a.cmd = exec.Command(a.bin, args...)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	if err := a.cmd.Start(); err != nil {
+		a.cmd = nil
 		return fmt.Errorf("consulagent: %w", err)
 	}
 	a.done = make(chan error, 1)
 	go func(cmd *exec.Cmd, done chan error) { done <- cmd.Wait() }(a.cmd, a.done)
-	return a.waitLeader()
+	return nil
+}
+
+// exited returns the error of a consul that has exited, else nil.
+func (a *Agent) exited() error {
+	select {
+	case err := <-a.done:
+		a.done <- err
+		return fmt.Errorf("consulagent: consul exited: %v: %s", err, a.logTail())
+	default:
+		return nil
+	}
 }
 
 // waitLeader polls /v1/status/leader: there is no event to wait on in
@@ -112,11 +134,8 @@ func (a *Agent) waitLeader() error {
 	deadline := time.Now().Add(StartTimeout)
 	client := http.Client{Timeout: time.Second}
 	for time.Now().Before(deadline) {
-		select {
-		case err := <-a.done:
-			a.done <- err
-			return fmt.Errorf("consulagent: consul exited: %v: %s", err, a.logTail())
-		default:
+		if err := a.exited(); err != nil {
+			return err
 		}
 		resp, err := client.Get("http://" + a.HTTPAddr() + "/v1/status/leader")
 		if err == nil {
@@ -156,6 +175,17 @@ func (a *Agent) Stop() {
 		a.cmd.Process.Kill()
 		<-a.done
 	}
+	a.cmd = nil
+}
+
+// Kill kills the agent (SIGKILL, a crash: it neither leaves its cluster
+// nor hands anything over) and waits for it.
+func (a *Agent) Kill() {
+	if a.cmd == nil {
+		return
+	}
+	a.cmd.Process.Kill()
+	<-a.done
 	a.cmd = nil
 }
 
