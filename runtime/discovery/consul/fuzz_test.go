@@ -26,7 +26,7 @@ func FuzzInstance(f *testing.F) {
 		if weight != "" {
 			e.Service.Meta["weight"] = weight
 		}
-		s := &source{t: target{service: "svc"}, badWeight: map[string]string{}}
+		s := &source{t: target{service: "svc"}, badWeight: map[string]string{}, warn: discovery.NewLogLimiter(logger)}
 		inst, err := s.instance(e, map[string]string{})
 		if err != nil {
 			return
