@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -260,4 +261,26 @@ func (s *HandshakeServer) WaitConns(t testing.TB, n int, timeout time.Duration) 
 			t.Fatalf("%s: %d connections within %v, want %d", s.Addr, got, timeout, n)
 		}
 	}
+}
+
+// CheckRefused fails the test unless every connection so far began a TLS
+// handshake (none was plaintext), none completed, and the client refused
+// the server's certificate ("bad certificate", its alert for an unknown
+// authority); it returns the number of handshakes.
+func (s *HandshakeServer) CheckRefused(t testing.TB) int {
+	t.Helper()
+	tlsConns, plainConns, herrs := s.Conns()
+	if tlsConns == 0 || plainConns != 0 {
+		t.Errorf("the impostor saw %d TLS and %d plaintext connections, want TLS only", tlsConns, plainConns)
+	}
+	refused := 0
+	for _, err := range herrs {
+		if strings.Contains(err.Error(), "bad certificate") {
+			refused++
+		}
+	}
+	if len(herrs) != tlsConns || refused == 0 {
+		t.Errorf("the impostor's handshakes: %d, %d failed (%v), want every one failed, with bad certificate among them", tlsConns, len(herrs), herrs)
+	}
+	return tlsConns
 }

@@ -46,34 +46,38 @@ func collect(t *testing.T, r *sdkmetric.ManualReader) metrics {
 			var ps []point
 			switch d := m.Data.(type) {
 			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					ps = append(ps, point{p.Attributes, float64(p.Value)})
-				}
+				ps = values(d.DataPoints)
 			case metricdata.Sum[float64]:
-				for _, p := range d.DataPoints {
-					ps = append(ps, point{p.Attributes, p.Value})
-				}
+				ps = values(d.DataPoints)
 			case metricdata.Gauge[int64]:
-				for _, p := range d.DataPoints {
-					ps = append(ps, point{p.Attributes, float64(p.Value)})
-				}
+				ps = values(d.DataPoints)
 			case metricdata.Gauge[float64]:
-				for _, p := range d.DataPoints {
-					ps = append(ps, point{p.Attributes, p.Value})
-				}
+				ps = values(d.DataPoints)
 			case metricdata.Histogram[float64]:
-				for _, p := range d.DataPoints {
-					ps = append(ps, point{p.Attributes, float64(p.Count)})
-				}
+				ps = counts(d.DataPoints)
 			case metricdata.Histogram[int64]:
-				for _, p := range d.DataPoints {
-					ps = append(ps, point{p.Attributes, float64(p.Count)})
-				}
+				ps = counts(d.DataPoints)
 			}
 			out[m.Name] = append(out[m.Name], ps...)
 		}
 	}
 	return out
+}
+
+func values[N int64 | float64](dps []metricdata.DataPoint[N]) []point {
+	var ps []point
+	for _, p := range dps {
+		ps = append(ps, point{p.Attributes, float64(p.Value)})
+	}
+	return ps
+}
+
+func counts[N int64 | float64](dps []metricdata.HistogramDataPoint[N]) []point {
+	var ps []point
+	for _, p := range dps {
+		ps = append(ps, point{p.Attributes, float64(p.Count)})
+	}
+	return ps
 }
 
 // sum adds up the points of name whose attributes include every one of
