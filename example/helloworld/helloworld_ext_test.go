@@ -23,6 +23,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
 
@@ -346,6 +347,10 @@ func startEtcd(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Stop)
+	// Before etcd stops (cleanups run last first) and after the test's
+	// clients closed: the watch they shared stops now rather than after
+	// its linger, so etcd does not wait for its stream to end.
+	t.Cleanup(discovery.CloseIdleWatches)
 	return s.Endpoint()
 }
 
