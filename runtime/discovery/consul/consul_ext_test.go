@@ -294,6 +294,11 @@ func waitPassing(t testing.TB, agent string, n int) {
 		}
 		if err == nil {
 			index = max(meta.LastIndex, 1)
+			continue
+		}
+		select {
+		case <-time.After(50 * time.Millisecond): // the agent failed: not at once again
+		case <-ctx.Done():
 		}
 	}
 }
