@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -128,11 +129,16 @@ type watch struct {
 	good     []resolver.Endpoint // the last good set; nil before the first
 	goodAt   time.Time           // when the registry last gave it
 	badSince time.Time           // when the registry stopped giving a good set; zero while it does
-	expiry   stopper             // the failure policy's timer
-	flushes  int                 // Flushes since the last watch error
-	warn     *LogLimiter         // the warnings about the registry's entries
-	view     view
-	subs     map[*subscriber]struct{}
+	// staleSince is badSince in Unix ns while there is a good set to run
+	// on, else 0: the staleness metric reads it without mu, because a
+	// metrics collection holds the SDK's lock while it asks, and a
+	// channel's Build may wait on that lock while holding mu.
+	staleSince atomic.Int64
+	expiry     stopper     // the failure policy's timer
+	flushes    int         // Flushes since the last watch error
+	warn       *LogLimiter // the warnings about the registry's entries
+	view       view
+	subs       map[*subscriber]struct{}
 }
 
 // view is what the subscribers are given: the state to publish and the
@@ -184,6 +190,7 @@ func (w *watch) seed(eps []resolver.Endpoint, at time.Time) {
 	}
 	s := stateOf(eps)
 	w.good, w.goodAt, w.badSince = eps, at, at
+	w.syncStale()
 	w.view.state, w.view.stateVer = &s, 1
 	if p.MaxStaleness > 0 {
 		w.expiry = w.clock.AfterFunc(p.MaxStaleness-age, w.expire)
@@ -333,6 +340,7 @@ func (u *updates) Flush() {
 	}
 	w.reset, w.dirty = false, false
 	w.good = eps
+	w.syncStale()
 	if w.recover() {
 		// Give the balancers a good state again even if it is the one they
 		// had before the error.
@@ -410,6 +418,7 @@ func (w *watch) failLocked(err error) {
 	first := w.badSince.IsZero()
 	if first {
 		w.badSince = now
+		w.syncStale()
 	}
 	p := w.spec.Policy
 	switch {
@@ -450,6 +459,7 @@ func (w *watch) recover() bool {
 		return false
 	}
 	w.badSince = time.Time{}
+	w.syncStale()
 	if w.expiry != nil {
 		w.expiry.Stop()
 		w.expiry = nil
@@ -571,16 +581,22 @@ func (s *subscriber) deliver(v view) {
 	}
 }
 
-// report gives the staleness of the channel's state to an asynchronous
-// metrics collection.
-func (s *subscriber) report(r estats.AsyncMetricsRecorder) error {
-	w := s.w
-	w.mu.Lock()
-	var ms int64
+// syncStale publishes badSince for the staleness metric. Callers hold mu.
+func (w *watch) syncStale() {
+	var ns int64
 	if !w.badSince.IsZero() && w.good != nil {
-		ms = w.clock.Now().Sub(w.badSince).Milliseconds()
+		ns = w.badSince.UnixNano()
 	}
-	w.mu.Unlock()
+	w.staleSince.Store(ns)
+}
+
+// report gives the staleness of the channel's state to an asynchronous
+// metrics collection. It takes no lock (see watch.staleSince).
+func (s *subscriber) report(r estats.AsyncMetricsRecorder) error {
+	var ms int64
+	if since := s.w.staleSince.Load(); since != 0 {
+		ms = s.w.clock.Now().Sub(time.Unix(0, since)).Milliseconds()
+	}
 	stalenessMetric.Record(r, ms, s.target, s.label)
 	return nil
 }

@@ -169,13 +169,8 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 		return nil, err
 	}
 	gopts := []grpc.DialOption{creds, grpc.WithDefaultServiceConfig(sc)}
-	if o.target == "" && svc.Name != "" && (o.creds == nil || o.creds.Info().ServerName == "") {
-		// The channel's authority, and the name TLS verifies, is the
-		// service's name from the proto, not the target's endpoint (an
-		// etcd key prefix, an address list). Credentials that name a
-		// server, or a grpc.WithAuthority given with WithDialOptions
-		// (it comes later), win; registry data never chooses it.
-		gopts = append(gopts, grpc.WithAuthority(svc.Name))
+	if a, ok := defaultAuthority(svc, o); ok {
+		gopts = append(gopts, grpc.WithAuthority(a))
 	}
 	if kp, ok := svc.Connection.clientParams(); ok {
 		gopts = append(gopts, grpc.WithKeepaliveParams(kp))
@@ -216,6 +211,27 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 		}
 	}
 	return c, nil
+}
+
+// defaultAuthority is the channel's authority, and so the name TLS
+// verifies, for a service found in a registry (etcd, Consul): the
+// service's name from the proto, not the target's endpoint (an etcd key
+// prefix, escaped). DNS and static targets keep gRPC's default, their host
+// or address, which certificates and proxies know. So does a name that is
+// no host name (an etcd name with '/'), a target given with WithTarget, and
+// credentials that name a server; a grpc.WithAuthority given with
+// WithDialOptions comes later and wins. Registry data never chooses it.
+func defaultAuthority(svc *Service, o dialOptions) (string, bool) {
+	if o.target != "" || (o.creds != nil && o.creds.Info().ServerName != "") {
+		return "", false
+	}
+	if _, ok := svc.Discovery.(discovery.RegistrarConfig); !ok {
+		return "", false
+	}
+	if discovery.CheckServiceName(svc.Name, false) != nil {
+		return "", false
+	}
+	return svc.Name, true
 }
 
 // Conn is the balanced client connection of one service: a

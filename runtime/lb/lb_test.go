@@ -2,6 +2,7 @@ package lb
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net"
@@ -555,5 +556,33 @@ func TestShutdownTakesEveryService(t *testing.T) {
 	}
 	if a.LastShutdown().Watchers != 1 {
 		t.Error("the other Registration of the server does not see the Shutdown")
+	}
+}
+
+// TestDefaultAuthority: a registry service's channel verifies the
+// service's name from the proto; DNS and static targets, names that are
+// no host names, WithTarget and credentials naming a server keep gRPC's
+// choice.
+func TestDefaultAuthority(t *testing.T) {
+	reg := &fakeRegistry{}
+	named := credentials.NewTLS(&tls.Config{ServerName: "greeter.internal"})
+	unnamed := credentials.NewTLS(&tls.Config{})
+	for _, tc := range []struct {
+		name string
+		svc  *Service
+		o    dialOptions
+		want string // "" for none
+	}{
+		{"registry", &Service{Name: "helloworld.Greeter", Discovery: reg}, dialOptions{insecure: true}, "helloworld.Greeter"},
+		{"registry over TLS", &Service{Name: "helloworld.Greeter", Discovery: reg}, dialOptions{creds: unnamed}, "helloworld.Greeter"},
+		{"credentials name the server", &Service{Name: "helloworld.Greeter", Discovery: reg}, dialOptions{creds: named}, ""},
+		{"WithTarget", &Service{Name: "helloworld.Greeter", Discovery: reg}, dialOptions{insecure: true, target: "static:///10.0.0.1:1"}, ""},
+		{"a name with a slash", &Service{Name: "team/greeter", Discovery: reg}, dialOptions{insecure: true}, ""},
+		{"static", &Service{Name: "helloworld.Greeter", Discovery: static.Config{Addresses: []string{"greeter.internal:443"}}}, dialOptions{insecure: true}, ""},
+	} {
+		got, ok := defaultAuthority(tc.svc, tc.o)
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("%s: defaultAuthority = %q, %v; want %q", tc.name, got, ok, tc.want)
+		}
 	}
 }

@@ -311,3 +311,50 @@ func TestServerMetrics(t *testing.T) {
 		t.Errorf("lb.server.registered still reported after Shutdown: %v", v)
 	}
 }
+
+// TestCollectWhileChannelsStart: metrics collected without pause while
+// p2c_ewma channels are made and closed. A collection holds the SDK's
+// lock while it asks the channels' reporters; a channel's Build registers
+// its balancer's reporter (taking that lock) while the watch delivers its
+// first state: neither may wait on the other.
+func TestCollectWhileChannelsStart(t *testing.T) {
+	bs, addrs := testbackend.StartN(t, 3)
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	stop := make(chan struct{})
+	collected := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				collected <- n
+				return
+			default:
+			}
+			var rm metricdata.ResourceMetrics
+			if err := reader.Collect(context.Background(), &rm); err != nil {
+				t.Error(err)
+			}
+			n++
+		}
+	}()
+	// Stopped before the test returns, whatever happens.
+	defer func() {
+		close(stop)
+		t.Logf("%d collections while the channels started and closed", <-collected)
+	}()
+	svc := &lb.Service{FullName: testbackend.EchoService, Discovery: static.Config{Addresses: addrs}, Balancer: lb.P2CEWMA{}}
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+		c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock(), lb.WithMetrics(mp))
+		if err != nil {
+			cancel()
+			t.Fatalf("channel %d: %v", i, err)
+		}
+		waitCalled(t, ctx, c, bs[i%3])
+		c.Close()
+		cancel()
+	}
+}

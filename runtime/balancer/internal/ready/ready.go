@@ -7,6 +7,7 @@ package ready
 
 import (
 	"errors"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,11 +78,15 @@ func NewReportingBalancer[S any](cc balancer.ClientConn, opts balancer.BuildOpti
 		u := opts.Target.URL
 		u.User, u.RawQuery, u.ForceQuery = nil, "", false
 		target := u.String()
+		// The reporter reads a snapshot, without b.mu: a collection
+		// holds the metrics SDK's lock while it asks, and nothing here
+		// should ever wait for a lock while that one is held.
+		b.reported = &atomic.Pointer[map[string]*S]{}
 		b.stopReporting = mr.RegisterAsyncReporter(estats.AsyncMetricReporterFunc(func(r estats.AsyncMetricsRecorder) error {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			for addr, st := range b.states {
-				rep.Report(r, target, addr, st)
+			if states := b.reported.Load(); states != nil {
+				for addr, st := range *states {
+					rep.Report(r, target, addr, st)
+				}
 			}
 			return nil
 		}), rep.Metrics...)
@@ -97,7 +102,8 @@ type readyBalancer[S any] struct {
 	newPicker           NewPicker[S]
 	all                 bool // pass every child, not only the READY ones
 
-	stopReporting func() // nil unless a Reporter reports the states
+	stopReporting func()                         // nil unless a Reporter reports the states
+	reported      *atomic.Pointer[map[string]*S] // what it reports: a copy of states; nil without a Reporter
 
 	mu     sync.Mutex
 	cfg    serviceconfig.LoadBalancingConfig
@@ -178,6 +184,10 @@ func (b *readyBalancer[S]) UpdateState(s balancer.State) {
 		if _, ok := byAddr[addr]; !ok {
 			delete(b.states, addr)
 		}
+	}
+	if b.reported != nil {
+		snapshot := maps.Clone(b.states)
+		b.reported.Store(&snapshot)
 	}
 	var ready []Child[S]
 	for i, c := range group {
