@@ -22,8 +22,8 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
 
