@@ -313,7 +313,7 @@ func (u *updates) Flush() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.flushes++
-	w.logDrops()
+	w.reportDrops()
 	if w.set.len() == 0 {
 		err := ErrNoInstances
 		if r, ok := w.src().(NoInstancesReporter); ok {
@@ -378,11 +378,12 @@ func (w *watch) drop(d Dropped, old map[string]string) {
 	w.dropped[d.ID] = reason
 }
 
-// logDrops logs the entries dropped since the last flush: the first few
-// one by one, the rest summed up, so that a registry full of bad values
-// cannot flood the log; an entry is logged again only when its reason
-// changes, and entries that flap are held to the watch's LogLimiter.
-func (w *watch) logDrops() {
+// reportDrops counts the entries dropped since the last flush in every
+// channel's lb.discovery.dropped, and logs them: the first few one by one,
+// the rest summed up, so that a registry full of bad values cannot flood
+// the log; an entry is reported again only when its reason changes, and
+// entries that flap are held to the watch's LogLimiter.
+func (w *watch) reportDrops() {
 	for s := range w.subs {
 		if s.metrics == nil {
 			continue

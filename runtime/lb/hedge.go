@@ -143,11 +143,11 @@ func (h *hedger) intercept(ctx context.Context, method string, req, reply any, c
 		}
 		if !h.budget.allow() {
 			h.stats.throttled.Add(1)
-			h.metrics.record(ctx, h.metrics.exhaustedCounter(), method)
+			h.metrics.exhausted(ctx, method)
 			return false
 		}
 		h.stats.sent.Add(1)
-		h.metrics.record(ctx, h.metrics.hedgesCounter(), method, hedgeSent)
+		h.metrics.sent(ctx, method)
 		launch()
 		return true
 	}
@@ -169,7 +169,7 @@ func (h *hedger) intercept(ctx context.Context, method string, req, reply any, c
 				h.budget.succeeded()
 				if r.n > 1 {
 					h.stats.won.Add(1)
-					h.metrics.record(ctx, h.metrics.hedgesCounter(), method, hedgeWon)
+					h.metrics.won(ctx, method)
 				}
 				proto.Reset(out)
 				proto.Merge(out, r.reply)

@@ -117,11 +117,11 @@ type callInfo struct {
 }
 
 func (m *callMetrics) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	return invoker(context.WithValue(ctx, attemptsKey{}, &callInfo{method: strings.TrimPrefix(method, "/")}), method, req, reply, cc, opts...)
+	return invoker(context.WithValue(ctx, attemptsKey{}, &callInfo{method: method}), method, req, reply, cc, opts...)
 }
 
 func (m *callMetrics) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	return streamer(context.WithValue(ctx, attemptsKey{}, &callInfo{method: strings.TrimPrefix(method, "/")}), desc, cc, method, opts...)
+	return streamer(context.WithValue(ctx, attemptsKey{}, &callInfo{method: method}), desc, cc, method, opts...)
 }
 
 func (m *callMetrics) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
@@ -138,7 +138,7 @@ func (m *callMetrics) HandleRPC(ctx context.Context, s stats.RPCStats) {
 			return
 		}
 		if ci.attempts.Add(1) > 1 {
-			m.retries.Add(ctx, 1, metric.WithAttributes(m.service, attribute.String("grpc.method", ci.method)))
+			m.retries.Add(ctx, 1, metric.WithAttributes(m.service, methodAttr(ci.method)))
 		}
 	case *stats.OutHeader:
 		// The header goes out once the attempt has its transport: the
@@ -151,9 +151,9 @@ func (m *callMetrics) HandleRPC(ctx context.Context, s stats.RPCStats) {
 
 // hedgeMetrics are the hedger's counters.
 type hedgeMetrics struct {
-	service   attribute.KeyValue
-	hedges    metric.Int64Counter
-	exhausted metric.Int64Counter
+	service         attribute.KeyValue
+	hedges          metric.Int64Counter
+	budgetExhausted metric.Int64Counter
 }
 
 func newHedgeMetrics(mp metric.MeterProvider, service string) (*hedgeMetrics, error) {
@@ -168,7 +168,7 @@ func newHedgeMetrics(mp metric.MeterProvider, service string) (*hedgeMetrics, er
 	if err != nil {
 		return nil, err
 	}
-	return &hedgeMetrics{service: attribute.String("lb.service", service), hedges: hedges, exhausted: exhausted}, nil
+	return &hedgeMetrics{service: attribute.String("lb.service", service), hedges: hedges, budgetExhausted: exhausted}, nil
 }
 
 var (
@@ -176,27 +176,35 @@ var (
 	hedgeWon  = attribute.String("lb.hedge", "won")
 )
 
-// The counters, on a nil *hedgeMetrics too (record does nothing then).
-func (m *hedgeMetrics) hedgesCounter() metric.Int64Counter {
-	if m == nil {
-		return nil
+// sent, won and exhausted count a hedge of method; on a nil *hedgeMetrics
+// (no WithMetrics) they do nothing.
+func (m *hedgeMetrics) sent(ctx context.Context, method string) {
+	if m != nil {
+		m.add(ctx, m.hedges, method, hedgeSent)
 	}
-	return m.hedges
 }
 
-func (m *hedgeMetrics) exhaustedCounter() metric.Int64Counter {
-	if m == nil {
-		return nil
+func (m *hedgeMetrics) won(ctx context.Context, method string) {
+	if m != nil {
+		m.add(ctx, m.hedges, method, hedgeWon)
 	}
-	return m.exhausted
 }
 
-func (m *hedgeMetrics) record(ctx context.Context, c metric.Int64Counter, method string, extra ...attribute.KeyValue) {
-	if m == nil {
-		return
+func (m *hedgeMetrics) exhausted(ctx context.Context, method string) {
+	if m != nil {
+		m.add(ctx, m.budgetExhausted, method)
 	}
-	attrs := append([]attribute.KeyValue{m.service, attribute.String("grpc.method", strings.TrimPrefix(method, "/"))}, extra...)
+}
+
+func (m *hedgeMetrics) add(ctx context.Context, c metric.Int64Counter, method string, extra ...attribute.KeyValue) {
+	attrs := append([]attribute.KeyValue{m.service, methodAttr(method)}, extra...)
 	c.Add(context.WithoutCancel(ctx), 1, metric.WithAttributes(attrs...))
+}
+
+// methodAttr is the grpc.method label of a full method name, without its
+// leading slash, as grpc-go's own metrics write it.
+func methodAttr(method string) attribute.KeyValue {
+	return attribute.String("grpc.method", strings.TrimPrefix(method, "/"))
 }
 
 // serverMetrics are a server's registration metrics.
