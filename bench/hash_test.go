@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/resolver"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/hashspread"
 )
 
 // hashPolicies are the consistent hashing policies BenchmarkHashing
@@ -62,29 +64,12 @@ func BenchmarkHashing(b *testing.B) {
 				var maxMean, added, removed float64
 				for b.Loop() {
 					all := plainEndpoints(n + 1)
-					base := assign(b, p, buildReadyOn(b, p, all[:n]), keys)
-					load := map[string]int{}
-					for _, a := range base {
-						load[a]++
-					}
-					most := 0
-					for _, l := range load {
-						most = max(most, l)
-					}
-					maxMean = float64(most) / (float64(keys) / float64(n))
-					moved := func(other []string) int {
-						m := 0
-						for k := range base {
-							if base[k] != other[k] {
-								m++
-							}
-						}
-						return m
-					}
-					added = float64(moved(assign(b, p, buildReadyOn(b, p, all), keys))) / (float64(keys) / float64(n+1))
-					gone := all[n/2].Addresses[0].Addr
 					without := append(slices.Clone(all[:n/2]), all[n/2+1:n]...)
-					removed = float64(moved(assign(b, p, buildReadyOn(b, p, without), keys))) / float64(load[gone])
+					maxMean, added, removed = hashspread.Figures(n,
+						assign(b, p, buildReadyOn(b, p, all[:n]), keys),
+						assign(b, p, buildReadyOn(b, p, all), keys),
+						assign(b, p, buildReadyOn(b, p, without), keys),
+						all[n/2].Addresses[0].Addr)
 				}
 				b.ReportMetric(maxMean, "max/mean")
 				b.ReportMetric(added, "moved-add/min")

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"testing"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/hashspread"
 )
 
 // spread hashes keys keys over a table of the backends names and returns
@@ -32,31 +34,12 @@ func backends(n int) []string {
 // added and when one is removed, as multiples of the minimum.
 func hashFigures(n, keys int) (maxMean, added, removed float64) {
 	names := backends(n + 1)
-	base := spread(names[:n], DefaultTableSize, keys)
-	load := map[string]int{}
-	for _, b := range base {
-		load[b]++
-	}
-	most := 0
-	for _, l := range load {
-		most = max(most, l)
-	}
-	maxMean = float64(most) / (float64(keys) / float64(n))
-	moved := func(other []string) int {
-		m := 0
-		for k := range base {
-			if base[k] != other[k] {
-				m++
-			}
-		}
-		return m
-	}
-	// Added: the minimum is the new backend's share, 1/(n+1).
-	added = float64(moved(spread(names, DefaultTableSize, keys))) / (float64(keys) / float64(n+1))
-	// Removed (the one in the middle): the minimum is its keys, 1/n.
-	without := append(append([]string(nil), names[:n/2]...), names[n/2+1:n]...)
-	removed = float64(moved(spread(without, DefaultTableSize, keys))) / float64(load[names[n/2]])
-	return maxMean, added, removed
+	without := append(append([]string(nil), names[:n/2]...), names[n/2+1:n]...) // the one in the middle removed
+	return hashspread.Figures(n,
+		spread(names[:n], DefaultTableSize, keys),
+		spread(names, DefaultTableSize, keys),
+		spread(without, DefaultTableSize, keys),
+		names[n/2])
 }
 
 // TestEvenAndStable holds the table to the bar: over 1,000,000
