@@ -16,13 +16,13 @@ package leastrequest
 import (
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/serviceconfig"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/fastrand"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
 )
 
@@ -129,7 +129,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	case k == 2:
 		// Two distinct endpoints from one random number: i in [0,n),
 		// j in [0,n-1) moved past i.
-		r := rand.Uint64()
+		r := fastrand.Uint64()
 		i := int((r >> 32) * uint64(n) >> 32)
 		j := int((r & 0xffffffff) * uint64(n-1) >> 32)
 		if j >= i {
@@ -143,10 +143,10 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		// k distinct endpoints: drawn with replacement, a busy endpoint
 		// drawn twice would be picked k^-1 of the time whatever its load.
 		var drawn [MaxChoiceCount]int
-		drawn[0] = rand.IntN(n)
+		drawn[0] = fastrand.IntN(n)
 		best = &p.children[drawn[0]]
 		for d := 1; d < k; {
-			i := rand.IntN(n)
+			i := fastrand.IntN(n)
 			if slices.Contains(drawn[:d], i) {
 				continue
 			}

@@ -37,7 +37,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +47,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/fastrand"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
 )
 
@@ -267,7 +267,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	c, probe := p.children[0], false
 	if n := len(p.children); n > 1 {
 		// Two distinct endpoints from one random number.
-		r := rand.Uint64()
+		r := fastrand.Uint64()
 		i := int((r >> 32) * uint64(n) >> 32)
 		j := int((r & 0xffffffff) * uint64(n-1) >> 32)
 		if j >= i {

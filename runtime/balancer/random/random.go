@@ -13,11 +13,10 @@
 package random
 
 import (
-	"math/rand/v2"
-
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/serviceconfig"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/fastrand"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
 )
 
@@ -43,18 +42,20 @@ func (builder) Name() string { return Name }
 
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
 	return ready.NewBalancer(cc, opts, func(children []ready.Child[struct{}], _ serviceconfig.LoadBalancingConfig) balancer.Picker {
-		p := make(picker, len(children))
+		p := &picker{children: make([]balancer.Picker, len(children))}
 		for i, c := range children {
-			p[i] = c.Picker
+			p.children[i] = c.Picker
 		}
 		return p
 	})
 }
 
-type picker []balancer.Picker
+// picker is a pointer, as grpc-go's round_robin's: a slice type's Pick,
+// called through the interface, goes through a wrapper that copies it.
+type picker struct {
+	children []balancer.Picker
+}
 
-func (p picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	// A multiply-shift of 32 random bits: as uniform as rand.IntN for any
-	// number of endpoints this policy sees, at half its cost.
-	return p[int(uint64(rand.Uint32())*uint64(len(p))>>32)].Pick(info)
+func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	return p.children[fastrand.IntN(len(p.children))].Pick(info)
 }

@@ -19,7 +19,7 @@ func (e pickedErr) Error() string { return "picked" }
 
 func TestPickerIsUniform(t *testing.T) {
 	const children, picks = 4, 40000
-	p := picker{fixedPicker{0}, fixedPicker{1}, fixedPicker{2}, fixedPicker{3}}
+	p := &picker{children: []balancer.Picker{fixedPicker{0}, fixedPicker{1}, fixedPicker{2}, fixedPicker{3}}}
 	counts := make([]int, children)
 	for range picks {
 		_, err := p.Pick(balancer.PickInfo{})

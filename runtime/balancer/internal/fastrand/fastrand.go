@@ -1,0 +1,63 @@
+// Package fastrand is the pickers' source of random numbers: as uniform as
+// math/rand/v2's, at half its cost from one goroutine, and without a shared
+// counter's contention from many.
+//
+// math/rand/v2's top-level functions cost about 6 ns a number (the
+// runtime's per-thread ChaCha8), more than the atomic add of a round robin
+// picker; one atomic wyrand state is cheaper from one goroutine but every
+// core writes its cache line. Here the state is striped: Stripes
+// cache-line-padded wyrand states (the generator of the runtime's own
+// cheaprand), each seeded from math/rand/v2, and a call advances the stripe
+// picked by a hash of the calling goroutine's stack address. Goroutines
+// running at once have different stacks, so they mostly touch different
+// stripes; two that share one still get numbers from one wyrand stream,
+// each once, through an atomic add.
+package fastrand
+
+import (
+	"math/bits"
+	"math/rand/v2"
+	"sync/atomic"
+	"unsafe"
+)
+
+// stripeBits is log2 of the number of stripes.
+const stripeBits = 6
+
+// wyrand's constants (Wang Yi's wyhash, as in the Go runtime).
+const (
+	wyp0 = 0xa0761d6478bd642f
+	wyp1 = 0xe7037ed1a0b428db
+)
+
+type stripe struct {
+	state atomic.Uint64
+	_     [64 - 8]byte // one cache line each
+}
+
+var stripes [1 << stripeBits]stripe
+
+func init() {
+	for i := range stripes {
+		stripes[i].state.Store(rand.Uint64())
+	}
+}
+
+// Uint64 returns a uniformly distributed random number.
+func Uint64() uint64 {
+	var onStack byte
+	// Stacks are at least 2 KiB apart, and neighbours in memory: the bits
+	// above the 10th of an address on the stack tell goroutines apart.
+	s := &stripes[uintptr(unsafe.Pointer(&onStack))>>10&(1<<stripeBits-1)]
+	x := s.state.Add(wyp0)
+	hi, lo := bits.Mul64(x, x^wyp1)
+	return hi ^ lo
+}
+
+// Uint32 returns a uniformly distributed random number.
+func Uint32() uint32 { return uint32(Uint64()) }
+
+// IntN returns a uniformly distributed number in [0, n), for 0 < n ≤ 2³²
+// (a multiply-shift of 32 random bits: its bias, below n/2³², is far
+// below what a balancer can see).
+func IntN(n int) int { return int(uint64(Uint32()) * uint64(n) >> 32) }

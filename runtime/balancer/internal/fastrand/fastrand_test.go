@@ -1,0 +1,122 @@
+package fastrand
+
+import (
+	"math"
+	"math/rand/v2"
+	"sync"
+	"testing"
+)
+
+// chiSquare is the chi-square statistic of counts against a uniform
+// distribution.
+func chiSquare(counts []int) float64 {
+	var total int
+	for _, c := range counts {
+		total += c
+	}
+	want := float64(total) / float64(len(counts))
+	var x float64
+	for _, c := range counts {
+		d := float64(c) - want
+		x += d * d / want
+	}
+	return x
+}
+
+// TestUniform draws from 8 goroutines at once into 100 buckets: they share
+// stripes, and the draws are still uniform (chi-square with 99 degrees of
+// freedom below its 99.99th percentile, 157) and pairs of successive
+// draws independent (9,999 degrees of freedom: below 10,600).
+func TestUniform(t *testing.T) {
+	const n, goroutines, draws = 100, 8, 200_000
+	counts := make([][n]int, goroutines)
+	pairs := make([][n * n]int, goroutines)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			prev := IntN(n)
+			for range draws {
+				v := IntN(n)
+				counts[g][v]++
+				pairs[g][prev*n+v]++
+				prev = v
+			}
+		})
+	}
+	wg.Wait()
+	all := make([]int, n)
+	allPairs := make([]int, n*n)
+	for g := range goroutines {
+		for i, c := range counts[g] {
+			all[i] += c
+		}
+		for i, c := range pairs[g] {
+			allPairs[i] += c
+		}
+	}
+	if x := chiSquare(all); x > 157 {
+		t.Errorf("chi-square of %d draws over %d buckets = %.1f, want < 157", goroutines*draws, n, x)
+	}
+	if x := chiSquare(allPairs); x > 10600 {
+		t.Errorf("chi-square of successive pairs = %.1f, want < 10600", x)
+	}
+}
+
+// TestBitsAreBalanced: every bit of Uint64 is set in half the draws.
+func TestBitsAreBalanced(t *testing.T) {
+	const draws = 1 << 20
+	var ones [64]int
+	for range draws {
+		v := Uint64()
+		for b := range 64 {
+			ones[b] += int(v >> b & 1)
+		}
+	}
+	// 5 standard deviations (sqrt(draws)/2 = 512).
+	for b, c := range ones {
+		if math.Abs(float64(c)-draws/2) > 5*512 {
+			t.Errorf("bit %d set in %d of %d draws", b, c, draws)
+		}
+	}
+}
+
+func TestIntNRange(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 7, 100, 1 << 20} {
+		for range 1000 {
+			if v := IntN(n); v < 0 || v >= n {
+				t.Fatalf("IntN(%d) = %d", n, v)
+			}
+		}
+	}
+}
+
+func TestNoAllocs(t *testing.T) {
+	if n := testing.AllocsPerRun(1000, func() { _ = Uint64() }); n != 0 {
+		t.Errorf("Uint64 allocates %v times, want 0", n)
+	}
+}
+
+var sink uint64
+
+// BenchmarkUint64 compares with math/rand/v2; run with -cpu 1,2 for the
+// serial and the parallel cost.
+func BenchmarkUint64(b *testing.B) {
+	b.Run("src=fastrand", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			var s uint64
+			for pb.Next() {
+				s += Uint64()
+			}
+			sink += s
+		})
+	})
+	b.Run("src=math_rand_v2", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			var s uint64
+			for pb.Next() {
+				s += rand.Uint64()
+			}
+			sink += s
+		})
+	})
+}
