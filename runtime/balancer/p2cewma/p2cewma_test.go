@@ -24,9 +24,10 @@ type clock struct{ now int64 }
 
 func useClock(t *testing.T) *clock {
 	c := &clock{now: int64(time.Hour)}
-	old := nanotime
+	old, oldRead := nanotime, lastRead.Load()
 	nanotime = func() int64 { return c.now }
-	t.Cleanup(func() { nanotime = old })
+	lastRead.Store(c.now)
+	t.Cleanup(func() { nanotime = old; lastRead.Store(oldRead) })
 	return c
 }
 
@@ -67,7 +68,7 @@ func TestAvoidsTheSlowEndpoint(t *testing.T) {
 		i := call(t, p, c, time.Millisecond, nil)
 		if i == 4 {
 			// The slow one: 20 ms more.
-			children[4].st.observe(21e6, c.now, p.decay, false)
+			children[4].st.observe(21e6, c.now, p.rate, false)
 		}
 		counts[i]++
 		c.now += int64(time.Millisecond) // 1,000 calls a second
@@ -91,7 +92,7 @@ func TestRecoveredEndpointGetsItsShareBack(t *testing.T) {
 			if i == 4 {
 				n++
 				if slow {
-					children[4].st.observe(21e6, c.now, p.decay, false)
+					children[4].st.observe(21e6, c.now, p.rate, false)
 				}
 			}
 			c.now += int64(time.Millisecond)
@@ -118,7 +119,7 @@ func TestNewEndpointStartsNeutral(t *testing.T) {
 	c := useClock(t)
 	children := newChildren(4)
 	for _, ch := range children[:3] {
-		ch.st.observe(5e6, c.now, 1e9, false)
+		ch.st.observe(5e6, c.now, 1e-9, false)
 	}
 	p := newPicker(children, DefaultDecay, DefaultProbe)
 	if p.neutral != 5e6 {
@@ -229,12 +230,90 @@ func TestProbesAreRare(t *testing.T) {
 	for range 10000 {
 		if i := call(t, p, c, time.Millisecond, nil); i == 9 {
 			slow++
-			children[9].st.observe(21e6, c.now, p.decay, false)
+			children[9].st.observe(21e6, c.now, p.rate, false)
 		}
 		c.now += int64(time.Millisecond)
 	}
 	t.Logf("the slow endpoint got %d of 10,000 calls", slow)
 	if slow > 10 {
 		t.Errorf("the slow endpoint got %d of 10,000 calls, want at most 10 (a probe every 3 s)", slow)
+	}
+}
+
+// countingClock is a fake nanotime that counts its readings.
+func countingClock(t *testing.T) (*clock, *int) {
+	c := useClock(t)
+	reads := 0
+	nanotime = func() int64 { reads++; return c.now }
+	return c, &reads
+}
+
+// TestClockIsReadForFewCalls: at 1,000 calls a second over 10 endpoints,
+// about one call in SampleEvery is timed (two readings each).
+func TestClockIsReadForFewCalls(t *testing.T) {
+	c, reads := countingClock(t)
+	p := newPicker(newChildren(10), DefaultDecay, DefaultProbe)
+	const calls = 10000
+	for range calls {
+		call(t, p, c, time.Millisecond, nil)
+		c.now += int64(time.Millisecond)
+	}
+	got := float64(*reads) / calls
+	t.Logf("%.2f clock readings a call", got)
+	if want := 2.0 / SampleEvery; got < want*0.8 || got > want*1.3 {
+		t.Errorf("%.2f clock readings a call, want about %.2f", got, want)
+	}
+}
+
+// TestSparseEndpointsAreTimed: at 10 calls a second over 10 endpoints,
+// every call to an endpoint without a sample in the last decay/4 is timed,
+// and most calls are.
+func TestSparseEndpointsAreTimed(t *testing.T) {
+	c, reads := countingClock(t)
+	children := newChildren(10)
+	p := newPicker(children, DefaultDecay, DefaultProbe)
+	const calls = 1000
+	stale := 0
+	for k := range calls {
+		now := lastRead.Load() // the picker's time
+		last := make([]int64, len(children))
+		for i, ch := range children {
+			last[i] = ch.st.last.Load()
+		}
+		i := call(t, p, c, time.Millisecond, nil)
+		if now-last[i] > p.stale {
+			stale++
+			if got := children[i].st.last.Load(); got != c.now {
+				t.Fatalf("call %d: endpoint %d, last sampled %v before, was not timed", k, i, time.Duration(now-last[i]))
+			}
+		}
+		c.now += int64(100 * time.Millisecond)
+	}
+	t.Logf("%d of %d calls found their endpoint without a recent sample; %.2f clock readings a call", stale, calls, float64(*reads)/calls)
+	if stale < calls/2 {
+		t.Errorf("only %d of %d calls found their endpoint without a sample in decay/4, want most", stale, calls)
+	}
+}
+
+// TestUntimedFailuresArePenalised: calls that are not timed still count
+// their failures, each at once.
+func TestUntimedFailuresArePenalised(t *testing.T) {
+	c, reads := countingClock(t)
+	st := &stats{}
+	p := newPicker([]child{{picker: fixedPicker{0}, st: st}}, DefaultDecay, DefaultProbe)
+	call(t, p, c, time.Millisecond, nil) // the first sample
+	for i := range 100 {
+		before := *reads
+		c.now += int64(time.Millisecond)
+		call(t, p, c, time.Millisecond, status.Error(codes.Unavailable, "down"))
+		if got := st.last.Load(); got != c.now {
+			t.Fatalf("failed call %d: last sample at %d, want the call's end %d", i, got, c.now)
+		}
+		if v := math.Float64frombits(st.ewma.Load()); v < float64(FailurePenalty) {
+			t.Fatalf("failed call %d: average %v, want at least the penalty", i, v)
+		}
+		if *reads-before > 2 {
+			t.Fatalf("failed call %d read the clock %d times", i, *reads-before)
+		}
 	}
 }
