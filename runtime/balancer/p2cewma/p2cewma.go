@@ -34,8 +34,7 @@
 //   - every probe, and every call that fails (its penalty needs no start).
 //
 // At 1,000 calls a second over 10 endpoints that is 25 samples a second
-// each, 25 within the decay; and since the samples are drawn at random,
-// their average is the calls' average. An untimed call still counts in
+// each, 25 within the decay, drawn at random among the calls. An untimed call still counts in
 // flight, which is what the score reacts to first. A pick allocates
 // nothing.
 // It is built like grpc-go's round_robin: endpointsharding keeps one
@@ -330,14 +329,15 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		return res, err
 	}
 	st := c.st
-	var start int64 // 0: not timed
-	if probe || r%SampleEvery == 0 || now-st.last.Load() > p.stale {
+	var start int64
+	timed := probe || r%SampleEvery == 0 || now-st.last.Load() > p.stale
+	if timed {
 		start = readClock()
 	}
 	st.picked.Store(now)
 	st.inflight.Add(1)
 	cl := records.Get().(*record)
-	cl.st, cl.start, cl.rate, cl.probe, cl.inner = st, start, p.rate, probe, res.Done
+	cl.st, cl.timed, cl.start, cl.rate, cl.probe, cl.inner = st, timed, start, p.rate, probe, res.Done
 	res.Done = cl.done
 	return res, nil
 }
@@ -346,7 +346,8 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 // (gRPC calls Done once per pick), so that a pick allocates nothing.
 type record struct {
 	st    *stats
-	start int64 // nanotime at the pick; 0: the call is not timed
+	timed bool  // the clock was read at the pick
+	start int64 // nanotime at the pick, if timed
 	rate  float64
 	probe bool // the call measures an endpoint due for it
 	inner func(balancer.DoneInfo)
@@ -366,7 +367,7 @@ func init() {
 func (c *record) finish(di balancer.DoneInfo) {
 	if di.Err != ready.ErrNotUsed { // a pick thrown away says nothing
 		switch failed := penalized(di.Err); {
-		case c.start != 0:
+		case c.timed:
 			end := readClock()
 			rtt := float64(end - c.start)
 			if failed {
