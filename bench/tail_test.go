@@ -28,8 +28,12 @@ var (
 	tailDuration = flag.Duration("tail.duration", 40*time.Second, "BenchmarkTail: how long each policy is measured")
 	tailWarmup   = flag.Duration("tail.warmup", time.Second, "BenchmarkTail: calls sent at the same rate before measuring, per policy")
 	tailRate     = flag.Int("tail.rate", 1000, "BenchmarkTail: calls a second, sent on schedule whatever the replies")
-	tailOut      = flag.String("tail.out", "", "BenchmarkTail: directory to write each policy's latency histogram to, <policy>.csv (none: not written)")
+	tailOut      = flag.String("tail.out", "", "BenchmarkTail: directory to write each policy's latency histogram to, <policy>.csv, all runs (-count) pooled (none: not written)")
 )
+
+// tailPooled is each policy's latencies over the runs so far (-count),
+// sorted: what its histogram shows.
+var tailPooled = map[string][]time.Duration{}
 
 const (
 	tailBackends = 10
@@ -55,7 +59,8 @@ var tailPolicies = []policy{
 // omission). One run per policy, whatever b.N (use -benchtime 1x); it
 // reports the share of calls the slow backend served (slow-share-%) and
 // the 50th, 99th and 99.9th latency percentiles in ms, and with -tail.out
-// writes the latency histogram of each policy for docs/bench's plot.
+// writes the latency histogram of each policy for docs/bench's plot (with
+// -count, of all its runs together).
 func BenchmarkTail(b *testing.B) {
 	addrs := startBackends(b, tailBackends)
 	target := "static:///" + strings.Join(addrs, ",")
@@ -69,7 +74,10 @@ func BenchmarkTail(b *testing.B) {
 			b.ReportMetric(ms(quantile(r.latencies, 0.999)), "p999-ms")
 			b.ReportMetric(float64(r.errors), "errors")
 			if *tailOut != "" {
-				if err := writeHistogram(filepath.Join(*tailOut, p.label+".csv"), r.latencies); err != nil {
+				pooled := append(tailPooled[p.label], r.latencies...)
+				slices.Sort(pooled)
+				tailPooled[p.label] = pooled
+				if err := writeHistogram(filepath.Join(*tailOut, p.label+".csv"), pooled); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -209,12 +209,19 @@ func pickSummary(w io.Writer, r *results) {
 
 func tailSummary(w io.Writer, r *results) {
 	units := []string{"slow-share-%", "p50-ms", "p99-ms", "p999-ms", "errors"}
-	fmt.Fprintf(w, "\n## BenchmarkTail\n\n| policy | %s |\n|---|%s\n", strings.Join(units, " | "), strings.Repeat("---:|", len(units)))
-	for _, p := range r.distinct("policy") {
+	policies := r.distinct("policy")
+	runs := len(r.find(map[string]string{"policy": policies[0]}).values["p999-ms"])
+	fmt.Fprintf(w, "\n## BenchmarkTail, median of %d runs (lowest-highest)\n\n| policy | %s |\n|---|%s\n", runs, strings.Join(units, " | "), strings.Repeat("---:|", len(units)))
+	for _, p := range policies {
 		b := r.find(map[string]string{"policy": p})
 		fmt.Fprintf(w, "| %s |", p)
 		for _, u := range units {
-			fmt.Fprintf(w, " %s |", num(b.median(u)))
+			vs := b.values[u]
+			fmt.Fprintf(w, " %s", num(b.median(u)))
+			if lo, hi := slices.Min(vs), slices.Max(vs); lo != hi {
+				fmt.Fprintf(w, " (%s-%s)", num(lo), num(hi))
+			}
+			fmt.Fprint(w, " |")
 		}
 		fmt.Fprintln(w)
 	}
