@@ -266,7 +266,8 @@ func TestClockIsReadForFewCalls(t *testing.T) {
 }
 
 // TestSparseEndpointsAreTimed: at 10 calls a second over 10 endpoints,
-// every call to an endpoint without a sample in the last decay/4 is timed,
+// every call to an endpoint whose last sample is more than decay/4 older
+// than the picker's time (the process's latest clock reading) is timed,
 // and most calls are.
 func TestSparseEndpointsAreTimed(t *testing.T) {
 	c, reads := countingClock(t)
