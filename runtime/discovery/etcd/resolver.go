@@ -163,6 +163,11 @@ func (s *source) list(ctx context.Context, u discovery.Updates) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("etcd: %s: list: %w", s.t.prefix, s.hs.explain(err))
 	}
+	if resp.Header == nil {
+		// No revision to watch from: not a list to trust (an empty
+		// message decodes so); the last good state stays.
+		return 0, fmt.Errorf("etcd: %s: list: the response has no header", s.t.prefix)
+	}
 	insts := make([]discovery.Instance, 0, len(resp.Kvs))
 	var dropped []discovery.Dropped
 	for _, kv := range resp.Kvs {
