@@ -29,6 +29,7 @@
 // Reading the clock costs more than the rest of a pick and its Done (about
 // 28 ns a reading on a VM, two a timed call), so not every call is timed:
 //   - one call in SampleEvery, drawn at random;
+//   - every call to an endpoint without a sample yet;
 //   - every call to an endpoint whose last sample is more than decay/4
 //     older than the process's latest clock reading, so that at low rates
 //     most calls are (1.6 clock readings a call at 10 calls a second over
@@ -335,7 +336,8 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	}
 	st := c.st
 	var start int64
-	timed := probe || r%SampleEvery == 0 || now-st.last.Load() > p.stale
+	last := st.last.Load() // 0: no sample yet
+	timed := probe || r%SampleEvery == 0 || last == 0 || now-last > p.stale
 	if timed {
 		start = readClock()
 	}

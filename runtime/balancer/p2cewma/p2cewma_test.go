@@ -296,6 +296,35 @@ func TestSparseEndpointsAreTimed(t *testing.T) {
 	}
 }
 
+// TestFirstCallsAreTimed: in a process whose pickers have not read the
+// clock yet, the first call to each endpoint is timed, so that every
+// endpoint has a latency (and a score) once it has been called. 20 rounds:
+// by chance alone (one call in SampleEvery) a round passes 1 time in 4.
+func TestFirstCallsAreTimed(t *testing.T) {
+	c, _ := countingClock(t)
+	for round := range 20 {
+		lastRead.Store(0) // a process that has not read the clock yet
+		children := newChildren(3)
+		p := newPicker(children, DefaultDecay, DefaultProbe)
+		for calls, called := 0, 0; called < len(children); calls++ {
+			i := call(t, p, c, time.Millisecond, nil)
+			if children[i].st.last.Load() == 0 {
+				t.Fatalf("round %d, call %d: the first call to endpoint %d was not timed", round, calls, i)
+			}
+			c.now += int64(time.Millisecond)
+			called = 0
+			for _, ch := range children {
+				if ch.st.last.Load() != 0 {
+					called++
+				}
+			}
+			if calls > 1000 {
+				t.Fatalf("round %d: after %d calls only %d of %d endpoints were called", round, calls, called, len(children))
+			}
+		}
+	}
+}
+
 // TestUntimedFailuresArePenalised: calls that are not timed still count
 // their failures, each at once.
 func TestUntimedFailuresArePenalised(t *testing.T) {
