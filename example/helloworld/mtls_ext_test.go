@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"maps"
 	"net"
 	"os"
 	"sync"
@@ -65,11 +66,7 @@ func (g *tlsGreeter) SayHello(ctx context.Context, req *helloworld.HelloRequest)
 func (g *tlsGreeter) authoritySeen() map[string]int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	m := make(map[string]int, len(g.authorities))
-	for k, v := range g.authorities {
-		m[k] = v
-	}
-	return m
+	return maps.Clone(g.authorities)
 }
 
 // waitAccepted waits until g has accepted more than n connections.

@@ -136,6 +136,18 @@ func (cc *ClientConn) waitAddrs(t testing.TB, want []string, addrs func(resolver
 	return last
 }
 
+// CheckStatesSince reports an error for each state published from index
+// from on whose addresses are not want: a source that must keep its last
+// good state through a failure published no other.
+func (cc *ClientConn) CheckStatesSince(t testing.TB, from int, want ...string) {
+	t.Helper()
+	for i, s := range cc.States()[from:] {
+		if got := Addrs(s); !slices.Equal(got, want) {
+			t.Errorf("state %d: %v, want the last good one %v", from+i, got, want)
+		}
+	}
+}
+
 // Addrs returns the first address of each endpoint of s.
 func Addrs(s resolver.State) []string {
 	var out []string

@@ -6,6 +6,7 @@ package testbackend
 
 import (
 	"context"
+	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -64,11 +65,7 @@ func (b *Backend) Stop() { b.server.Stop() }
 func (b *Backend) Keys() map[string]int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make(map[string]int, len(b.keys))
-	for k, n := range b.keys {
-		out[k] = n
-	}
-	return out
+	return maps.Clone(b.keys)
 }
 
 // echo answers any method of EchoService, counting its key.

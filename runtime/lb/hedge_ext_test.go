@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
@@ -85,9 +84,7 @@ func TestHedgesStopWhenTheBudgetIsSpent(t *testing.T) {
 	bs, addrs := testbackend.StartN(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
 	defer cancel()
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	reader, mp := newMeterProvider(t)
 	c, err := lb.Dial(ctx, hedgedService(addrs, &lb.RetryBudget{MaxTokens: 10, TokenRatio: 0.1}), lb.WithInsecure(), lb.WithBlock(), lb.WithMetrics(mp))
 	if err != nil {
 		t.Fatal(err)

@@ -34,6 +34,15 @@ type point struct {
 	value float64 // a sum's or gauge's value, a histogram's count
 }
 
+// newMeterProvider returns a MeterProvider whose metrics the reader
+// collects on demand, shut down with the test.
+func newMeterProvider(t *testing.T) (*sdkmetric.ManualReader, *sdkmetric.MeterProvider) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	return reader, mp
+}
+
 func collect(t *testing.T, r *sdkmetric.ManualReader) metrics {
 	t.Helper()
 	var rm metricdata.ResourceMetrics
@@ -138,9 +147,7 @@ func (m metrics) checkLabels(t *testing.T, secret string) {
 func TestClientMetrics(t *testing.T) {
 	bs, addrs := testbackend.StartN(t, 3)
 	bs[2].Fail.Store(true)
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	reader, mp := newMeterProvider(t)
 	svc := &lb.Service{
 		FullName:    testbackend.EchoService,
 		Discovery:   static.Config{Addresses: addrs},
@@ -207,9 +214,7 @@ func TestClientMetrics(t *testing.T) {
 // stops with the channel.
 func TestP2CScoreMetric(t *testing.T) {
 	bs, addrs := testbackend.StartN(t, 3)
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	reader, mp := newMeterProvider(t)
 	svc := &lb.Service{FullName: testbackend.EchoService, Discovery: static.Config{Addresses: addrs}, Balancer: lb.P2CEWMA{}}
 	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
 	defer cancel()
@@ -243,9 +248,7 @@ func TestServerMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(es.Stop)
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	reader, mp := newMeterProvider(t)
 	svc := &lb.Service{Name: "metered", FullName: "lbtest.Metered", Discovery: etcd.Config{Endpoints: []string{es.Endpoint()}, TTL: 5 * time.Second}}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -319,9 +322,7 @@ func TestServerMetrics(t *testing.T) {
 // first state: neither may wait on the other.
 func TestCollectWhileChannelsStart(t *testing.T) {
 	bs, addrs := testbackend.StartN(t, 3)
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	reader, mp := newMeterProvider(t)
 	stop := make(chan struct{})
 	collected := make(chan int)
 	go func() {
