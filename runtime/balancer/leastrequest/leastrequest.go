@@ -127,14 +127,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	case k <= 1:
 		best = &p.children[0]
 	case k == 2:
-		// Two distinct endpoints from one random number: i in [0,n),
-		// j in [0,n-1) moved past i.
-		r := fastrand.Uint64()
-		i := int((r >> 32) * uint64(n) >> 32)
-		j := int((r & 0xffffffff) * uint64(n-1) >> 32)
-		if j >= i {
-			j++
-		}
+		i, j := fastrand.Pair(fastrand.Uint64(), n)
 		best = &p.children[i]
 		if c := &p.children[j]; c.st.inflight.Load() < best.st.inflight.Load() {
 			best = c

@@ -305,17 +305,12 @@ func readClock() int64 {
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	now := lastRead.Load()
-	// One random number draws the two endpoints (bits 63-32 and 31-0,
-	// through multiply-shifts that the lowest bits barely move) and
-	// whether the call is timed (bits 0-1).
+	// One random number draws the two endpoints and whether the call is
+	// timed (bits 0-1, which Pair barely uses).
 	r := fastrand.Uint64()
 	c, probe := p.children[0], false
 	if n := len(p.children); n > 1 {
-		i := int((r >> 32) * uint64(n) >> 32)
-		j := int((r & 0xffffffff) * uint64(n-1) >> 32)
-		if j >= i {
-			j++
-		}
+		i, j := fastrand.Pair(r, n)
 		a, b := p.children[i], p.children[j]
 		// An endpoint due for a probe is picked by one call only.
 		pa, pb := a.st.picked.Load(), b.st.picked.Load()

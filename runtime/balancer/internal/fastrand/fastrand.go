@@ -69,3 +69,16 @@ func Uint32() uint32 { return uint32(Uint64()) }
 // (a multiply-shift of 32 random bits: its bias, below n/2³², is far
 // below what a balancer can see).
 func IntN(n int) int { return int(uint64(Uint32()) * uint64(n) >> 32) }
+
+// Pair returns two distinct numbers in [0, n), n ≥ 2, uniformly
+// distributed, from one random number r: i from its high 32 bits, j from
+// its low 32 bits over the n-1 others (multiply-shifts, which the lowest
+// bits of r barely move: a caller may use those for something else).
+func Pair(r uint64, n int) (i, j int) {
+	i = int((r >> 32) * uint64(n) >> 32)
+	j = int((r & 0xffffffff) * uint64(n-1) >> 32)
+	if j >= i {
+		j++
+	}
+	return i, j
+}

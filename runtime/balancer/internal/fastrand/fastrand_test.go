@@ -148,3 +148,29 @@ func BenchmarkUint64(b *testing.B) {
 		})
 	})
 }
+
+// TestPair: the two numbers differ, and each of the n(n-1) ordered pairs
+// comes up as often (n = 5: chi-square with 19 degrees of freedom below
+// 45, about its 99.9th percentile).
+func TestPair(t *testing.T) {
+	const n, draws = 5, 200_000
+	counts := make([]int, n*n)
+	for range draws {
+		i, j := Pair(Uint64(), n)
+		if i == j || i < 0 || j < 0 || i >= n || j >= n {
+			t.Fatalf("Pair(_, %d) = %d, %d", n, i, j)
+		}
+		counts[i*n+j]++
+	}
+	var pairs []int
+	for i := range n {
+		for j := range n {
+			if i != j {
+				pairs = append(pairs, counts[i*n+j])
+			}
+		}
+	}
+	if x := chiSquare(pairs); x > 45 {
+		t.Errorf("chi-square of %d pairs = %.1f, want < 45 (%v)", draws, x, pairs)
+	}
+}
