@@ -57,7 +57,7 @@ bench: ## Benchmark picks, tail latency and hashing against grpc-go, go-zero, kr
 	@mkdir -p docs/bench/tail && rm -f docs/bench/tail/*.csv
 	@echo "runtime: $$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- runtime go.mod || echo '+dirty')" | tee docs/bench/pick.txt > docs/bench/tail.txt
 	cd bench && go test -run '^$$' -bench '^BenchmarkPick$$' -benchmem -benchtime 200ms -count 6 -timeout 60m . | tee -a ../docs/bench/pick.txt
-	cd bench && go test -run '^$$' -bench '^BenchmarkTail$$' -benchtime 1x -count 3 -tail.duration 40s -tail.out ../docs/bench/tail -timeout 60m . | tee -a ../docs/bench/tail.txt
+	cd bench && go test -run '^$$' -bench '^BenchmarkTail$$' -benchtime 1x -tail.rounds 3 -tail.duration 40s -tail.out ../docs/bench/tail -timeout 60m . | tee -a ../docs/bench/tail.txt
 	cd bench && go test -run '^$$' -bench '^BenchmarkHashing$$' -benchtime 1x -timeout 60m . | tee ../docs/bench/hashing.txt
 	cd bench && ./pickmd.sh ../docs/bench/pick.txt > ../docs/bench/pick.md
 	cd bench && go run ./cmd/plot -pick ../docs/bench/pick.txt -tail ../docs/bench/tail.txt -hist ../docs/bench/tail -out ../docs/bench

@@ -28,11 +28,12 @@ var (
 	tailDuration = flag.Duration("tail.duration", 40*time.Second, "BenchmarkTail: how long each policy is measured")
 	tailWarmup   = flag.Duration("tail.warmup", time.Second, "BenchmarkTail: calls sent at the same rate before measuring, per policy")
 	tailRate     = flag.Int("tail.rate", 1000, "BenchmarkTail: calls a second, sent on schedule whatever the replies")
-	tailOut      = flag.String("tail.out", "", "BenchmarkTail: directory to write each policy's latency histogram to, <policy>.csv, all runs (-count) pooled (none: not written)")
+	tailRounds   = flag.Int("tail.rounds", 1, "BenchmarkTail: how many times each policy is measured, the policies taking turns (all of round 1, then all of round 2, ...), so that a change in the machine's load falls on all of them alike")
+	tailOut      = flag.String("tail.out", "", "BenchmarkTail: directory to write each policy's latency histogram to, <policy>.csv, all rounds pooled (none: not written)")
 )
 
-// tailPooled is each policy's latencies over the runs so far (-count),
-// sorted: what its histogram shows.
+// tailPooled is each policy's latencies over the rounds so far, sorted:
+// what its histogram shows.
 var tailPooled = map[string][]time.Duration{}
 
 const (
@@ -56,32 +57,41 @@ var tailPolicies = []policy{
 // which takes 50 ms longer than the others, open loop: call i leaves at
 // start + i/rate whether or not earlier calls have returned, and its latency
 // counts from then, so a stalled client is not hidden (no coordinated
-// omission). One run per policy, whatever b.N (use -benchtime 1x); it
-// reports the share of calls the slow backend served (slow-share-%) and
-// the 50th, 99th and 99.9th latency percentiles in ms, and with -tail.out
-// writes the latency histogram of each policy for docs/bench's plot (with
-// -count, of all its runs together).
+// omission). One run per policy and round, whatever b.N (use -benchtime
+// 1x); it reports the share of calls the slow backend served
+// (slow-share-%) and the 50th, 99th and 99.9th latency percentiles in ms,
+// and with -tail.out writes the latency histogram of each policy for
+// docs/bench's plot (of all its rounds together).
+//
+// With -tail.rounds N the policies take turns N times, rather than each
+// running N times in a row as -count does: the machine's load, which
+// drifts over minutes on a shared machine, then falls on every policy
+// alike, and round k of two policies can be compared. Rounds after the
+// first are named as go test names repeated sub-benchmarks,
+// policy=<label>#01, #02, ...
 func BenchmarkTail(b *testing.B) {
 	addrs := startBackends(b, tailBackends)
 	target := "static:///" + strings.Join(addrs, ",")
-	for _, p := range tailPolicies {
-		b.Run("policy="+p.label, func(b *testing.B) {
-			r := runTail(b, p, target)
-			b.ReportMetric(0, "ns/op") // one run whatever b.N: meaningless
-			b.ReportMetric(100*float64(r.served[tailSlow])/float64(len(r.latencies)), "slow-share-%")
-			b.ReportMetric(ms(quantile(r.latencies, 0.50)), "p50-ms")
-			b.ReportMetric(ms(quantile(r.latencies, 0.99)), "p99-ms")
-			b.ReportMetric(ms(quantile(r.latencies, 0.999)), "p999-ms")
-			b.ReportMetric(float64(r.errors), "errors")
-			if *tailOut != "" {
-				pooled := append(tailPooled[p.label], r.latencies...)
-				slices.Sort(pooled)
-				tailPooled[p.label] = pooled
-				if err := writeHistogram(filepath.Join(*tailOut, p.label+".csv"), pooled); err != nil {
-					b.Fatal(err)
+	for range max(1, *tailRounds) {
+		for _, p := range tailPolicies {
+			b.Run("policy="+p.label, func(b *testing.B) {
+				r := runTail(b, p, target)
+				b.ReportMetric(0, "ns/op") // one run whatever b.N: meaningless
+				b.ReportMetric(100*float64(r.served[tailSlow])/float64(len(r.latencies)), "slow-share-%")
+				b.ReportMetric(ms(quantile(r.latencies, 0.50)), "p50-ms")
+				b.ReportMetric(ms(quantile(r.latencies, 0.99)), "p99-ms")
+				b.ReportMetric(ms(quantile(r.latencies, 0.999)), "p999-ms")
+				b.ReportMetric(float64(r.errors), "errors")
+				if *tailOut != "" {
+					pooled := append(tailPooled[p.label], r.latencies...)
+					slices.Sort(pooled)
+					tailPooled[p.label] = pooled
+					if err := writeHistogram(filepath.Join(*tailOut, p.label+".csv"), pooled); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 

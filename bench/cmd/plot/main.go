@@ -108,6 +108,11 @@ func readBench(path string) (*results, error) {
 		if i := strings.LastIndexByte(name, '-'); i > strings.LastIndexByte(name, '/') {
 			name = name[:i]
 		}
+		// A repeated sub-benchmark (BenchmarkTail's rounds) is named
+		// <name>#01, #02, ...: its values join the first's, in order.
+		if i := strings.LastIndexByte(name, '#'); i > strings.LastIndexByte(name, '/') {
+			name = name[:i]
+		}
 		b := res.byKey[name]
 		if b == nil {
 			b = &bench{keys: map[string]string{}, values: map[string][]float64{}}
@@ -219,6 +224,45 @@ func tailSummary(w io.Writer, r *results) {
 			vs := b.values[u]
 			fmt.Fprintf(w, " %s", num(b.median(u)))
 			if lo, hi := slices.Min(vs), slices.Max(vs); lo != hi {
+				fmt.Fprintf(w, " (%s-%s)", num(lo), num(hi))
+			}
+			fmt.Fprint(w, " |")
+		}
+		fmt.Fprintln(w)
+	}
+	pairedRatios(w, r, policies, "gozero_p2c_ewma", []string{"p99-ms", "p999-ms"})
+}
+
+// pairedRatios writes, for each policy but base, the median (lowest-highest)
+// of its per-run ratios to base's, run k against run k: BenchmarkTail's
+// rounds, in which the policies take turns, make run k of each policy one
+// stretch of the machine's load.
+func pairedRatios(w io.Writer, r *results, policies []string, base string, units []string) {
+	bb := r.find(map[string]string{"policy": base})
+	if bb == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nAgainst %s in the same round: median (lowest-highest) of the ratios\n\n| policy | %s |\n|---|%s\n", base, strings.Join(units, " | "), strings.Repeat("---:|", len(units)))
+	for _, p := range policies {
+		b := r.find(map[string]string{"policy": p})
+		if p == base || b == nil {
+			continue
+		}
+		fmt.Fprintf(w, "| %s |", p)
+		for _, u := range units {
+			var ratios []float64
+			for k, v := range b.values[u] {
+				if k < len(bb.values[u]) && bb.values[u][k] > 0 {
+					ratios = append(ratios, v/bb.values[u][k])
+				}
+			}
+			if len(ratios) == 0 {
+				fmt.Fprint(w, " - |")
+				continue
+			}
+			slices.Sort(ratios)
+			fmt.Fprintf(w, " %sx", num(median(ratios)))
+			if lo, hi := ratios[0], ratios[len(ratios)-1]; lo != hi {
 				fmt.Fprintf(w, " (%s-%s)", num(lo), num(hi))
 			}
 			fmt.Fprint(w, " |")
