@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
 )
@@ -29,6 +31,7 @@ var (
 	tailWarmup   = flag.Duration("tail.warmup", time.Second, "BenchmarkTail: calls sent at the same rate before measuring, per policy")
 	tailRate     = flag.Int("tail.rate", 1000, "BenchmarkTail: calls a second, sent on schedule whatever the replies")
 	tailRounds   = flag.Int("tail.rounds", 1, "BenchmarkTail: how many times each policy is measured, the policies taking turns (all of round 1, then all of round 2, ...), so that a change in the machine's load falls on all of them alike")
+	tailChurn    = flag.Duration("tail.churn", 0, "BenchmarkTail: this often, an eleventh backend (a fast one) joins the ten or leaves them again, as instances do in a rolling deploy or when a fleet scales (0: never; the ten alone, from the static resolver)")
 	tailOut      = flag.String("tail.out", "", "BenchmarkTail: directory to write each policy's latency histogram to, <policy>.csv, all rounds pooled (none: not written)")
 )
 
@@ -70,12 +73,11 @@ var tailPolicies = []policy{
 // first are named as go test names repeated sub-benchmarks,
 // policy=<label>#01, #02, ...
 func BenchmarkTail(b *testing.B) {
-	addrs := startBackends(b, tailBackends)
-	target := "static:///" + strings.Join(addrs, ",")
+	addrs := startBackends(b, tailBackends+1) // the last one only joins with -tail.churn
 	for range max(1, *tailRounds) {
 		for _, p := range tailPolicies {
 			b.Run("policy="+p.label, func(b *testing.B) {
-				r := runTail(b, p, target)
+				r := runTail(b, p, addrs)
 				b.ReportMetric(0, "ns/op") // one run whatever b.N: meaningless
 				b.ReportMetric(100*float64(r.served[tailSlow])/float64(len(r.latencies)), "slow-share-%")
 				b.ReportMetric(ms(quantile(r.latencies, 0.50)), "p50-ms")
@@ -97,18 +99,56 @@ func BenchmarkTail(b *testing.B) {
 
 // tailResult is what one policy's run measured, warm-up left out.
 type tailResult struct {
-	latencies []time.Duration // sorted
-	served    [tailBackends]int
+	latencies []time.Duration       // sorted
+	served    [tailBackends + 1]int // the last: the one that joins with -tail.churn
 	errors    int
 }
 
 // runTail sends calls through a new client of policy p for the warm-up and
 // the measured duration, at the given rate.
-func runTail(b *testing.B, p policy, target string) tailResult {
+func runTail(b *testing.B, p policy, addrs []string) tailResult {
 	sc := fmt.Sprintf(`{"loadBalancingConfig":[{%q:%s}],"healthCheckConfig":{"serviceName":""}}`, p.name, p.config)
-	conn, err := grpc.NewClient(target,
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(sc))
+		grpc.WithDefaultServiceConfig(sc),
+	}
+	target := "static:///" + strings.Join(addrs[:tailBackends], ",")
+	if *tailChurn > 0 {
+		var ten, eleven resolver.State
+		for i, a := range addrs {
+			addr := resolver.Address{Addr: a}
+			if i < tailBackends {
+				ten.Addresses = append(ten.Addresses, addr)
+				ten.Endpoints = append(ten.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{addr}})
+			}
+			eleven.Addresses = append(eleven.Addresses, addr)
+			eleven.Endpoints = append(eleven.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{addr}})
+		}
+		r := manual.NewBuilderWithScheme("tail")
+		r.InitialState(ten)
+		opts = append(opts, grpc.WithResolvers(r))
+		target = "tail:///backends"
+		stop, stopped := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(stopped)
+			t := time.NewTicker(*tailChurn)
+			defer t.Stop()
+			for joined := false; ; joined = !joined {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+				}
+				if joined {
+					r.UpdateState(ten)
+				} else {
+					r.UpdateState(eleven)
+				}
+			}
+		}()
+		defer func() { close(stop); <-stopped }() // before conn.Close
+	}
+	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}

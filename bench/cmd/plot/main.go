@@ -8,11 +8,14 @@
 //     from the histograms written with -tail.out: latency on a log x axis,
 //     the share of calls at most that slow on a "nines" y axis (50%, 90%,
 //     99%, 99.9%, ...), so that the tail takes most of the height;
+//   - tail-churn.svg: the same for BenchmarkTail with -tail.churn, from
+//     -hist-churn;
 //   - summary.md: the same numbers as Markdown tables.
 //
 // Usage (make bench runs it):
 //
-//	go run ./cmd/plot -pick ../docs/bench/pick.txt -tail ../docs/bench/tail.txt -hist ../docs/bench/tail -out ../docs/bench
+//	go run ./cmd/plot -pick ../docs/bench/pick.txt -tail ../docs/bench/tail.txt -hist ../docs/bench/tail \
+//		-tail-churn ../docs/bench/tail-churn.txt -hist-churn ../docs/bench/tail-churn -out ../docs/bench
 package main
 
 import (
@@ -36,16 +39,18 @@ func main() {
 	pickFile := flag.String("pick", "", "go test -bench output of BenchmarkPick")
 	tailFile := flag.String("tail", "", "go test -bench output of BenchmarkTail")
 	histDir := flag.String("hist", "", "directory of BenchmarkTail's <policy>.csv histograms")
+	churnFile := flag.String("tail-churn", "", "go test -bench output of BenchmarkTail with -tail.churn")
+	churnHistDir := flag.String("hist-churn", "", "directory of the <policy>.csv histograms of BenchmarkTail with -tail.churn")
 	out := flag.String("out", ".", "directory to write pick.svg, tail.svg and summary.md to")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("plot: ")
-	if err := run(*pickFile, *tailFile, *histDir, *out); err != nil {
+	if err := run(*pickFile, *tailFile, *histDir, *churnFile, *churnHistDir, *out); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(pickFile, tailFile, histDir, out string) error {
+func run(pickFile, tailFile, histDir, churnFile, churnHistDir, out string) error {
 	var summary strings.Builder
 	if pickFile != "" {
 		res, err := readBench(pickFile)
@@ -57,20 +62,26 @@ func run(pickFile, tailFile, histDir, out string) error {
 		}
 		pickSummary(&summary, res)
 	}
-	if tailFile != "" {
-		res, err := readBench(tailFile)
-		if err != nil {
-			return err
-		}
-		tailSummary(&summary, res)
+	tails := []struct{ file, hist, heading, svg, title string }{
+		{tailFile, histDir, "BenchmarkTail", "tail.svg", "Call latency with 1 of 10 backends 50 ms slow, open loop"},
+		{churnFile, churnHistDir, "BenchmarkTail with an instance joining or leaving every 5 s (-tail.churn)", "tail-churn.svg", "The same, an 11th backend joining or leaving every 5 s"},
 	}
-	if histDir != "" {
-		hists, err := readHistograms(histDir)
-		if err != nil {
-			return err
+	for _, t := range tails {
+		if t.file != "" {
+			res, err := readBench(t.file)
+			if err != nil {
+				return err
+			}
+			tailSummary(&summary, res, t.heading)
 		}
-		if err := os.WriteFile(filepath.Join(out, "tail.svg"), tailSVG(hists), 0o644); err != nil {
-			return err
+		if t.hist != "" {
+			hists, err := readHistograms(t.hist)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(out, t.svg), tailSVG(hists, t.title), 0o644); err != nil {
+				return err
+			}
 		}
 	}
 	return os.WriteFile(filepath.Join(out, "summary.md"), []byte(summary.String()), 0o644)
@@ -212,11 +223,11 @@ func pickSummary(w io.Writer, r *results) {
 	}
 }
 
-func tailSummary(w io.Writer, r *results) {
+func tailSummary(w io.Writer, r *results, heading string) {
 	units := []string{"slow-share-%", "p50-ms", "p99-ms", "p999-ms", "errors"}
 	policies := r.distinct("policy")
 	runs := len(r.find(map[string]string{"policy": policies[0]}).values["p999-ms"])
-	fmt.Fprintf(w, "\n## BenchmarkTail, median of %d runs (lowest-highest)\n\n| policy | %s |\n|---|%s\n", runs, strings.Join(units, " | "), strings.Repeat("---:|", len(units)))
+	fmt.Fprintf(w, "\n## %s, median of %d runs (lowest-highest)\n\n| policy | %s |\n|---|%s\n", heading, runs, strings.Join(units, " | "), strings.Repeat("---:|", len(units)))
 	for _, p := range policies {
 		b := r.find(map[string]string{"policy": p})
 		fmt.Fprintf(w, "| %s |", p)
@@ -470,7 +481,7 @@ func boolInt(b bool) int {
 	return 0
 }
 
-func tailSVG(hs []hist) []byte {
+func tailSVG(hs []hist, title string) []byte {
 	const (
 		left, top, w, h = 70.0, 50.0, 640.0, 380.0
 		maxNines        = 4.0 // 99.99%
@@ -488,7 +499,7 @@ func tailSVG(hs []hist) []byte {
 	ny := func(nines float64) float64 { return top + h - h*min(nines, maxNines)/maxNines }
 
 	s := newSVG(int(left+w+230), int(top+h+50))
-	s.text(left+w/2, 22, "middle", "Call latency with 1 of 10 backends 50 ms slow, open loop", `font-size="15" font-weight="bold"`)
+	s.text(left+w/2, 22, "middle", title, `font-size="15" font-weight="bold"`)
 	for _, t := range xs.ticks() {
 		x := xs.at(t)
 		s.line(x, top, x, top+h, "#ddd", 1, "")
