@@ -64,7 +64,7 @@ func run(pickFile, tailFile, histDir, churnFile, churnHistDir, out string) error
 	}
 	tails := []struct{ file, hist, heading, svg, title string }{
 		{tailFile, histDir, "BenchmarkTail", "tail.svg", "Call latency with 1 of 10 backends 50 ms slow, open loop"},
-		{churnFile, churnHistDir, "BenchmarkTail with an instance joining or leaving every 5 s (-tail.churn)", "tail-churn.svg", "The same, an 11th backend joining or leaving every 5 s"},
+		{churnFile, churnHistDir, "BenchmarkTail with an instance joining or leaving every 5 s (-tail.churn)", "tail-churn.svg", "Call latency, 1 of 10 backends 50 ms slow, an 11th joining or leaving every 5 s"},
 	}
 	for _, t := range tails {
 		if t.file != "" {
