@@ -66,7 +66,10 @@ func TestSlowBackend(t *testing.T) {
 func TestUpdatesKeepWhatWasLearned(t *testing.T) {
 	bs, addrs := testbackend.StartN(t, 6) // the sixth joins and leaves
 	slow := bs[4]
-	slow.Delay.Store(int64(20 * time.Millisecond))
+	// So slow that a fast backend's score (a stall replaces its average,
+	// times its calls in flight plus one) never comes near, even on a
+	// loaded machine: the slow one is picked only if its score is lost.
+	slow.Delay.Store(int64(200 * time.Millisecond))
 	first := func(n int) resolver.State {
 		var s resolver.State
 		for _, a := range addrs[:n] {
