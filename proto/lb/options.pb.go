@@ -101,7 +101,8 @@ const (
 	// Smooth round robin weighted by the weights the registry gives each
 	// instance: Consul Weights.Passing or Meta "weight", etcd metadata
 	// "weight", SRV weights [lb_weighted_round_robin]. An instance without a
-	// weight weighs the average of the others; a weight changed in the
+	// weight weighs the average of the others (Consul gives an instance
+	// registered without weights Passing 1); a weight changed in the
 	// registry applies without new connections. The parameters of
 	// `weighted_round_robin` (grpc-go's weighting by ORCA load reports) are
 	// refused: the generated server does not send ORCA reports.

@@ -1,7 +1,9 @@
 package consul
 
 import (
+	"math"
 	"net/url"
+	"strconv"
 	"testing"
 
 	"github.com/hashicorp/consul/api"
@@ -18,6 +20,7 @@ func FuzzInstance(f *testing.F) {
 	f.Add("", "10.0.0.9", 80, "", 5, "team", "x")
 	f.Add("127.0.0.1:45489", "", 1, "x", 0, "", "")
 	f.Add("::1", "", 65535, "4294967296", -2, "weight", "1")
+	f.Add("10.0.0.2", "", 443, "", 1<<32+5, "", "") // Passing beyond 32 bits
 	f.Fuzz(func(t *testing.T, host, node string, port int, weight string, passing int, key, val string) {
 		e := &api.ServiceEntry{
 			Node:    &api.Node{Node: "n1", Address: node},
@@ -33,6 +36,16 @@ func FuzzInstance(f *testing.F) {
 		}
 		if again, err := discovery.ParseAddress(inst.Address); err != nil || again != inst.Address {
 			t.Fatalf("instance(%+v) = address %q, which ParseAddress gives as %q, %v", e.Service, inst.Address, again, err)
+		}
+		var want uint32 // the Meta weight if it is one, else Weights.Passing
+		if n, err := strconv.ParseUint(e.Service.Meta["weight"], 10, 32); err == nil {
+			want = uint32(n)
+		}
+		if want == 0 && passing > 0 {
+			want = uint32(min(passing, math.MaxUint32))
+		}
+		if inst.Metadata.Weight != want {
+			t.Fatalf("instance(%+v) weighs %d, want %d", e.Service, inst.Metadata.Weight, want)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -286,7 +287,9 @@ func (s *source) instance(e *api.ServiceEntry, logged map[string]string) (discov
 		}
 	}
 	if md.Weight == 0 && e.Service.Weights.Passing > 0 {
-		md.Weight = uint32(e.Service.Weights.Passing)
+		// An int: beyond 32 bits it is the most a weight can be, not
+		// what is left of it.
+		md.Weight = uint32(min(e.Service.Weights.Passing, math.MaxUint32))
 	}
 	for k, v := range e.Service.Meta {
 		if k != "weight" && k != "zone" && k != "version" {
