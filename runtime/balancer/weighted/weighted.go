@@ -11,9 +11,16 @@
 //
 // Calls follow a precomputed smooth sequence (nginx's smooth weighted round
 // robin: with weights 5:1:1 the order is a a b a c a a, not a a a a a b c),
-// so a pick is one atomic add and an index: lock-free, no allocation. An
-// instance without a weight (or with weight 0) weighs the average of the
-// others. A weight changed in the registry applies at the next resolver
+// so a pick is one atomic add and an index: lock-free, no allocation. The
+// place in the sequence is kept per stripe of the calling goroutine (64
+// counters, each on its own cache line, chosen by a hash of the stack
+// address as fastrand's random states are): one goroutine's calls follow the
+// sequence in order, and goroutines calling at once mostly advance different
+// counters instead of all writing one, each following the order from its own
+// place; together they keep the weights to within one sequence per stripe.
+// An instance without a weight (or with weight 0) weighs the average of the
+// others (through Consul, which gives an instance registered without
+// weights Passing 1, that is 1). A weight changed in the registry applies at the next resolver
 // update, without new connections. Weights are scaled down, keeping their
 // ratios within 1%, when they add up to more than MaxSequence.
 package weighted
@@ -26,6 +33,7 @@ import (
 	"google.golang.org/grpc/experimental/balancer/weight"
 	"google.golang.org/grpc/serviceconfig"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/fastrand"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
 )
 
@@ -63,19 +71,36 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 		for i, c := range seq {
 			p.seq[i] = children[c].Picker
 		}
-		// Each client starts at its own place in the sequence.
-		p.next.Store(rand.Uint64N(uint64(len(seq))))
+		// Each client, and each stripe of it, starts at its own place in
+		// the sequence.
+		for i := range p.next {
+			p.next[i].n.Store(rand.Uint32N(uint32(len(seq))))
+		}
 		return p
 	})
 }
 
+// picker follows the sequence with one counter per fastrand stripe: the
+// calls of one goroutine go through the sequence in order; goroutines
+// running at once mostly advance different counters, each on its own cache
+// line, instead of all writing one.
 type picker struct {
 	seq  []balancer.Picker
-	next atomic.Uint64
+	_    [64 - 24]byte // the counters' writes stay off seq's cache line
+	next [fastrand.Stripes]counter
+}
+
+// counter is a stripe's place in the sequence. 32 bits, whose division is
+// the cheaper: when one wraps, after 2³² calls of a stripe, that stripe
+// skips to another place, once.
+type counter struct {
+	n atomic.Uint32
+	_ [64 - 4]byte
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	return p.seq[(p.next.Add(1)-1)%uint64(len(p.seq))].Pick(info)
+	c := &p.next[fastrand.Stripe()]
+	return p.seq[(c.n.Add(1)-1)%uint32(len(p.seq))].Pick(info)
 }
 
 // sequence returns the order in which smooth weighted round robin visits

@@ -1,7 +1,9 @@
 package weighted
 
 import (
+	"math"
 	"slices"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc/balancer"
@@ -61,4 +63,98 @@ func BenchmarkPick(b *testing.B) {
 			p.Pick(balancer.PickInfo{})
 		}
 	})
+}
+
+// idSubConn tells the endpoint a pick chose.
+type idSubConn struct {
+	balancer.SubConn
+	id int
+}
+
+type idPicker struct{ sc *idSubConn }
+
+func (p idPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
+	return balancer.PickResult{SubConn: p.sc}, nil
+}
+
+func newIDPicker(weights []uint32) (*picker, []int) {
+	seq := sequence(weights)
+	p := &picker{seq: make([]balancer.Picker, len(seq))}
+	for i, e := range seq {
+		p.seq[i] = idPicker{&idSubConn{id: e}}
+	}
+	return p, seq
+}
+
+func pickID(t *testing.T, p *picker) int {
+	res, err := p.Pick(balancer.PickInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.SubConn.(*idSubConn).id
+}
+
+// TestOneGoroutineFollowsTheSequence: the calls of one goroutine go
+// through the smooth sequence in order, from wherever its stripe is.
+func TestOneGoroutineFollowsTheSequence(t *testing.T) {
+	p, seq := newIDPicker([]uint32{5, 1, 1}) // a a b a c a a
+	for i := range p.next {
+		p.next[i].n.Store(uint32(i)) // stripes at different places
+	}
+	for range 10 { // the stack settles
+		pickID(t, p)
+	}
+	var got []int
+	for range 10 * len(seq) {
+		got = append(got, pickID(t, p))
+	}
+	// Where in the sequence did it start? The one rotation that fits.
+	fits := 0
+	for start := range seq {
+		ok := true
+		for k, id := range got {
+			if seq[(start+k)%len(seq)] != id {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			fits++
+		}
+	}
+	if fits == 0 {
+		t.Errorf("picks %v follow no rotation of the sequence %v", got, seq)
+	}
+}
+
+// TestGoroutinesAtOnceKeepTheShares: goroutines picking at once advance
+// the stripes' counters independently, and together the picks still keep
+// the weights, each endpoint within one sequence's worth per stripe.
+func TestGoroutinesAtOnceKeepTheShares(t *testing.T) {
+	weights := []uint32{1, 2, 3}
+	p, seq := newIDPicker(weights)
+	const goroutines, each = 8, 5999 // not whole sequences
+	counts := make([][3]int, goroutines)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for range each {
+				counts[g][pickID(t, p)]++
+			}
+		})
+	}
+	wg.Wait()
+	var total [3]int
+	for _, c := range counts {
+		for i, n := range c {
+			total[i] += n
+		}
+	}
+	for i, w := range weights {
+		want := float64(goroutines*each) * float64(w) / 6
+		if d := math.Abs(float64(total[i]) - want); d > float64(len(seq)) {
+			t.Errorf("endpoint %d (weight %d): %d picks, want %.0f within %d", i, w, total[i], want, len(seq))
+		}
+	}
+	t.Logf("picks per endpoint, weights 1:2:3: %v", total)
 }

@@ -43,8 +43,16 @@ func init() {
 	}
 }
 
-// Uint64 returns a uniformly distributed random number.
-func Uint64() uint64 {
+// Stripes is the number of stripes: Stripe returns a number in [0, Stripes).
+const Stripes = 1 << stripeBits
+
+// Stripe returns the calling goroutine's stripe, a hash of its stack
+// address: the same for the same goroutine while its stack stays where it
+// is, and mostly different for goroutines running at once. Uint64 draws
+// from the stripe's random state; a picker may keep a counter per stripe
+// the same way, so that goroutines on different cores do not all write one
+// word.
+func Stripe() int {
 	var onStack byte
 	// Stacks are at least 2 KiB apart, but aligned to their size, and
 	// callers on the same path sit at the same offset in theirs: only the
@@ -52,8 +60,11 @@ func Uint64() uint64 {
 	// the bits above the 10th spreads them over the stripes whatever the
 	// stacks have grown to.
 	sp := uint64(uintptr(unsafe.Pointer(&onStack))) >> 10
-	return stripes[sp*0x9e3779b97f4a7c15>>(64-stripeBits)].next()
+	return int(sp * 0x9e3779b97f4a7c15 >> (64 - stripeBits))
 }
+
+// Uint64 returns a uniformly distributed random number.
+func Uint64() uint64 { return stripes[Stripe()].next() }
 
 // next advances the stripe's wyrand state and returns its output.
 func (s *stripe) next() uint64 {
