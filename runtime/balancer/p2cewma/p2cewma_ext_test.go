@@ -41,13 +41,19 @@ func TestSlowBackend(t *testing.T) {
 	if share > 0.02 {
 		t.Errorf("the slow backend got %.2f%% of the calls, want at most 2%%", 100*share)
 	}
-	// Fast again: within a few seconds it gets about its 20% share.
+	// Fast again: within 5 s it gets about its 20% share back (its next
+	// probe, at most DefaultProbe later, replaces its average). Batches of
+	// 200 calls tell when.
 	slow.Delay.Store(0)
 	fast := time.Now()
 	for {
-		got := testbackend.Share(t, c, 2, 1000, bs, slow)
+		got := testbackend.Share(t, c, 2, 200, bs, slow)
 		if got >= 0.12 {
-			t.Logf("share back (%.0f%%) %v after it was fast again", 100*got, time.Since(fast))
+			took := time.Since(fast)
+			t.Logf("share back (%.0f%% of 200 calls) %v after it was fast again", 100*got, took)
+			if took > 5*time.Second {
+				t.Errorf("the backend got its share back %v after it was fast again, want within 5s", took)
+			}
 			break
 		}
 		if time.Since(fast) > resolvertest.Timeout {
