@@ -39,7 +39,18 @@ const HashKeyHeader = consistenthash.HashKeyHeader
 // (grpc-go turns that code into Internal when a picker returns it).
 func hashKeyInterceptor(svc *Service) grpc.UnaryClientInterceptor {
 	var header, fail bool
-	switch b := svc.Balancer.(type) {
+	bal := svc.Balancer
+	switch b := bal.(type) { // a pointer to a config is the config
+	case *ConsistentHash:
+		if b != nil {
+			bal = *b
+		}
+	case *RingHash:
+		if b != nil {
+			bal = *b
+		}
+	}
+	switch b := bal.(type) {
 	case ConsistentHash:
 		fail = b.MissingKey == consistenthash.FailMissingKey
 	case RingHash:

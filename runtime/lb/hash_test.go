@@ -174,3 +174,17 @@ func TestKeyHashAllocatesNothing(t *testing.T) {
 		t.Errorf("hash of 1234567 = %x, want the hash of its text %x", k.hash(), want)
 	}
 }
+
+// TestHashPoliciesByPointer: WithBalancer(&consistenthash.Config{...}) is
+// the policy as much as the value is; the hash keys still reach it.
+func TestHashPoliciesByPointer(t *testing.T) {
+	methods := []Method{{Name: "Check", HashKey: "service"}}
+	for _, b := range []Balancer{ConsistentHash{}, &ConsistentHash{}, RingHash{}, &RingHash{}} {
+		if hashKeyInterceptor(&Service{Balancer: b, Methods: methods}) == nil {
+			t.Errorf("%T: no hash key interceptor", b)
+		}
+	}
+	if hashKeyInterceptor(&Service{Balancer: Random{}, Methods: methods}) != nil {
+		t.Error("Random: a hash key interceptor")
+	}
+}
