@@ -66,8 +66,8 @@ func pick(p balancer.Picker, info balancer.PickInfo, done bool) error {
 // policy reaches every endpoint (pick_first: exactly one) with picks of the
 // fake channel's own subchannels. Calls done at once all take about as
 // long, so latency-aware policies (the p2c ones) may shun an endpoint whose
-// one sample a preemption made long, until they force a pick of it (ours
-// after decay/2, 500 ms; go-zero's after 1 s): picking goes on for up to 2 s.
+// one sample a preemption made long, until they force a pick of it (go-zero's
+// after 1 s, kratos's and ours after 3 s): picking goes on for up to 5 s.
 func TestPickersSpread(t *testing.T) {
 	for _, p := range policies {
 		for _, n := range endpointCounts {
@@ -79,7 +79,7 @@ func TestPickersSpread(t *testing.T) {
 					want = 1
 				}
 				hits := map[string]int{}
-				deadline := time.Now().Add(2 * time.Second)
+				deadline := time.Now().Add(5 * time.Second)
 				i := 0
 				for ; i < 100*n || (len(hits) < want && time.Now().Before(deadline)); i++ {
 					res, err := picker.Pick(infos[i%len(infos)])

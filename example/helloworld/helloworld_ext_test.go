@@ -164,7 +164,11 @@ func TestRandomReachesAll(t *testing.T) {
 	}
 }
 
-func TestPoolSpreadsOverConnections(t *testing.T) {
+// TestConnReachesEveryBackend: Conn gives the client's one ClientConn, and
+// the service's policy reaches both backends through it. (The pool, N
+// transports per address in that one ClientConn, is runtime/balancer/pool's
+// TestPoolOfFour.)
+func TestConnReachesEveryBackend(t *testing.T) {
 	_, addrs := startServers(t, 2)
 	c := newClient(t, staticTarget(addrs))
 	if c.Conn() == nil {

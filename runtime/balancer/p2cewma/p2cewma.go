@@ -41,8 +41,9 @@
 // latency, or FailurePenalty if that is more. At 1,000 calls a second over
 // 10 endpoints that is 25 samples a second each, 25 within the decay,
 // drawn at random among the calls. An untimed call still counts in
-// flight, which is what the score reacts to first. A pick allocates
-// nothing.
+// flight, which is what the score reacts to first. A pick and its Done
+// allocate nothing (a pick's record goes back to a pool in Done: a Pick
+// whose Done is never called leaves it to the GC).
 // It is built like grpc-go's round_robin: endpointsharding keeps one
 // pick_first child per endpoint (so client-side health checking works),
 // and the picker chooses among the READY children.
