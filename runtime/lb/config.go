@@ -139,7 +139,7 @@ func ServiceConfig(svc *Service) (string, error) {
 	if built == nil {
 		return "", fmt.Errorf("lb: %s: balancing policy %q is not available in this runtime (v%s)", svc.FullName, name, Version)
 	}
-	if err := checkOwner(b, built); err != nil {
+	if err := checkOwner(name); err != nil {
 		return "", fmt.Errorf("lb: %s: %w", svc.FullName, err)
 	}
 	sc := struct {
@@ -163,6 +163,9 @@ func ServiceConfig(svc *Service) (string, error) {
 		if name == pickfirst.Name {
 			return "", fmt.Errorf("lb: %s: a pool (size %d) under pick_first: pick_first calls one transport; choose a policy that spreads calls", svc.FullName, svc.PoolSize)
 		}
+		if err := checkOwner(pool.Name); err != nil {
+			return "", fmt.Errorf("lb: %s: %w", svc.FullName, err)
+		}
 		sc.LoadBalancingConfig = []map[string]any{{pool.Name: map[string]any{
 			"size":        svc.PoolSize,
 			"childPolicy": sc.LoadBalancingConfig,
@@ -171,6 +174,9 @@ func ServiceConfig(svc *Service) (string, error) {
 	for _, m := range svc.Methods {
 		if m.Hedging != nil {
 			// Each attempt of a hedged call goes to another instance.
+			if err := checkOwner(hedge.Name); err != nil {
+				return "", fmt.Errorf("lb: %s: %w", svc.FullName, err)
+			}
 			sc.LoadBalancingConfig = []map[string]any{{hedge.Name: map[string]any{"childPolicy": sc.LoadBalancingConfig}}}
 			break
 		}
@@ -206,11 +212,15 @@ func ServiceConfig(svc *Service) (string, error) {
 // reserved for the packages under runtime/balancer) is registered in
 // grpc-go by another package: grpc-go keeps one balancer per name and the
 // last registration wins, so a library registering our name would silently
-// take our calls.
-func checkOwner(b Balancer, built balancer.Builder) error {
-	name := b.BalancerName()
+// take our calls. The wrappers a service config puts around the policy
+// (lb_pool, lb_hedge) are checked as the policy is.
+func checkOwner(name string) error {
 	if !strings.HasPrefix(name, "lb_") {
 		return nil // a user's own policy, or one of grpc-go's
+	}
+	built := balancer.Get(name)
+	if built == nil {
+		return fmt.Errorf("balancing policy %q is not registered", name)
 	}
 	impl := reflect.TypeOf(built)
 	if impl.Kind() == reflect.Pointer {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -26,6 +27,8 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testbackend"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testpki"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/hedge"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pool"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
@@ -462,6 +465,25 @@ func TestHijackedName(t *testing.T) {
 	balancer.Register(orig)
 	if _, err := ServiceConfig(&Service{FullName: "x.Y", Balancer: Random{}}); err != nil {
 		t.Fatalf("ServiceConfig with our lb_random: %v", err)
+	}
+	// The wrappers around the policy too.
+	for _, tc := range []struct {
+		name string
+		svc  *Service
+	}{
+		{pool.Name, &Service{FullName: "x.Y", Balancer: Random{}, PoolSize: 2}},
+		{hedge.Name, &Service{FullName: "x.Y", Balancer: Random{}, Methods: []Method{{Name: "M", Hedging: &Hedging{MaxAttempts: 2, Delay: time.Millisecond}}}}},
+	} {
+		if _, err := ServiceConfig(tc.svc); err != nil {
+			t.Fatalf("ServiceConfig with our %s: %v", tc.name, err)
+		}
+		orig := balancer.Get(tc.name)
+		balancer.Register(hijacker{orig})
+		_, err := ServiceConfig(tc.svc)
+		balancer.Register(orig)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q is registered by", tc.name)) {
+			t.Errorf("ServiceConfig with %s hijacked: %v, want an error naming the package", tc.name, err)
+		}
 	}
 }
 
