@@ -150,6 +150,32 @@ func TestPickFirstSpreadsAFleet(t *testing.T) {
 	t.Logf("1,000 pick_first clients over 5 instances: %v", got)
 }
 
+// TestEveryPolicyThroughTheGeneratedClient: the generated client works
+// under each policy of the runtime (the plugin's golden files check which
+// Config each proto option makes): every call answers, and the policies
+// that spread reach all three backends.
+func TestEveryPolicyThroughTheGeneratedClient(t *testing.T) {
+	_, addrs := startServers(t, 3)
+	for _, b := range []lb.Balancer{
+		lb.RoundRobin{}, lb.Random{}, lb.LeastRequest{}, lb.P2CEWMA{},
+		lb.WeightedRoundRobin{}, lb.ConsistentHash{}, lb.RingHash{},
+	} {
+		t.Run(b.BalancerName(), func(t *testing.T) {
+			c := newClient(t, staticTarget(addrs), lb.WithBalancer(b))
+			// Calls until each backend has answered (the Greeter has no
+			// hash key: the hashing policies spread calls without one).
+			waitForBackends(t, c, addrs...)
+			got, n := count(t, c, 30), 0
+			for _, calls := range got {
+				n += calls
+			}
+			if n != 30 {
+				t.Errorf("%d of 30 calls answered: %v", n, got)
+			}
+		})
+	}
+}
+
 func TestRandomReachesAll(t *testing.T) {
 	_, addrs := startServers(t, 3)
 	c := newClient(t, staticTarget(addrs), lb.WithBalancer(lb.Random{}))
