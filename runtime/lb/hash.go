@@ -88,12 +88,15 @@ func hashKeyInterceptor(svc *Service) grpc.UnaryClientInterceptor {
 					}
 				}
 			default:
-				if _, set := consistenthash.HashFromContext(ctx); !set {
+				// A key the caller gave (WithKey, WithHash or the
+				// header) wins over the field, as under RING_HASH.
+				_, set := consistenthash.HashFromContext(ctx)
+				if !set && len(metadata.ValueFromOutgoingContext(ctx, HashKeyHeader)) == 0 {
 					v, ok := fieldValue(req, k.path)
 					switch {
 					case ok:
 						ctx = consistenthash.WithHash(ctx, v.hash())
-					case fail && len(metadata.ValueFromOutgoingContext(ctx, HashKeyHeader)) == 0:
+					case fail:
 						return status.Errorf(codes.InvalidArgument, "lb: %s: the hash key %s is unset", method, k.field)
 					}
 				}

@@ -188,3 +188,39 @@ func TestHashPoliciesByPointer(t *testing.T) {
 		t.Error("Random: a hash key interceptor")
 	}
 }
+
+// TestCallerKeyWins: under ConsistentHash a key the caller gives (the
+// header, or WithKey) is honoured over the method's hash_key field, as
+// under RingHash; without one the field's hash goes on the context.
+func TestCallerKeyWins(t *testing.T) {
+	svc := &Service{FullName: "grpc.health.v1.Health", Balancer: ConsistentHash{},
+		Methods: []Method{{Name: "Check", HashKey: "service"}}}
+	ic := hashKeyInterceptor(svc)
+	req := &healthpb.HealthCheckRequest{Service: "field-key"}
+	// what the picker will hash: the context's hash, else the header's
+	picked := func(ctx context.Context) (h uint64) {
+		t.Helper()
+		err := ic(ctx, "/grpc.health.v1.Health/Check", req, nil, nil, func(ctx context.Context, _ string, _, _ any, _ *grpc.ClientConn, _ ...grpc.CallOption) error {
+			if v, ok := consistenthash.HashFromContext(ctx); ok {
+				h = v
+			} else if hv := metadata.ValueFromOutgoingContext(ctx, HashKeyHeader); len(hv) > 0 {
+				h = consistenthash.HashString(hv[0])
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	ctx := context.Background()
+	if got, want := picked(ctx), consistenthash.HashString("field-key"); got != want {
+		t.Errorf("no caller key: hash %x, want the field's %x", got, want)
+	}
+	if got, want := picked(metadata.AppendToOutgoingContext(ctx, HashKeyHeader, "header-key")), consistenthash.HashString("header-key"); got != want {
+		t.Errorf("header set: hash %x, want the header's %x", got, want)
+	}
+	if got, want := picked(consistenthash.WithKey(ctx, []byte("ctx-key"))), consistenthash.HashString("ctx-key"); got != want {
+		t.Errorf("WithKey: hash %x, want its %x", got, want)
+	}
+}
