@@ -27,6 +27,7 @@ time per pick, all goroutines together), over 3, 10 and 100 READY endpoints.
 "vs base" compares with the first column.
 
 MD
+vs "Pick first: grpc-go's pick_first, lb_pick_first (shuffled per client, gRFC A62; grpc-go's picker)" pick_first lb_pick_first
 vs "Round robin class: grpc-go's round_robin, lb_random, lb_weighted_round_robin" round_robin lb_random lb_weighted_round_robin
 vs "Least request: grpc-go's least_request_experimental, lb_least_request" least_request_experimental lb_least_request
 vs "Hashing: grpc-go's ring_hash_experimental (key in a header), lb_consistent_hash (key hashed onto the context beforehand, not measured)" ring_hash_experimental lb_consistent_hash

@@ -35,6 +35,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/consistenthash"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/leastrequest"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
+	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pickfirst"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/random"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/weighted"
 )
@@ -82,6 +83,7 @@ var policies = []policy{
 	{label: "weighted_round_robin", name: "weighted_round_robin", config: `{}`},
 	{label: "gozero_p2c_ewma", name: "p2c_ewma", config: `{}`},
 	{label: "kratos_p2c", name: "selector", config: `{}`},
+	{label: "lb_pick_first", name: "lb_pick_first", config: `{}`, ours: true, single: true},
 	{label: "lb_random", name: "lb_random", config: `{}`, ours: true},
 	{label: "lb_least_request", name: "lb_least_request", config: `{"choiceCount":2}`, ours: true},
 	{label: "lb_p2c_ewma", name: "lb_p2c_ewma", config: `{}`, ours: true},
