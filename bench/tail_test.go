@@ -113,6 +113,7 @@ func runTail(b *testing.B, p policy, addrs []string) tailResult {
 		grpc.WithDefaultServiceConfig(sc),
 	}
 	target := "static:///" + strings.Join(addrs[:tailBackends], ",")
+	var churn func() (stop func()) // starts the updates of -tail.churn
 	if *tailChurn > 0 {
 		var ten, eleven resolver.State
 		for i, a := range addrs {
@@ -128,31 +129,36 @@ func runTail(b *testing.B, p policy, addrs []string) tailResult {
 		r.InitialState(ten)
 		opts = append(opts, grpc.WithResolvers(r))
 		target = "tail:///backends"
-		stop, stopped := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(stopped)
-			t := time.NewTicker(*tailChurn)
-			defer t.Stop()
-			for joined := false; ; joined = !joined {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
+		churn = func() (stop func()) {
+			quit, stopped := make(chan struct{}), make(chan struct{})
+			go func() {
+				defer close(stopped)
+				t := time.NewTicker(*tailChurn)
+				defer t.Stop()
+				for joined := false; ; joined = !joined {
+					select {
+					case <-quit:
+						return
+					case <-t.C:
+					}
+					if joined {
+						r.UpdateState(ten)
+					} else {
+						r.UpdateState(eleven)
+					}
 				}
-				if joined {
-					r.UpdateState(ten)
-				} else {
-					r.UpdateState(eleven)
-				}
-			}
-		}()
-		defer func() { close(stop); <-stopped }() // before conn.Close
+			}()
+			return func() { close(quit); <-stopped }
+		}
 	}
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer conn.Close()
+	if churn != nil {
+		defer churn()() // stops the updates before conn.Close
+	}
 	client := testpb.NewTestServiceClient(conn)
 	req := &testpb.SimpleRequest{FillServerId: true}
 

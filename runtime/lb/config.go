@@ -134,6 +134,9 @@ func ServiceConfig(svc *Service) (string, error) {
 	if b == nil {
 		b = RoundRobin{}
 	}
+	if v := reflect.ValueOf(b); v.Kind() == reflect.Pointer && v.IsNil() {
+		return "", fmt.Errorf("lb: %s: the balancing policy is a nil %T", svc.FullName, b)
+	}
 	name, cfg := b.BalancerName(), b.BalancerConfig()
 	built := balancer.Get(name)
 	if built == nil {

@@ -187,6 +187,10 @@ func TestHashPoliciesByPointer(t *testing.T) {
 	if hashKeyInterceptor(&Service{Balancer: Random{}, Methods: methods}) != nil {
 		t.Error("Random: a hash key interceptor")
 	}
+	// A nil pointer is no policy: an error, not a panic.
+	if _, err := ServiceConfig(&Service{FullName: "x.Y", Balancer: (*ConsistentHash)(nil)}); err == nil || !strings.Contains(err.Error(), "nil *consistenthash.Config") {
+		t.Errorf("ServiceConfig with a nil *ConsistentHash: %v, want an error", err)
+	}
 }
 
 // TestCallerKeyWins: under ConsistentHash a key the caller gives (the

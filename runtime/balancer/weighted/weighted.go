@@ -15,9 +15,11 @@
 // place in the sequence is kept per stripe of the calling goroutine (64
 // counters, each on its own cache line, chosen by a hash of the stack
 // address as fastrand's random states are): one goroutine's calls follow the
-// sequence in order, and goroutines calling at once mostly advance different
-// counters instead of all writing one, each following the order from its own
-// place; together they keep the weights to within one sequence per stripe.
+// sequence in order (while its stack stays where it is and no other
+// goroutine shares its stripe), and goroutines calling at once mostly
+// advance different counters instead of all writing one, each following the
+// order from its own place; together they keep the weights to within one
+// sequence per stripe, and lose no pick.
 // An instance without a weight (or with weight 0) weighs the average of the
 // others (through Consul, which gives an instance registered without
 // weights Passing 1, that is 1). A weight changed in the registry applies at the next resolver
@@ -81,7 +83,7 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 }
 
 // picker follows the sequence with one counter per fastrand stripe: the
-// calls of one goroutine go through the sequence in order; goroutines
+// calls of one goroutine mostly go through the sequence in order; goroutines
 // running at once mostly advance different counters, each on its own cache
 // line, instead of all writing one.
 type picker struct {

@@ -2,11 +2,15 @@ package weighted
 
 import (
 	"math"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"testing"
 
 	"google.golang.org/grpc/balancer"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/fastrand"
 )
 
 func TestSequenceIsSmooth(t *testing.T) {
@@ -95,8 +99,12 @@ func pickID(t *testing.T, p *picker) int {
 }
 
 // TestOneGoroutineFollowsTheSequence: the calls of one goroutine go
-// through the smooth sequence in order, from wherever its stripe is.
+// through the smooth sequence in order, from wherever its stripe is. (Its
+// stripe is a hash of its stack address: a GC may shrink the stack and move
+// it, so the GC is off meanwhile.)
 func TestOneGoroutineFollowsTheSequence(t *testing.T) {
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	p, seq := newIDPicker([]uint32{5, 1, 1}) // a a b a c a a
 	for i := range p.next {
 		p.next[i].n.Store(uint32(i)) // stripes at different places
@@ -127,13 +135,14 @@ func TestOneGoroutineFollowsTheSequence(t *testing.T) {
 	}
 }
 
-// TestGoroutinesAtOnceKeepTheShares: goroutines picking at once advance
-// the stripes' counters independently, and together the picks still keep
-// the weights, each endpoint within one sequence's worth per stripe.
+// TestGoroutinesAtOnceKeepTheShares: goroutines picking at once, more of
+// them than stripes so that some share one, lose no pick: each stripe's
+// counter went up once a pick, and each endpoint got exactly what its
+// stripes' runs through the sequence give it.
 func TestGoroutinesAtOnceKeepTheShares(t *testing.T) {
 	weights := []uint32{1, 2, 3}
-	p, seq := newIDPicker(weights)
-	const goroutines, each = 8, 5999 // not whole sequences
+	p, seq := newIDPicker(weights) // counters from 0
+	const goroutines, each = 4 * fastrand.Stripes, 999
 	counts := make([][3]int, goroutines)
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -144,17 +153,31 @@ func TestGoroutinesAtOnceKeepTheShares(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	var total [3]int
+	var got, want [3]int
 	for _, c := range counts {
 		for i, n := range c {
-			total[i] += n
+			got[i] += n
 		}
+	}
+	picks := 0
+	for i := range p.next {
+		n := int(p.next[i].n.Load())
+		picks += n
+		for k := range n {
+			want[seq[k%len(seq)]]++
+		}
+	}
+	if picks != goroutines*each {
+		t.Errorf("the stripes counted %d picks, want %d", picks, goroutines*each)
+	}
+	if got != want {
+		t.Errorf("picks per endpoint %v, want %v (what the stripes' counters give)", got, want)
 	}
 	for i, w := range weights {
-		want := float64(goroutines*each) * float64(w) / 6
-		if d := math.Abs(float64(total[i]) - want); d > float64(len(seq)) {
-			t.Errorf("endpoint %d (weight %d): %d picks, want %.0f within %d", i, w, total[i], want, len(seq))
+		share := float64(goroutines*each) * float64(w) / 6
+		if d := math.Abs(float64(got[i]) - share); d > float64(fastrand.Stripes*len(seq)) {
+			t.Errorf("endpoint %d (weight %d): %d picks, want %.0f within one sequence a stripe", i, w, got[i], share)
 		}
 	}
-	t.Logf("picks per endpoint, weights 1:2:3: %v", total)
+	t.Logf("picks per endpoint, weights 1:2:3: %v", got)
 }

@@ -20,7 +20,7 @@ func FuzzInstance(f *testing.F) {
 	f.Add("", "10.0.0.9", 80, "", 5, "team", "x")
 	f.Add("127.0.0.1:45489", "", 1, "x", 0, "", "")
 	f.Add("::1", "", 65535, "4294967296", -2, "weight", "1")
-	f.Add("10.0.0.2", "", 443, "", 1<<32+5, "", "") // Passing beyond 32 bits
+	f.Add("10.0.0.2", "", 443, "", math.MaxInt, "", "") // Passing beyond 32 bits, where int has 64
 	f.Fuzz(func(t *testing.T, host, node string, port int, weight string, passing int, key, val string) {
 		e := &api.ServiceEntry{
 			Node:    &api.Node{Node: "n1", Address: node},
@@ -42,7 +42,7 @@ func FuzzInstance(f *testing.F) {
 			want = uint32(n)
 		}
 		if want == 0 && passing > 0 {
-			want = uint32(min(passing, math.MaxUint32))
+			want = uint32(min(uint64(passing), math.MaxUint32))
 		}
 		if inst.Metadata.Weight != want {
 			t.Fatalf("instance(%+v) weighs %d, want %d", e.Service, inst.Metadata.Weight, want)

@@ -289,7 +289,7 @@ func (s *source) instance(e *api.ServiceEntry, logged map[string]string) (discov
 	if md.Weight == 0 && e.Service.Weights.Passing > 0 {
 		// An int: beyond 32 bits it is the most a weight can be, not
 		// what is left of it.
-		md.Weight = uint32(min(e.Service.Weights.Passing, math.MaxUint32))
+		md.Weight = uint32(min(uint64(e.Service.Weights.Passing), math.MaxUint32))
 	}
 	for k, v := range e.Service.Meta {
 		if k != "weight" && k != "zone" && k != "version" {
