@@ -32,6 +32,7 @@ demo: ## Run three greeter servers and a balanced client on loopback
 .PHONY: test
 test: tools ## Vet, check formatting and generated code, run all tests with -race
 	go vet ./...
+	GOARCH=386 go vet ./runtime/... ./proto/... # what users build on 32 bits
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	BUF=$(BUF) LB_CONSUL=$(CONSUL) LB_REQUIRE_TOOLS=1 go test -race -count=1 ./...
 	$(MAKE) checkgenerate
