@@ -28,6 +28,7 @@
 package weighted
 
 import (
+	"math/bits"
 	"math/rand/v2"
 	"sync/atomic"
 
@@ -69,10 +70,11 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 			weights[i] = weight.FromEndpoint(c.Endpoint).Weight
 		}
 		seq := sequence(weights)
-		p := &picker{seq: make([]balancer.Picker, len(seq))}
+		pickers := make([]balancer.Picker, len(seq))
 		for i, c := range seq {
-			p.seq[i] = children[c].Picker
+			pickers[i] = children[c].Picker
 		}
+		p := newPicker(pickers)
 		// Each client, and each stripe of it, starts at its own place in
 		// the sequence.
 		for i := range p.next {
@@ -88,13 +90,19 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 // line, instead of all writing one.
 type picker struct {
 	seq  []balancer.Picker
-	_    [64 - 24]byte // the counters' writes stay off seq's cache line
+	m    uint64        // ⌈2⁶⁴/len(seq)⌉: i % len(seq) without a division (Lemire's fastmod)
+	_    [64 - 32]byte // the counters' writes stay off seq's and m's cache line
 	next [fastrand.Stripes]counter
 }
 
 // counter is a stripe's place in the sequence. 32 bits, whose division is
 // the cheaper: when one wraps, after 2³² calls of a stripe, that stripe
 // skips to another place, once.
+// newPicker returns a picker over seq (at least one), its counters at 0.
+func newPicker(seq []balancer.Picker) *picker {
+	return &picker{seq: seq, m: ^uint64(0)/uint64(len(seq)) + 1}
+}
+
 type counter struct {
 	n atomic.Uint32
 	_ [64 - 4]byte
@@ -102,7 +110,14 @@ type counter struct {
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	c := &p.next[fastrand.Stripe()]
-	return p.seq[(c.n.Add(1)-1)%uint32(len(p.seq))].Pick(info)
+	return p.seq[p.index(c.n.Add(1)-1)].Pick(info)
+}
+
+// index is n % len(p.seq), by two multiplications (Lemire's fastmod: exact
+// for every 32-bit n and length) instead of a division, which costs more.
+func (p *picker) index(n uint32) uint64 {
+	i, _ := bits.Mul64(p.m*uint64(n), uint64(len(p.seq)))
+	return i
 }
 
 // sequence returns the order in which smooth weighted round robin visits

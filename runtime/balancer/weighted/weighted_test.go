@@ -2,6 +2,7 @@ package weighted
 
 import (
 	"math"
+	"math/rand/v2"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -50,17 +51,18 @@ func (fixedPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
 }
 
 func TestPickAllocatesNothing(t *testing.T) {
-	p := &picker{seq: []balancer.Picker{fixedPicker{}, fixedPicker{}}}
+	p := newPicker([]balancer.Picker{fixedPicker{}, fixedPicker{}})
 	if n := testing.AllocsPerRun(1000, func() { p.Pick(balancer.PickInfo{}) }); n != 0 {
 		t.Errorf("Pick allocates %v times, want 0", n)
 	}
 }
 
 func BenchmarkPick(b *testing.B) {
-	p := &picker{seq: make([]balancer.Picker, 6)}
-	for i := range p.seq {
-		p.seq[i] = fixedPicker{}
+	seq := make([]balancer.Picker, 6)
+	for i := range seq {
+		seq[i] = fixedPicker{}
 	}
+	p := newPicker(seq)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -83,11 +85,11 @@ func (p idPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
 
 func newIDPicker(weights []uint32) (*picker, []int) {
 	seq := sequence(weights)
-	p := &picker{seq: make([]balancer.Picker, len(seq))}
+	pickers := make([]balancer.Picker, len(seq))
 	for i, e := range seq {
-		p.seq[i] = idPicker{&idSubConn{id: e}}
+		pickers[i] = idPicker{&idSubConn{id: e}}
 	}
-	return p, seq
+	return newPicker(pickers), seq
 }
 
 func pickID(t *testing.T, p *picker) int {
@@ -180,4 +182,21 @@ func TestGoroutinesAtOnceKeepTheShares(t *testing.T) {
 		}
 	}
 	t.Logf("picks per endpoint, weights 1:2:3: %v", got)
+}
+
+// TestIndexIsTheRemainder: the picker's division-free n % len(seq) is the
+// remainder for every length the sequence can have and counters up to 2³²-1.
+func TestIndexIsTheRemainder(t *testing.T) {
+	for _, l := range []int{1, 2, 3, 6, 7, 100, 4099, MaxSequence - 1, MaxSequence} {
+		p := newPicker(make([]balancer.Picker, l))
+		ns := []uint32{0, 1, math.MaxUint32, math.MaxUint32 - 1, uint32(l), uint32(l) - 1}
+		for range 10_000 {
+			ns = append(ns, rand.Uint32())
+		}
+		for _, n := range ns {
+			if got, want := p.index(n), uint64(n%uint32(l)); got != want {
+				t.Fatalf("len %d: index(%d) = %d, want %d", l, n, got, want)
+			}
+		}
+	}
 }
