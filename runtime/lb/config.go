@@ -138,11 +138,7 @@ func ServiceConfig(svc *Service) (string, error) {
 		return "", fmt.Errorf("lb: %s: the balancing policy is a nil %T", svc.FullName, b)
 	}
 	name, cfg := b.BalancerName(), b.BalancerConfig()
-	built := balancer.Get(name)
-	if built == nil {
-		return "", fmt.Errorf("lb: %s: balancing policy %q is not available in this runtime (v%s)", svc.FullName, name, Version)
-	}
-	if err := checkOwner(name); err != nil {
+	if err := checkRegistered(name); err != nil {
 		return "", fmt.Errorf("lb: %s: %w", svc.FullName, err)
 	}
 	sc := struct {
@@ -166,7 +162,7 @@ func ServiceConfig(svc *Service) (string, error) {
 		if name == pickfirst.Name {
 			return "", fmt.Errorf("lb: %s: a pool (size %d) under pick_first: pick_first calls one transport; choose a policy that spreads calls", svc.FullName, svc.PoolSize)
 		}
-		if err := checkOwner(pool.Name); err != nil {
+		if err := checkRegistered(pool.Name); err != nil {
 			return "", fmt.Errorf("lb: %s: %w", svc.FullName, err)
 		}
 		sc.LoadBalancingConfig = []map[string]any{{pool.Name: map[string]any{
@@ -177,7 +173,7 @@ func ServiceConfig(svc *Service) (string, error) {
 	for _, m := range svc.Methods {
 		if m.Hedging != nil {
 			// Each attempt of a hedged call goes to another instance.
-			if err := checkOwner(hedge.Name); err != nil {
+			if err := checkRegistered(hedge.Name); err != nil {
 				return "", fmt.Errorf("lb: %s: %w", svc.FullName, err)
 			}
 			sc.LoadBalancingConfig = []map[string]any{{hedge.Name: map[string]any{"childPolicy": sc.LoadBalancingConfig}}}
@@ -211,19 +207,20 @@ func ServiceConfig(svc *Service) (string, error) {
 	return string(out), nil
 }
 
-// checkOwner fails when a policy name of this module ("lb_" names are
-// reserved for the packages under runtime/balancer) is registered in
-// grpc-go by another package: grpc-go keeps one balancer per name and the
-// last registration wins, so a library registering our name would silently
-// take our calls. The wrappers a service config puts around the policy
-// (lb_pool, lb_hedge) are checked as the policy is.
-func checkOwner(name string) error {
-	if !strings.HasPrefix(name, "lb_") {
-		return nil // a user's own policy, or one of grpc-go's
-	}
+// checkRegistered fails when no balancer is registered in grpc-go under
+// name, or when a policy name of this module ("lb_" names are reserved for
+// the packages under runtime/balancer) is registered by another package:
+// grpc-go keeps one balancer per name and the last registration wins, so a
+// library registering our name would silently take our calls. The wrappers
+// a service config puts around the policy (lb_pool, lb_hedge) are checked
+// as the policy is.
+func checkRegistered(name string) error {
 	built := balancer.Get(name)
 	if built == nil {
-		return fmt.Errorf("balancing policy %q is not registered", name)
+		return fmt.Errorf("balancing policy %q is not available in this runtime (v%s)", name, Version)
+	}
+	if !strings.HasPrefix(name, "lb_") {
+		return nil // a user's own policy, or one of grpc-go's
 	}
 	impl := reflect.TypeOf(built)
 	if impl.Kind() == reflect.Pointer {

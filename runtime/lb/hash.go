@@ -39,21 +39,20 @@ const HashKeyHeader = consistenthash.HashKeyHeader
 // (grpc-go turns that code into Internal when a picker returns it).
 func hashKeyInterceptor(svc *Service) grpc.UnaryClientInterceptor {
 	var header, fail bool
-	bal := svc.Balancer
-	switch b := bal.(type) { // a pointer to a config is the config
-	case *ConsistentHash:
-		if b != nil {
-			bal = *b
-		}
-	case *RingHash:
-		if b != nil {
-			bal = *b
-		}
-	}
-	switch b := bal.(type) {
+	switch b := svc.Balancer.(type) { // a pointer to a config is the config
 	case ConsistentHash:
 		fail = b.MissingKey == consistenthash.FailMissingKey
+	case *ConsistentHash:
+		if b == nil {
+			return nil
+		}
+		fail = b.MissingKey == consistenthash.FailMissingKey
 	case RingHash:
+		header = true
+	case *RingHash:
+		if b == nil {
+			return nil
+		}
 		header = true
 	default:
 		return nil
