@@ -19,11 +19,11 @@
 // goroutine shares its stripe), and goroutines calling at once mostly
 // advance different counters instead of all writing one, each following the
 // order from its own place; together they keep the weights to within one
-// sequence per stripe, and lose no pick.
-// An instance without a weight (or with weight 0) weighs the average of the
-// others (through Consul, which gives an instance registered without
-// weights Passing 1, that is 1). A weight changed in the registry applies at the next resolver
-// update, without new connections. Weights are scaled down, keeping their
+// sequence per stripe, and lose no pick. An instance without a weight (or
+// with weight 0) weighs the average of the others (through Consul, which
+// gives an instance registered without weights Passing 1, that is 1). A
+// weight changed in the registry applies at the next resolver update,
+// without new connections. Weights are scaled down, keeping their
 // ratios within 1%, when they add up to more than MaxSequence.
 package weighted
 
@@ -95,14 +95,14 @@ type picker struct {
 	next [fastrand.Stripes]counter
 }
 
-// counter is a stripe's place in the sequence. 32 bits, whose division is
-// the cheaper: when one wraps, after 2³² calls of a stripe, that stripe
-// skips to another place, once.
 // newPicker returns a picker over seq (at least one), its counters at 0.
 func newPicker(seq []balancer.Picker) *picker {
 	return &picker{seq: seq, m: ^uint64(0)/uint64(len(seq)) + 1}
 }
 
+// counter is a stripe's place in the sequence. 32 bits, which index needs:
+// when one wraps, after 2³² calls of a stripe, that stripe skips to another
+// place, once.
 type counter struct {
 	n atomic.Uint32
 	_ [64 - 4]byte
