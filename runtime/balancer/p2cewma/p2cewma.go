@@ -41,9 +41,14 @@
 // latency, or FailurePenalty if that is more. At 1,000 calls a second over
 // 10 endpoints that is 25 samples a second each, 25 within the decay,
 // drawn at random among the calls. An untimed call still counts in
-// flight, which is what the score reacts to first. A pick and its Done
-// allocate nothing (a pick's record goes back to a pool in Done: a Pick
-// whose Done is never called leaves it to the GC).
+// flight, which is what the score reacts to first.
+//
+// A pick allocates nothing, whether or not its Done is called: each
+// endpoint has TimedSlots slots for its timed calls in flight, and a Done
+// made once for each slot and one for untimed calls. A call that should
+// be timed while every slot is taken (more than TimedSlots timed calls in
+// flight to one endpoint, or as many picks whose Done never came) goes
+// untimed: the calls in those slots will give their samples.
 // It is built like grpc-go's round_robin: endpointsharding keeps one
 // pick_first child per endpoint (so client-side health checking works),
 // and the picker chooses among the READY children.
@@ -53,7 +58,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"sync"
+	"math/bits"
 	"sync/atomic"
 	"time"
 
@@ -82,6 +87,8 @@ const (
 	// SampleEvery: one call in SampleEvery is timed, drawn at random,
 	// besides those that must be.
 	SampleEvery = 4
+	// TimedSlots is how many timed calls one endpoint can have in flight.
+	TimedSlots = 4
 )
 
 func init() {
@@ -197,7 +204,8 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 }
 
 // stats are one endpoint's numbers, updated without locks by concurrent
-// calls (a lost update only skews one sample).
+// calls (a lost update only skews one sample), and the Dones of its calls,
+// made once by Init.
 //
 // It fills a cache line pair of its own, so that calls to one endpoint do
 // not slow those to its neighbours in memory.
@@ -206,7 +214,60 @@ type stats struct {
 	last     atomic.Int64  // when the last sample was taken (nanotime)
 	picked   atomic.Int64  // when the endpoint was last picked (nanotime)
 	inflight atomic.Int64
-	_        [128 - 32]byte
+	rate     atomic.Uint64 // float64 bits: 1/decay in 1/ns, of the latest picker
+	// start[k] is slot k's call's pick time (nanotime) << 1, | 1 if the
+	// call is a probe.
+	start [TimedSlots]atomic.Int64
+	// done[k] finishes slot k's call; done[TimedSlots] an untimed call.
+	done  [TimedSlots + 1]func(balancer.DoneInfo)
+	taken atomic.Uint32 // bit k: slot k holds a timed call in flight
+	_     [128 - 40 - TimedSlots*8 - (TimedSlots+1)*8 - 4]byte
+}
+
+// Init makes the Dones of the endpoint's calls.
+func (s *stats) Init() {
+	for k := range TimedSlots {
+		s.done[k] = func(di balancer.DoneInfo) { s.finishTimed(k, di) }
+	}
+	s.done[TimedSlots] = s.finishUntimed
+}
+
+// take takes a free slot for a timed call, if there is one.
+func (s *stats) take() (k int, ok bool) {
+	for {
+		t := s.taken.Load()
+		free := ^t & (1<<TimedSlots - 1)
+		if free == 0 {
+			return 0, false
+		}
+		k := bits.TrailingZeros32(free)
+		if s.taken.CompareAndSwap(t, t|1<<k) {
+			return k, true
+		}
+	}
+}
+
+// finishTimed is the Done of the timed call in slot k.
+func (s *stats) finishTimed(k int, di balancer.DoneInfo) {
+	if di.Err != ready.ErrNotUsed { // a pick thrown away says nothing
+		v := s.start[k].Load()
+		end := readClock()
+		rtt := float64(end - v>>1)
+		if penalized(di.Err) {
+			rtt = max(rtt, float64(FailurePenalty))
+		}
+		s.observe(rtt, end, math.Float64frombits(s.rate.Load()), v&1 == 1)
+	}
+	s.taken.And(^uint32(1 << k))
+	s.inflight.Add(-1)
+}
+
+// finishUntimed is the Done of an untimed call.
+func (s *stats) finishUntimed(di balancer.DoneInfo) {
+	if di.Err != ready.ErrNotUsed && penalized(di.Err) {
+		s.observe(float64(FailurePenalty), readClock(), math.Float64frombits(s.rate.Load()), false)
+	}
+	s.inflight.Add(-1)
 }
 
 // observe takes one call's latency rtt (ns), done at now; a probe's
@@ -247,17 +308,18 @@ type child struct {
 
 type picker struct {
 	children []child
-	rate     float64 // 1/decay, in 1/ns
 	stale    int64   // ns: calls to an endpoint without a sample this long are timed
 	force    int64   // ns: an endpoint not picked this long is picked (a probe) when drawn
 	neutral  float64 // the score base of endpoints without a sample
 }
 
 func newPicker(children []child, decay, probe time.Duration) *picker {
-	p := &picker{children: children, rate: 1 / float64(decay), stale: int64(decay) / 4, force: int64(probe)}
+	p := &picker{children: children, stale: int64(decay) / 4, force: int64(probe)}
+	rate := math.Float64bits(1 / float64(decay))
 	var sum float64
 	var n int
 	for _, c := range children {
+		c.st.rate.Store(rate)
 		if v := math.Float64frombits(c.st.ewma.Load()); v > 0 {
 			sum += v
 			n++
@@ -331,63 +393,26 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		return res, err
 	}
 	st := c.st
-	var start int64
+	done := st.done[TimedSlots]
 	last := st.last.Load() // 0: no sample yet
-	timed := probe || r%SampleEvery == 0 || last == 0 || now-last > p.stale
-	if timed {
-		start = readClock()
+	if probe || r%SampleEvery == 0 || last == 0 || now-last > p.stale {
+		if k, ok := st.take(); ok {
+			v := readClock() << 1
+			if probe {
+				v |= 1
+			}
+			st.start[k].Store(v)
+			done = st.done[k]
+		}
 	}
 	st.picked.Store(now)
 	st.inflight.Add(1)
-	cl := records.Get().(*record)
-	cl.st, cl.timed, cl.start, cl.rate, cl.probe, cl.inner = st, timed, start, p.rate, probe, res.Done
-	res.Done = cl.done
+	if inner := res.Done; inner != nil { // not grpc-go's pick_first: chain its Done
+		res.Done = func(di balancer.DoneInfo) { done(di); inner(di) }
+	} else {
+		res.Done = done
+	}
 	return res, nil
-}
-
-// record is one picked call's record, until its Done. Records are reused
-// (gRPC calls Done once per pick), so that a pick allocates nothing.
-type record struct {
-	st    *stats
-	timed bool  // the clock was read at the pick
-	start int64 // nanotime at the pick, if timed
-	rate  float64
-	probe bool // the call measures an endpoint due for it
-	inner func(balancer.DoneInfo)
-	done  func(balancer.DoneInfo) // finish, made once per record
-}
-
-var records sync.Pool // of *record
-
-func init() {
-	records.New = func() any {
-		c := &record{}
-		c.done = c.finish
-		return c
-	}
-}
-
-func (c *record) finish(di balancer.DoneInfo) {
-	if di.Err != ready.ErrNotUsed { // a pick thrown away says nothing
-		switch failed := penalized(di.Err); {
-		case c.timed:
-			end := readClock()
-			rtt := float64(end - c.start)
-			if failed {
-				rtt = max(rtt, float64(FailurePenalty))
-			}
-			c.st.observe(rtt, end, c.rate, c.probe)
-		case failed:
-			c.st.observe(float64(FailurePenalty), readClock(), c.rate, false)
-		}
-	}
-	c.st.inflight.Add(-1)
-	inner := c.inner
-	c.st, c.inner = nil, nil
-	records.Put(c)
-	if inner != nil {
-		inner(di)
-	}
 }
 
 // penalized reports whether a call's error says the endpoint is in

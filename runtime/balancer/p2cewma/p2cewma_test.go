@@ -4,8 +4,10 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
@@ -31,10 +33,16 @@ func useClock(t *testing.T) *clock {
 	return c
 }
 
+func newStats() *stats {
+	st := &stats{}
+	st.Init()
+	return st
+}
+
 func newChildren(n int) []child {
 	cs := make([]child, n)
 	for i := range cs {
-		cs[i] = child{picker: fixedPicker{i}, st: &stats{}}
+		cs[i] = child{picker: fixedPicker{i}, st: newStats()}
 	}
 	return cs
 }
@@ -68,7 +76,7 @@ func TestAvoidsTheSlowEndpoint(t *testing.T) {
 		i := call(t, p, c, time.Millisecond, nil)
 		if i == 4 {
 			// The slow one: 20 ms more.
-			children[4].st.observe(21e6, c.now, p.rate, false)
+			children[4].st.observe(21e6, c.now, 1/float64(DefaultDecay), false)
 		}
 		counts[i]++
 		c.now += int64(time.Millisecond) // 1,000 calls a second
@@ -92,7 +100,7 @@ func TestRecoveredEndpointGetsItsShareBack(t *testing.T) {
 			if i == 4 {
 				n++
 				if slow {
-					children[4].st.observe(21e6, c.now, p.rate, false)
+					children[4].st.observe(21e6, c.now, 1/float64(DefaultDecay), false)
 				}
 			}
 			c.now += int64(time.Millisecond)
@@ -138,14 +146,14 @@ func TestNewEndpointStartsNeutral(t *testing.T) {
 
 func TestFailuresArePenalised(t *testing.T) {
 	c := useClock(t)
-	st := &stats{}
+	st := newStats()
 	children := []child{{picker: fixedPicker{0}, st: st}}
 	p := newPicker(children, DefaultDecay, DefaultProbe)
 	call(t, p, c, time.Millisecond, status.Error(codes.Unavailable, "down"))
 	if v := math.Float64frombits(st.ewma.Load()); v < float64(FailurePenalty) {
 		t.Errorf("after a fast UNAVAILABLE the average is %v ns, want at least the penalty %v", v, FailurePenalty)
 	}
-	st2 := &stats{}
+	st2 := newStats()
 	p2 := newPicker([]child{{picker: fixedPicker{0}, st: st2}}, DefaultDecay, DefaultProbe)
 	call(t, p2, c, time.Millisecond, status.Error(codes.NotFound, "no such user"))
 	if v := math.Float64frombits(st2.ewma.Load()); v != 1e6 {
@@ -196,6 +204,123 @@ func TestPickAllocatesNothing(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("Pick+Done allocates %v times, want 0", n)
 	}
+	// Picks whose Done never comes: their slots stay taken, and the picks
+	// still allocate nothing.
+	if n := testing.AllocsPerRun(1000, func() { p.Pick(balancer.PickInfo{}) }); n != 0 {
+		t.Errorf("Pick without Done allocates %v times, want 0", n)
+	}
+}
+
+func TestStatsFillTwoCacheLines(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("the padding counts 8-byte pointers")
+	}
+	if n := unsafe.Sizeof(stats{}); n != 128 {
+		t.Errorf("stats is %d bytes, want 128", n)
+	}
+}
+
+// TestTimedSlots: an endpoint has TimedSlots timed calls in flight at most;
+// a call that should be timed beyond them goes untimed (no clock reading,
+// no sample at its end), a Done frees its slot, and each timed call's
+// latency is its own, whatever order the calls end in.
+func TestTimedSlots(t *testing.T) {
+	c, reads := countingClock(t)
+	st := newStats()
+	p := newPicker([]child{{picker: fixedPicker{0}, st: st}}, DefaultDecay, DefaultProbe)
+	// No sample yet: every call should be timed, the first TimedSlots are.
+	var dones []func(balancer.DoneInfo)
+	for i := range TimedSlots + 3 {
+		before := *reads
+		res, err := p.Pick(balancer.PickInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 0
+		if i < TimedSlots {
+			want = 1
+		}
+		if got := *reads - before; got != want {
+			t.Fatalf("call %d read the clock %d times at its pick, want %d", i, got, want)
+		}
+		dones = append(dones, res.Done)
+		c.now += int64(time.Millisecond)
+	}
+	if got := st.taken.Load(); got != 1<<TimedSlots-1 {
+		t.Fatalf("slots taken %b, want all %d", got, TimedSlots)
+	}
+	// An untimed call ends: no sample.
+	before := *reads
+	dones[TimedSlots](balancer.DoneInfo{})
+	if *reads != before || st.last.Load() != 0 {
+		t.Fatalf("an untimed call's end read the clock %d times, last sample %d; want none", *reads-before, st.last.Load())
+	}
+	// The timed calls end last first: call k left at k ms, and ends at
+	// 10+TimedSlots ms, so its latency is 10+TimedSlots-k ms, and each
+	// replaces the average only when it is the higher (a peak).
+	c.now = int64(time.Hour) + int64(10+TimedSlots)*int64(time.Millisecond)
+	for k := TimedSlots - 1; k >= 0; k-- {
+		dones[k](balancer.DoneInfo{})
+		if got := st.taken.Load(); got&(1<<k) != 0 {
+			t.Fatalf("slot %d still taken after its Done (%b)", k, got)
+		}
+	}
+	want := float64(10+TimedSlots) * 1e6 // the first call's, a peak
+	if got := math.Float64frombits(st.ewma.Load()); got != want {
+		t.Errorf("average %v ns after the timed calls, want the highest latency %v", got, want)
+	}
+	if got := st.inflight.Load(); got != 2 {
+		t.Errorf("%d calls in flight, want the 2 untimed ones not yet done", got)
+	}
+	// The slots are free again: a call to the endpoint, whose last sample
+	// is stale, is timed.
+	c.now += int64(DefaultDecay)
+	lastRead.Store(c.now)
+	res, _ := p.Pick(balancer.PickInfo{})
+	c.now += int64(time.Millisecond)
+	res.Done(balancer.DoneInfo{})
+	if got := st.last.Load(); got != c.now {
+		t.Errorf("last sample at %d, want the stale endpoint's call timed, at its end %d", got, c.now)
+	}
+	for _, d := range dones[TimedSlots+1:] {
+		d(balancer.DoneInfo{})
+	}
+	if got := st.inflight.Load(); got != 0 {
+		t.Errorf("%d calls in flight after every Done, want 0", got)
+	}
+}
+
+// TestConcurrentCallsFreeTheirSlots: goroutines picking and finishing at
+// once leave no slot taken and no call in flight, and the endpoints keep
+// being timed.
+func TestConcurrentCallsFreeTheirSlots(t *testing.T) {
+	children := newChildren(3)
+	p := newPicker(children, DefaultDecay, DefaultProbe)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 5000 {
+				res, err := p.Pick(balancer.PickInfo{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				res.Done(balancer.DoneInfo{})
+			}
+		})
+	}
+	wg.Wait()
+	for i, ch := range children {
+		if got := ch.st.taken.Load(); got != 0 {
+			t.Errorf("endpoint %d: slots %b taken after every Done, want none", i, got)
+		}
+		if got := ch.st.inflight.Load(); got != 0 {
+			t.Errorf("endpoint %d: %d calls in flight after every Done, want 0", i, got)
+		}
+		if ch.st.last.Load() == 0 {
+			t.Errorf("endpoint %d was never timed", i)
+		}
+	}
 }
 
 // BenchmarkPick is one pick and its Done among 10 endpoints.
@@ -230,7 +355,7 @@ func TestProbesAreRare(t *testing.T) {
 	for range 10000 {
 		if i := call(t, p, c, time.Millisecond, nil); i == 9 {
 			slow++
-			children[9].st.observe(21e6, c.now, p.rate, false)
+			children[9].st.observe(21e6, c.now, 1/float64(DefaultDecay), false)
 		}
 		c.now += int64(time.Millisecond)
 	}
@@ -329,7 +454,7 @@ func TestFirstCallsAreTimed(t *testing.T) {
 // their failures, each at once.
 func TestUntimedFailuresArePenalised(t *testing.T) {
 	c, reads := countingClock(t)
-	st := &stats{}
+	st := newStats()
 	p := newPicker([]child{{picker: fixedPicker{0}, st: st}}, DefaultDecay, DefaultProbe)
 	call(t, p, c, time.Millisecond, nil) // the first sample
 	for i := range 100 {
