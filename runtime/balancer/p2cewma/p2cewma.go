@@ -58,7 +58,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"math/bits"
 	"sync/atomic"
 	"time"
 
@@ -208,20 +207,22 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 // made once by Init.
 //
 // It fills a cache line pair of its own, so that calls to one endpoint do
-// not slow those to its neighbours in memory.
+// not slow those to its neighbours in memory: the first line holds what
+// calls write, the second what they only read.
 type stats struct {
 	ewma     atomic.Uint64 // float64 bits: the latency average in ns; 0 before the first sample
 	last     atomic.Int64  // when the last sample was taken (nanotime)
 	picked   atomic.Int64  // when the endpoint was last picked (nanotime)
 	inflight atomic.Int64
-	rate     atomic.Uint64 // float64 bits: 1/decay in 1/ns, of the latest picker
-	// start[k] is slot k's call's pick time (nanotime) << 1, | 1 if the
-	// call is a probe.
-	start [TimedSlots]atomic.Int64
+	// slot[k] is 0 while slot k is free; with a timed call in flight it
+	// is the call's pick time (nanotime) << 2, | 2 if the call is a probe,
+	// | 1.
+	slot [TimedSlots]atomic.Int64
+
+	rate atomic.Uint64 // float64 bits: 1/decay in 1/ns, of the latest picker
 	// done[k] finishes slot k's call; done[TimedSlots] an untimed call.
-	done  [TimedSlots + 1]func(balancer.DoneInfo)
-	taken atomic.Uint32 // bit k: slot k holds a timed call in flight
-	_     [128 - 40 - TimedSlots*8 - (TimedSlots+1)*8 - 4]byte
+	done [TimedSlots + 1]func(balancer.DoneInfo)
+	_    [128 - 32 - TimedSlots*8 - 8 - (TimedSlots+1)*8]byte
 }
 
 // Init makes the Dones of the endpoint's calls.
@@ -232,33 +233,40 @@ func (s *stats) Init() {
 	s.done[TimedSlots] = s.finishUntimed
 }
 
-// take takes a free slot for a timed call, if there is one.
-func (s *stats) take() (k int, ok bool) {
-	for {
-		t := s.taken.Load()
-		free := ^t & (1<<TimedSlots - 1)
-		if free == 0 {
-			return 0, false
+// time takes a free slot for a call picked now (reading the clock only if
+// one is free) and returns its Done, or the untimed Done if every slot is
+// taken.
+func (s *stats) time(probe bool) func(balancer.DoneInfo) {
+	var v int64
+	for k := range s.slot {
+		if s.slot[k].Load() != 0 {
+			continue
 		}
-		k := bits.TrailingZeros32(free)
-		if s.taken.CompareAndSwap(t, t|1<<k) {
-			return k, true
+		if v == 0 {
+			v = readClock()<<2 | 1
+			if probe {
+				v |= 2
+			}
+		}
+		if s.slot[k].CompareAndSwap(0, v) {
+			return s.done[k]
 		}
 	}
+	return s.done[TimedSlots]
 }
 
 // finishTimed is the Done of the timed call in slot k.
 func (s *stats) finishTimed(k int, di balancer.DoneInfo) {
 	if di.Err != ready.ErrNotUsed { // a pick thrown away says nothing
-		v := s.start[k].Load()
+		v := s.slot[k].Load()
 		end := readClock()
-		rtt := float64(end - v>>1)
+		rtt := float64(end - v>>2)
 		if penalized(di.Err) {
 			rtt = max(rtt, float64(FailurePenalty))
 		}
-		s.observe(rtt, end, math.Float64frombits(s.rate.Load()), v&1 == 1)
+		s.observe(rtt, end, math.Float64frombits(s.rate.Load()), v&2 != 0)
 	}
-	s.taken.And(^uint32(1 << k))
+	s.slot[k].Store(0)
 	s.inflight.Add(-1)
 }
 
@@ -396,14 +404,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	done := st.done[TimedSlots]
 	last := st.last.Load() // 0: no sample yet
 	if probe || r%SampleEvery == 0 || last == 0 || now-last > p.stale {
-		if k, ok := st.take(); ok {
-			v := readClock() << 1
-			if probe {
-				v |= 1
-			}
-			st.start[k].Store(v)
-			done = st.done[k]
-		}
+		done = st.time(probe)
 	}
 	st.picked.Store(now)
 	st.inflight.Add(1)

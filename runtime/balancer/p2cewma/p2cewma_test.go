@@ -218,6 +218,9 @@ func TestStatsFillTwoCacheLines(t *testing.T) {
 	if n := unsafe.Sizeof(stats{}); n != 128 {
 		t.Errorf("stats is %d bytes, want 128", n)
 	}
+	if off := unsafe.Offsetof(stats{}.rate); off != 64 {
+		t.Errorf("what calls only read starts at byte %d, want 64: the second cache line", off)
+	}
 }
 
 // TestTimedSlots: an endpoint has TimedSlots timed calls in flight at most;
@@ -246,8 +249,10 @@ func TestTimedSlots(t *testing.T) {
 		dones = append(dones, res.Done)
 		c.now += int64(time.Millisecond)
 	}
-	if got := st.taken.Load(); got != 1<<TimedSlots-1 {
-		t.Fatalf("slots taken %b, want all %d", got, TimedSlots)
+	for k := range st.slot {
+		if st.slot[k].Load() == 0 {
+			t.Fatalf("slot %d free after %d timed picks, want all %d taken", k, TimedSlots, TimedSlots)
+		}
 	}
 	// An untimed call ends: no sample.
 	before := *reads
@@ -261,8 +266,8 @@ func TestTimedSlots(t *testing.T) {
 	c.now = int64(time.Hour) + int64(10+TimedSlots)*int64(time.Millisecond)
 	for k := TimedSlots - 1; k >= 0; k-- {
 		dones[k](balancer.DoneInfo{})
-		if got := st.taken.Load(); got&(1<<k) != 0 {
-			t.Fatalf("slot %d still taken after its Done (%b)", k, got)
+		if st.slot[k].Load() != 0 {
+			t.Fatalf("slot %d still taken after its Done", k)
 		}
 	}
 	want := float64(10+TimedSlots) * 1e6 // the first call's, a peak
@@ -311,8 +316,10 @@ func TestConcurrentCallsFreeTheirSlots(t *testing.T) {
 	}
 	wg.Wait()
 	for i, ch := range children {
-		if got := ch.st.taken.Load(); got != 0 {
-			t.Errorf("endpoint %d: slots %b taken after every Done, want none", i, got)
+		for k := range ch.st.slot {
+			if ch.st.slot[k].Load() != 0 {
+				t.Errorf("endpoint %d: slot %d taken after every Done, want none", i, k)
+			}
 		}
 		if got := ch.st.inflight.Load(); got != 0 {
 			t.Errorf("endpoint %d: %d calls in flight after every Done, want 0", i, got)
