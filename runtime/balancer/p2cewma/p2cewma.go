@@ -47,8 +47,12 @@
 // endpoint has TimedSlots slots for its timed calls in flight, and a Done
 // made once for each slot and one for untimed calls. A call that should
 // be timed while every slot is taken (more than TimedSlots timed calls in
-// flight to one endpoint, or as many picks whose Done never came) goes
-// untimed: the calls in those slots will give their samples.
+// flight to one endpoint) goes untimed: the calls in those slots will give
+// their samples. But calls that hold their slots for long (long-lived
+// streams, picks whose Done never came) would leave the endpoint
+// unmeasured: once a slot has been held for HeldDecays times the decay
+// while all are taken, a call that should be timed gets a record of its
+// own (one allocation) instead.
 // It is built like grpc-go's round_robin: endpointsharding keeps one
 // pick_first child per endpoint (so client-side health checking works),
 // and the picker chooses among the READY children.
@@ -86,8 +90,13 @@ const (
 	// SampleEvery: one call in SampleEvery is timed, drawn at random,
 	// besides those that must be.
 	SampleEvery = 4
-	// TimedSlots is how many timed calls one endpoint can have in flight.
+	// TimedSlots is how many timed calls one endpoint can have in flight
+	// without allocating.
 	TimedSlots = 4
+	// HeldDecays: once a timed call has been in flight for HeldDecays
+	// times the decay while every slot is taken, a call that should be
+	// timed is timed with a record of its own.
+	HeldDecays = 10
 )
 
 func init() {
@@ -234,12 +243,17 @@ func (s *stats) Init() {
 }
 
 // time takes a free slot for a call picked now (reading the clock only if
-// one is free) and returns its Done, or the untimed Done if every slot is
-// taken.
-func (s *stats) time(probe bool) func(balancer.DoneInfo) {
+// one is free) and returns its Done. If every slot is taken, the call is
+// untimed, unless one of them has been taken for longer than held (a
+// long-lived stream, a pick whose Done never came): then the call is timed
+// with a record of its own, one allocation, so that the endpoint is still
+// measured.
+func (s *stats) time(probe bool, now, held int64) func(balancer.DoneInfo) {
 	var v int64
+	stuck := false
 	for k := range s.slot {
-		if s.slot[k].Load() != 0 {
+		if w := s.slot[k].Load(); w != 0 {
+			stuck = stuck || now-w>>2 > held
 			continue
 		}
 		if v == 0 {
@@ -252,22 +266,35 @@ func (s *stats) time(probe bool) func(balancer.DoneInfo) {
 			return s.done[k]
 		}
 	}
-	return s.done[TimedSlots]
+	if !stuck {
+		return s.done[TimedSlots]
+	}
+	start := readClock()
+	return func(di balancer.DoneInfo) {
+		s.sample(start, probe, di)
+		s.inflight.Add(-1)
+	}
 }
 
 // finishTimed is the Done of the timed call in slot k.
 func (s *stats) finishTimed(k int, di balancer.DoneInfo) {
-	if di.Err != ready.ErrNotUsed { // a pick thrown away says nothing
-		v := s.slot[k].Load()
-		end := readClock()
-		rtt := float64(end - v>>2)
-		if penalized(di.Err) {
-			rtt = max(rtt, float64(FailurePenalty))
-		}
-		s.observe(rtt, end, math.Float64frombits(s.rate.Load()), v&2 != 0)
-	}
+	v := s.slot[k].Load()
+	s.sample(v>>2, v&2 != 0, di)
 	s.slot[k].Store(0)
 	s.inflight.Add(-1)
+}
+
+// sample takes the latency of a timed call picked at start.
+func (s *stats) sample(start int64, probe bool, di balancer.DoneInfo) {
+	if di.Err == ready.ErrNotUsed { // a pick thrown away says nothing
+		return
+	}
+	end := readClock()
+	rtt := float64(end - start)
+	if penalized(di.Err) {
+		rtt = max(rtt, float64(FailurePenalty))
+	}
+	s.observe(rtt, end, math.Float64frombits(s.rate.Load()), probe)
 }
 
 // finishUntimed is the Done of an untimed call.
@@ -317,12 +344,13 @@ type child struct {
 type picker struct {
 	children []child
 	stale    int64   // ns: calls to an endpoint without a sample this long are timed
+	held     int64   // ns: a timed call in flight this long no longer keeps others untimed
 	force    int64   // ns: an endpoint not picked this long is picked (a probe) when drawn
 	neutral  float64 // the score base of endpoints without a sample
 }
 
 func newPicker(children []child, decay, probe time.Duration) *picker {
-	p := &picker{children: children, stale: int64(decay) / 4, force: int64(probe)}
+	p := &picker{children: children, stale: int64(decay) / 4, held: HeldDecays * int64(decay), force: int64(probe)}
 	rate := math.Float64bits(1 / float64(decay))
 	var sum float64
 	var n int
@@ -404,7 +432,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	done := st.done[TimedSlots]
 	last := st.last.Load() // 0: no sample yet
 	if probe || r%SampleEvery == 0 || last == 0 || now-last > p.stale {
-		done = st.time(probe)
+		done = st.time(probe, now, p.held)
 	}
 	st.picked.Store(now)
 	st.inflight.Add(1)

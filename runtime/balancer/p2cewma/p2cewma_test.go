@@ -327,6 +327,66 @@ func TestConcurrentCallsFreeTheirSlots(t *testing.T) {
 		if ch.st.last.Load() == 0 {
 			t.Errorf("endpoint %d was never timed", i)
 		}
+		// Two calls in one slot would time one from the other's start.
+		if v := math.Float64frombits(ch.st.ewma.Load()); v <= 0 || v > float64(time.Second) {
+			t.Errorf("endpoint %d: average %v ns, want a call's latency (well under 1 s)", i, v)
+		}
+	}
+}
+
+// TestLongCallsDoNotStopSampling: calls that hold every slot (streams that
+// live for hours, picks whose Done never came) keep the next calls untimed
+// only until one of them has been held for HeldDecays decays; then a call
+// that should be timed is, with a record of its own.
+func TestLongCallsDoNotStopSampling(t *testing.T) {
+	c, reads := countingClock(t)
+	st := newStats()
+	p := newPicker([]child{{picker: fixedPicker{0}, st: st}}, DefaultDecay, DefaultProbe)
+	for range TimedSlots { // the first calls, all timed: they take every slot
+		if _, err := p.Pick(balancer.PickInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.now += HeldDecays * int64(DefaultDecay) // just not longer
+	lastRead.Store(c.now)
+	before := *reads
+	call(t, p, c, time.Millisecond, nil)
+	if *reads != before || st.last.Load() != 0 {
+		t.Fatalf("with the slots held for %d decays, a call read the clock %d times and sampled at %d; want it untimed", HeldDecays, *reads-before, st.last.Load())
+	}
+	c.now++
+	lastRead.Store(c.now)
+	call(t, p, c, 3*time.Millisecond, nil)
+	if got := st.last.Load(); got != c.now {
+		t.Fatalf("with the slots held for longer, last sample at %d; want the call timed, at its end %d", got, c.now)
+	}
+	if got := math.Float64frombits(st.ewma.Load()); got != 3e6 {
+		t.Errorf("average %v ns, want the call's 3 ms", got)
+	}
+	if got := st.inflight.Load(); got != TimedSlots {
+		t.Errorf("%d calls in flight, want the %d holding the slots", got, TimedSlots)
+	}
+}
+
+// TestProbeReplacesTheAverage: a probe's latency replaces the average
+// outright, where another call's lower latency only pulls it down.
+func TestProbeReplacesTheAverage(t *testing.T) {
+	c := useClock(t)
+	children := newChildren(2)
+	p := newPicker(children, DefaultDecay, DefaultProbe)
+	slow, fast := children[0].st, children[1].st
+	slow.observe(50e6, c.now, 1/float64(DefaultDecay), false)
+	fast.observe(1e6, c.now, 1/float64(DefaultDecay), false)
+	slow.picked.Store(c.now)
+	c.now += int64(DefaultProbe) + int64(time.Millisecond) // the slow one is due for a probe
+	lastRead.Store(c.now)
+	fast.picked.Store(c.now) // the fast one is not
+	if i := call(t, p, c, time.Millisecond, nil); i != 0 {
+		t.Fatalf("picked endpoint %d, want the one due for a probe", i)
+	}
+	// Pulled down by the decay over 3 s, the average would be about 3.4 ms.
+	if got := math.Float64frombits(slow.ewma.Load()); got != 1e6 {
+		t.Errorf("average %v ns after a 1 ms probe, want 1e6", got)
 	}
 }
 
