@@ -44,7 +44,7 @@ func assign(tb testing.TB, p policy, b *built, keys int) []string {
 		}
 		out[k] = res.SubConn.(*fakeSubConn).addr
 		if res.Done != nil {
-			res.Done(balancer.DoneInfo{})
+			res.Done(sent)
 		}
 	}
 	return out

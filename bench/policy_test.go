@@ -181,7 +181,7 @@ func buildReadyOn(tb testing.TB, p policy, eps []resolver.Endpoint) *built {
 			var res balancer.PickResult
 			res, err = picker.Pick(infos[k%len(infos)])
 			if err == nil && res.Done != nil {
-				res.Done(balancer.DoneInfo{})
+				res.Done(sent)
 			}
 		}
 		if cc.ready() >= want && picker != nil {

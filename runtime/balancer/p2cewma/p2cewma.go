@@ -36,6 +36,8 @@
 //     10 endpoints, against 0.5 at 1,000);
 //   - every probe.
 //
+// A pick that was not used says nothing: one a parent policy threw away,
+// or one grpc-go could not use (its Done has no error and no BytesSent).
 // A failed call that was not timed counts FailurePenalty at once (one
 // clock reading, for the time of the sample); a timed one counts its
 // latency, or FailurePenalty if that is more. At 1,000 calls a second over
@@ -286,7 +288,7 @@ func (s *stats) finishTimed(k int, di balancer.DoneInfo) {
 
 // sample takes the latency of a timed call picked at start.
 func (s *stats) sample(start int64, probe bool, di balancer.DoneInfo) {
-	if di.Err == ready.ErrNotUsed { // a pick thrown away says nothing
+	if unsent(di) {
 		return
 	}
 	end := readClock()
@@ -299,7 +301,7 @@ func (s *stats) sample(start int64, probe bool, di balancer.DoneInfo) {
 
 // finishUntimed is the Done of an untimed call.
 func (s *stats) finishUntimed(di balancer.DoneInfo) {
-	if di.Err != ready.ErrNotUsed && penalized(di.Err) {
+	if !unsent(di) && penalized(di.Err) {
 		s.observe(float64(FailurePenalty), readClock(), math.Float64frombits(s.rate.Load()), false)
 	}
 	s.inflight.Add(-1)
@@ -442,6 +444,15 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		res.Done = done
 	}
 	return res, nil
+}
+
+// unsent reports whether a Done is of a pick that was not used, which says
+// nothing of the endpoint: one a parent policy threw away (ErrNotUsed), or
+// one grpc-go could not use because its subchannel had stopped being
+// ready (an empty DoneInfo: a call that went out has BytesSent or an
+// error).
+func unsent(di balancer.DoneInfo) bool {
+	return di.Err == ready.ErrNotUsed || di.Err == nil && !di.BytesSent
 }
 
 // penalized reports whether a call's error says the endpoint is in

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
 )
 
 // fixedPicker always picks its endpoint.
@@ -20,6 +22,9 @@ type fixedPicker struct{ id int }
 func (p fixedPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
 	return balancer.PickResult{Metadata: nil}, nil
 }
+
+// sent is the DoneInfo of a call that went out and came back.
+var sent = balancer.DoneInfo{BytesSent: true, BytesReceived: true}
 
 // clock is a fake nanotime for one test.
 type clock struct{ now int64 }
@@ -63,7 +68,7 @@ func call(t *testing.T, p *picker, c *clock, rtt time.Duration, err error) int {
 		}
 	}
 	c.now += int64(rtt)
-	res.Done(balancer.DoneInfo{Err: err})
+	res.Done(balancer.DoneInfo{Err: err, BytesSent: true, BytesReceived: err == nil})
 	return idx
 }
 
@@ -200,7 +205,7 @@ func TestPickAllocatesNothing(t *testing.T) {
 	p := newPicker(newChildren(10), DefaultDecay, DefaultProbe)
 	if n := testing.AllocsPerRun(1000, func() {
 		res, _ := p.Pick(balancer.PickInfo{})
-		res.Done(balancer.DoneInfo{})
+		res.Done(sent)
 	}); n != 0 {
 		t.Errorf("Pick+Done allocates %v times, want 0", n)
 	}
@@ -256,7 +261,7 @@ func TestTimedSlots(t *testing.T) {
 	}
 	// An untimed call ends: no sample.
 	before := *reads
-	dones[TimedSlots](balancer.DoneInfo{})
+	dones[TimedSlots](sent)
 	if *reads != before || st.last.Load() != 0 {
 		t.Fatalf("an untimed call's end read the clock %d times, last sample %d; want none", *reads-before, st.last.Load())
 	}
@@ -265,7 +270,7 @@ func TestTimedSlots(t *testing.T) {
 	// replaces the average only when it is the higher (a peak).
 	c.now = int64(time.Hour) + int64(10+TimedSlots)*int64(time.Millisecond)
 	for k := TimedSlots - 1; k >= 0; k-- {
-		dones[k](balancer.DoneInfo{})
+		dones[k](sent)
 		if st.slot[k].Load() != 0 {
 			t.Fatalf("slot %d still taken after its Done", k)
 		}
@@ -283,12 +288,12 @@ func TestTimedSlots(t *testing.T) {
 	lastRead.Store(c.now)
 	res, _ := p.Pick(balancer.PickInfo{})
 	c.now += int64(time.Millisecond)
-	res.Done(balancer.DoneInfo{})
+	res.Done(sent)
 	if got := st.last.Load(); got != c.now {
 		t.Errorf("last sample at %d, want the stale endpoint's call timed, at its end %d", got, c.now)
 	}
 	for _, d := range dones[TimedSlots+1:] {
-		d(balancer.DoneInfo{})
+		d(sent)
 	}
 	if got := st.inflight.Load(); got != 0 {
 		t.Errorf("%d calls in flight after every Done, want 0", got)
@@ -310,7 +315,7 @@ func TestConcurrentCallsFreeTheirSlots(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				res.Done(balancer.DoneInfo{})
+				res.Done(sent)
 			}
 		})
 	}
@@ -368,6 +373,35 @@ func TestLongCallsDoNotStopSampling(t *testing.T) {
 	}
 }
 
+// TestUnsentPicksSayNothing: grpc-go calls Done with an empty DoneInfo
+// for a pick it could not use (the subchannel stopped being ready); that
+// is not a call that took no time, and a thrown-away pick (ErrNotUsed)
+// is not one either. Both free their slots.
+func TestUnsentPicksSayNothing(t *testing.T) {
+	c := useClock(t)
+	st := newStats()
+	p := newPicker([]child{{picker: fixedPicker{0}, st: st}}, DefaultDecay, DefaultProbe)
+	for _, di := range []balancer.DoneInfo{{}, {Err: ready.ErrNotUsed}} {
+		res, err := p.Pick(balancer.PickInfo{}) // no sample yet: timed
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.now += int64(time.Millisecond)
+		res.Done(di)
+		if st.last.Load() != 0 || st.ewma.Load() != 0 {
+			t.Fatalf("Done(%+v) took a sample, want none", di)
+		}
+		for k := range st.slot {
+			if st.slot[k].Load() != 0 {
+				t.Fatalf("Done(%+v) left slot %d taken", di, k)
+			}
+		}
+	}
+	if got := st.inflight.Load(); got != 0 {
+		t.Errorf("%d calls in flight, want 0", got)
+	}
+}
+
 // TestProbeReplacesTheAverage: a probe's latency replaces the average
 // outright, where another call's lower latency only pulls it down.
 func TestProbeReplacesTheAverage(t *testing.T) {
@@ -397,7 +431,7 @@ func BenchmarkPick(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			res, _ := p.Pick(balancer.PickInfo{})
-			res.Done(balancer.DoneInfo{})
+			res.Done(sent)
 		}
 	})
 }
