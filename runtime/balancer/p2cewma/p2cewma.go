@@ -66,6 +66,7 @@ import (
 	"math"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
@@ -233,7 +234,7 @@ type stats struct {
 	rate atomic.Uint64 // float64 bits: 1/decay in 1/ns, of the latest picker
 	// done[k] finishes slot k's call; done[TimedSlots] an untimed call.
 	done [TimedSlots + 1]func(balancer.DoneInfo)
-	_    [128 - 32 - TimedSlots*8 - 8 - (TimedSlots+1)*8]byte
+	_    [128 - 32 - TimedSlots*8 - 8 - (TimedSlots+1)*unsafe.Sizeof(uintptr(0))]byte
 }
 
 // Init makes the Dones of the endpoint's calls.
