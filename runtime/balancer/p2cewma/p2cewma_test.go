@@ -44,6 +44,17 @@ func newStats() *stats {
 	return st
 }
 
+// taken is how many of the endpoint's slots hold a timed call.
+func taken(st *stats) int {
+	n := 0
+	for k := range st.slot {
+		if st.slot[k].Load() != 0 {
+			n++
+		}
+	}
+	return n
+}
+
 func newChildren(n int) []child {
 	cs := make([]child, n)
 	for i := range cs {
@@ -258,10 +269,8 @@ func TestTimedSlots(t *testing.T) {
 		dones = append(dones, res.Done)
 		c.now += int64(time.Millisecond)
 	}
-	for k := range st.slot {
-		if st.slot[k].Load() == 0 {
-			t.Fatalf("slot %d free after %d timed picks, want all %d taken", k, TimedSlots, TimedSlots)
-		}
+	if n := taken(st); n != TimedSlots {
+		t.Fatalf("%d slots taken after %d timed picks, want all %d", n, TimedSlots, TimedSlots)
 	}
 	// An untimed call ends: no sample.
 	before := *reads
@@ -325,10 +334,8 @@ func TestConcurrentCallsFreeTheirSlots(t *testing.T) {
 	}
 	wg.Wait()
 	for i, ch := range children {
-		for k := range ch.st.slot {
-			if ch.st.slot[k].Load() != 0 {
-				t.Errorf("endpoint %d: slot %d taken after every Done, want none", i, k)
-			}
+		if n := taken(ch.st); n != 0 {
+			t.Errorf("endpoint %d: %d slots taken after every Done, want none", i, n)
 		}
 		if got := ch.st.inflight.Load(); got != 0 {
 			t.Errorf("endpoint %d: %d calls in flight after every Done, want 0", i, got)
@@ -395,10 +402,8 @@ func TestUnsentPicksSayNothing(t *testing.T) {
 		if st.last.Load() != 0 || st.ewma.Load() != 0 {
 			t.Fatalf("Done(%+v) took a sample, want none", di)
 		}
-		for k := range st.slot {
-			if st.slot[k].Load() != 0 {
-				t.Fatalf("Done(%+v) left slot %d taken", di, k)
-			}
+		if n := taken(st); n != 0 {
+			t.Fatalf("Done(%+v) left %d slots taken", di, n)
 		}
 	}
 	if got := st.inflight.Load(); got != 0 {
