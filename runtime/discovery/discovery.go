@@ -72,6 +72,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/experimental/balancer/weight"
@@ -239,8 +240,10 @@ func checkHostName(h string) error {
 			case c >= '0' && c <= '9':
 			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-', c == '_':
 				numeric = false
+			case c >= utf8.RuneSelf:
+				return fmt.Errorf("is not a host name: %s is not allowed (an internationalized name is written in its ASCII form, xn--...)", char(label[i:]))
 			default:
-				return fmt.Errorf("is not a host name: character %q is not allowed", c)
+				return fmt.Errorf("is not a host name: %s is not allowed", char(label[i:]))
 			}
 		}
 	}
@@ -269,10 +272,20 @@ func CheckServiceName(name string, slash bool) error {
 		case c == '/':
 			return fmt.Errorf("service name %q: '/' is not allowed here (letters, digits, '-', '_', '.')", name)
 		default:
-			return fmt.Errorf("service name %q: character %q is not allowed (letters, digits, '-', '_', '.')", name, c)
+			return fmt.Errorf("service name %q: %s is not allowed (letters, digits, '-', '_', '.')", name, char(name[i:]))
 		}
 	}
 	return nil
+}
+
+// char names the character s starts with, for an error: the rune as
+// written, or the byte when s does not start with valid UTF-8.
+func char(s string) string {
+	r, n := utf8.DecodeRuneInString(s)
+	if r == utf8.RuneError && n <= 1 {
+		return fmt.Sprintf("byte %#x", s[0])
+	}
+	return fmt.Sprintf("character %q", r)
 }
 
 // RegistrationCounter is implemented by Registrars that count how many

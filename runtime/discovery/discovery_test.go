@@ -34,6 +34,10 @@ func TestParseAddress(t *testing.T) {
 		{in: "[::ffff:127.0.0.1]:80", want: "127.0.0.1:80"},
 		{in: "_grpc._tcp.svc.local:80", want: "_grpc._tcp.svc.local:80"},
 		{in: "svc.local.:80", want: "svc.local.:80"},
+		// The character named is the one written, not one of its bytes.
+		{in: "bücher.example:50051", wantErr: `character 'ü' is not allowed`},
+		{in: "b\xfccher.example:50051", wantErr: `byte 0xfc is not allowed`},
+		{in: "xn--bcher-kva.example:50051", want: "xn--bcher-kva.example:50051"},
 	} {
 		got, err := ParseAddress(tc.in)
 		if tc.wantErr != "" {
@@ -77,5 +81,26 @@ func TestRegistrationStatus(t *testing.T) {
 	}
 	if s.SetStatus(errors.New("still down")) {
 		t.Error("one error after another reported a change")
+	}
+}
+
+func TestCheckServiceName(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		slash   bool
+		wantErr string // "" for none
+	}{
+		{name: "helloworld.Greeter"},
+		{name: "team/greeter", slash: true},
+		{name: "team/greeter", wantErr: "'/' is not allowed here"},
+		{name: "team//greeter", slash: true, wantErr: "empty segment"},
+		{name: "", wantErr: "1 to 255 characters"},
+		{name: "bücher", wantErr: `character 'ü' is not allowed`},
+		{name: "b\xfccher", wantErr: `byte 0xfc is not allowed`},
+	} {
+		err := CheckServiceName(tc.name, tc.slash)
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("CheckServiceName(%q, %v) = %v, want an error containing %q", tc.name, tc.slash, err, tc.wantErr)
+		}
 	}
 }
