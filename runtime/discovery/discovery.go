@@ -197,6 +197,13 @@ var ErrBadAddress = errors.New("bad address")
 // an IP address or a DNS name, the port in 1-65535. It returns it in
 // canonical form: an IPv6 host compressed, an IPv4-mapped IPv6 host as
 // IPv4 (so that both spellings of one address are one instance).
+//
+// A name whose last label is a number (decimal digits, or 0x and hex
+// digits) is refused, as the WHATWG URL parser refuses a host that "ends in
+// a number": inet_aton, which a cgo resolver uses, reads 127.1, 0x7f.1 and
+// 0177.0.0.01 as 127.0.0.1, so such a name is an IPv4 address in another
+// spelling (write it dotted-decimal) or nothing (no top-level domain is
+// numeric). Labels before the last may be numbers ("10.0.0.1.nip.io").
 func ParseAddress(s string) (string, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
@@ -219,14 +226,13 @@ func ParseAddress(s string) (string, error) {
 }
 
 // checkHostName checks that h is a DNS name (RFC 1123 labels; '_' allowed,
-// as service names use it) and not something that only looks like an IP
-// address.
+// as service names use it) that does not end in a number, which would make
+// it an IP address to inet_aton (see ParseAddress).
 func checkHostName(h string) error {
 	name := strings.TrimSuffix(h, ".")
 	if len(name) == 0 || len(name) > 253 {
 		return errors.New("is not a host name: 1 to 253 characters")
 	}
-	numeric := true
 	for label := range strings.SplitSeq(name, ".") {
 		if len(label) == 0 || len(label) > 63 {
 			return errors.New("is not a host name: a label is empty or longer than 63 characters")
@@ -239,7 +245,6 @@ func checkHostName(h string) error {
 			switch {
 			case c >= '0' && c <= '9':
 			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-', c == '_':
-				numeric = false
 			case c >= utf8.RuneSelf:
 				return fmt.Errorf("is not a host name: %s is not allowed (an internationalized name is written in its ASCII form, xn--...)", char(label[i:]))
 			default:
@@ -247,10 +252,28 @@ func checkHostName(h string) error {
 			}
 		}
 	}
-	if numeric {
-		return errors.New("is neither an IP address nor a host name")
+	if last := name[strings.LastIndexByte(name, '.')+1:]; isNumber(last) {
+		return fmt.Errorf("is neither an IP address nor a host name: its last label %q is a number (inet_aton reads such a name as an IPv4 address)", last)
 	}
 	return nil
+}
+
+// isNumber reports whether label is what the WHATWG URL parser and
+// inet_aton take for a number: decimal digits (or octal, with a leading
+// 0), or 0x or 0X and hex digits, none included.
+func isNumber(label string) bool {
+	digits := "0123456789"
+	if len(label) >= 2 && label[0] == '0' && (label[1] == 'x' || label[1] == 'X') {
+		label, digits = label[2:], "0123456789abcdefABCDEF"
+	} else if label == "" {
+		return false
+	}
+	for i := 0; i < len(label); i++ {
+		if strings.IndexByte(digits, label[i]) < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // CheckServiceName checks that name can be a service's name in a registry:

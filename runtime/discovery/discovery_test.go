@@ -38,6 +38,20 @@ func TestParseAddress(t *testing.T) {
 		{in: "bücher.example:50051", wantErr: `character 'ü' is not allowed`},
 		{in: "b\xfccher.example:50051", wantErr: `byte 0xfc is not allowed`},
 		{in: "xn--bcher-kva.example:50051", want: "xn--bcher-kva.example:50051"},
+		// Names inet_aton (a cgo resolver) would read as an IPv4 address:
+		// refused as a dotted-decimal 127.1 is; names merely holding
+		// numbers are fine.
+		{in: "127.1:50051", wantErr: `last label "1" is a number`},
+		{in: "0x7f.1:50051", wantErr: `last label "1" is a number`},
+		{in: "0x7f000001:50051", wantErr: `last label "0x7f000001" is a number`},
+		{in: "1.0X1f:50051", wantErr: `last label "0X1f" is a number`},
+		{in: "0177.0.0.01:50051", wantErr: `last label "01" is a number`},
+		{in: "host.0x:50051", wantErr: `last label "0x" is a number`},
+		{in: "host.09.:50051", wantErr: `last label "09" is a number`},
+		{in: "0x7f.example:50051", want: "0x7f.example:50051"},
+		{in: "1e100.net:443", want: "1e100.net:443"},
+		{in: "host.0xg:1", want: "host.0xg:1"},
+		{in: "10.0.0.1.nip.io:80", want: "10.0.0.1.nip.io:80"},
 	} {
 		got, err := ParseAddress(tc.in)
 		if tc.wantErr != "" {
