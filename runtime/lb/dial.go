@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"go.opentelemetry.io/otel/metric"
@@ -68,7 +69,10 @@ func WithRegistryAddress(addr string) Option { return registryAddress(addr) }
 // WithTarget replaces the whole dial target, e.g. "static:///127.0.0.1:50051".
 // The balancing policy and method settings still apply. The static and
 // lbdns schemes are always available; others need their discovery package
-// imported (or grpc.WithResolvers).
+// imported (or grpc.WithResolvers): Dial fails on a target that names a
+// scheme ("nope:///x:1") no resolver serves, where grpc-go would take the
+// whole target for a DNS name and fail only the calls. A target without a
+// scheme ("host:port") gets grpc-go's default, dns.
 func WithTarget(target string) DialOption {
 	return dialFunc(func(o *dialOptions) { o.target = target })
 }
@@ -203,6 +207,10 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 	if err != nil {
 		return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
 	}
+	if err := checkScheme(target, cc); err != nil {
+		cc.Close()
+		return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
+	}
 	c := &Conn{cc: cc, hedger: hedger}
 	if o.block {
 		if err := c.waitReady(ctx, svc.FullName); err != nil {
@@ -211,6 +219,24 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 		}
 	}
 	return c, nil
+}
+
+// checkScheme returns an error if target names a scheme ("scheme:/..." or
+// "scheme://...") that cc found no resolver for, neither in grpc-go's
+// registry (resolver.Get) nor among those given with grpc.WithResolvers:
+// grpc-go then falls back to its default scheme with the whole target as
+// the name to resolve, and only the calls fail. cc's canonical target
+// tells which resolver it chose. A "host:port" target parses as an opaque
+// URL, or not at all, and keeps the default.
+func checkScheme(target string, cc *grpc.ClientConn) error {
+	u, err := url.Parse(target)
+	if err != nil || u.Scheme == "" || u.Opaque != "" {
+		return nil
+	}
+	if c, err := url.Parse(cc.CanonicalTarget()); err == nil && c.Scheme == u.Scheme {
+		return nil
+	}
+	return fmt.Errorf("target %q: no resolver for scheme %q (import its discovery package, or pass one with grpc.WithResolvers)", target, u.Scheme)
 }
 
 // defaultAuthority is the channel's authority, and so the name TLS

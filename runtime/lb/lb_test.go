@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testbackend"
@@ -133,6 +134,41 @@ func TestDialErrors(t *testing.T) {
 	// Port 1 on loopback refuses: WithBlock gives up when ctx ends.
 	if _, err := Dial(wctx, svc, WithInsecure(), WithBlock()); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Dial(WithBlock) to a closed port = %v, want DeadlineExceeded", err)
+	}
+}
+
+// TestDialTargetScheme: a target naming a scheme no resolver serves, in
+// grpc-go's registry or given with grpc.WithResolvers, fails at Dial and
+// names the scheme; a target without a scheme keeps grpc-go's default.
+func TestDialTargetScheme(t *testing.T) {
+	own := manual.NewBuilderWithScheme("lbown")
+	for _, tc := range []struct {
+		target  string
+		opts    []grpc.DialOption
+		wantErr string // "" for none
+	}{
+		{target: "nope:///x:1", wantErr: `scheme "nope"`},
+		{target: "Nope://authority/x:1", wantErr: `scheme "nope"`},
+		{target: "nope:/x:1", wantErr: `scheme "nope"`},
+		{target: "lbown:///x:1", wantErr: `scheme "lbown"`}, // not given
+		{target: "lbown:///x:1", opts: []grpc.DialOption{grpc.WithResolvers(own)}},
+		{target: "static:///127.0.0.1:1"},
+		{target: "lbdns:///svc.test?record=srv"},
+		{target: "passthrough:///127.0.0.1:1"},
+		{target: "dns:///localhost:1"},
+		// No scheme: grpc-go's default (dns).
+		{target: "127.0.0.1:1"},
+		{target: "localhost:1"},
+		{target: "[::1]:1"},
+	} {
+		svc := &Service{FullName: "pkg.Svc"}
+		c, err := Dial(context.Background(), svc, WithInsecure(), WithTarget(tc.target), WithDialOptions(tc.opts...))
+		if c != nil {
+			c.Close()
+		}
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("Dial(WithTarget(%q), %d dial options) = %v, want an error containing %q", tc.target, len(tc.opts), err, tc.wantErr)
+		}
 	}
 }
 
