@@ -617,6 +617,94 @@ func TestShutdownTakesEveryService(t *testing.T) {
 	}
 }
 
+// TestShutdownWholeServer: the whole server's health, service "" (what
+// Kubernetes' gRPC probe, grpc-health-probe and most load balancers check),
+// goes NOT_SERVING with the services when Shutdown begins: a Check while
+// the instance leaves the registry says so, and a Watch stream on "" is
+// told before it ends, counted and waited for like the services' watchers.
+func TestShutdownWholeServer(t *testing.T) {
+	// Unbuffered: Deregister waits until the test takes its instance.
+	reg := &fakeRegistry{instances: map[string]discovery.Instance{}, deregistered: make(chan string)}
+	s := grpc.NewServer()
+	lis := listen(t)
+	addr := lis.Addr().String()
+	r, err := Register(s, &Service{Name: "a", FullName: "pkg.Svc", Discovery: reg}, &testDesc, struct{}{}, WithAdvertiseAddress(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- r.Serve(lis) }()
+	waitStatus(t, r, func(err error) bool { return err == nil })
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	hc := healthpb.NewHealthClient(cc)
+	watch, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := watch.Recv(); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf(`Watch(""): %v, %v; want SERVING`, m, err)
+	}
+	type recv struct {
+		status healthpb.HealthCheckResponse_ServingStatus
+		err    error
+	}
+	got := make(chan recv, 8)
+	go func() {
+		for {
+			m, err := watch.Recv()
+			got <- recv{m.GetStatus(), err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+
+	shut := make(chan error, 1)
+	go func() { shut <- r.Shutdown(context.Background()) }()
+	deregistered := false
+	defer func() { // a failure below leaves Deregister waiting
+		if !deregistered {
+			<-reg.deregistered
+			<-shut
+		}
+	}()
+	// Shutdown cannot get past Deregister until the test takes the
+	// instance: what the watcher and a Check see now, they see before it.
+	select {
+	case m := <-got:
+		if m.err != nil || m.status != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Fatalf(`Watch("") once Shutdown began: %v, %v; want NOT_SERVING before the stream ends`, m.status, m.err)
+		}
+	case <-ctx.Done():
+		t.Fatal(`Watch("") was not told NOT_SERVING while the instance left the registry`)
+	}
+	if m, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: ""}); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf(`Check("") while the instance leaves the registry = %v, %v; want NOT_SERVING`, m.GetStatus(), err)
+	}
+	if id := <-reg.deregistered; id != defaultInstanceID("a", addr) {
+		t.Errorf("deregistered %q, want %q", id, defaultInstanceID("a", addr))
+	}
+	deregistered = true
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+	if m := <-got; m.err == nil {
+		t.Errorf(`Watch("") after Shutdown: %v, want the stream ended`, m.status)
+	}
+	if rep := r.LastShutdown(); rep.Watchers != 1 || rep.Forced {
+		t.Errorf(`shutdown report %+v: want the watcher of "" counted, no forced stop`, rep)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+}
+
 // TestDefaultAuthority: a registry service's channel verifies the
 // service's name from the proto; DNS and static targets, names that are
 // no host names, WithTarget and credentials naming a server keep gRPC's

@@ -32,8 +32,8 @@ var (
 type ShutdownReport struct {
 	// Services are the services deregistered.
 	Services []string
-	// Watchers is how many health Watch streams watched the services when
-	// Shutdown began.
+	// Watchers is how many health Watch streams watched the services, or
+	// the whole server (""), when Shutdown began.
 	Watchers int
 	// Propagation is how long it took, from NOT_SERVING, until every
 	// watcher had been told (or had gone: its client dropped the server on
@@ -79,6 +79,10 @@ var servers = struct {
 }{m: map[*grpc.Server]*serverState{}}
 
 const healthServiceName = "grpc.health.v1.Health"
+
+// wholeServer is the health service name of the server as a whole, which
+// Kubernetes' gRPC probe, grpc-health-probe and most load balancers check.
+const wholeServer = ""
 
 // stateFor returns the state of s, registering its health service on the
 // first call.
@@ -216,19 +220,21 @@ func (st *serverState) doShutdown(ctx context.Context) error {
 	regs := append([]*Registration(nil), st.regs...)
 	sm := st.metrics
 	st.mu.Unlock()
-	// 1. Every service NOT_SERVING: health-checking clients stop picking
-	// this server.
+	// 1. The whole server ("") and every service NOT_SERVING: readiness
+	// probes and load balancers, which check "", and health-checking
+	// clients stop sending calls to this server.
 	for _, r := range regs {
 		st.report.Services = append(st.report.Services, r.service)
 	}
+	down := append([]string{wholeServer}, st.report.Services...)
 	var watchers []*watchStream
 	if st.watches != nil {
-		watchers = st.watches.watching(st.report.Services)
+		watchers = st.watches.watching(down)
 		st.report.Watchers = len(watchers)
 	}
 	start := time.Now()
-	for _, r := range regs {
-		st.health.SetServingStatus(r.service, healthgrpc.HealthCheckResponse_NOT_SERVING)
+	for _, svc := range down {
+		st.health.SetServingStatus(svc, healthgrpc.HealthCheckResponse_NOT_SERVING)
 	}
 	// 2. Out of the registry, all at once.
 	errs := make([]error, len(regs))

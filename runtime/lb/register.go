@@ -283,14 +283,15 @@ func (r *Registration) deregister(ctx context.Context) error {
 }
 
 // Shutdown takes the whole server down, with every service registered on
-// it, in order: every service NOT_SERVING; every instance out of the
-// registry at once; a wait until every client watching the server's
-// health has been told (at most PropagationTimeout); the health Watch
-// streams ended (they never end on their own, and GracefulStop waits for
-// them); then GracefulStop, which lets calls in flight finish until ctx
-// ends or DrainTimeout passes, whichever is first, and then stops the
-// server at once. Calling it again, on any Registration of the server,
-// returns the first call's result.
+// it, in order: the whole server's health (service "", which readiness
+// probes and load balancers check) and every service NOT_SERVING; every
+// instance out of the registry at once; a wait until every client watching
+// the server's health, "" or a service, has been told (at most
+// PropagationTimeout); the health Watch streams ended (they never end on
+// their own, and GracefulStop waits for them); then GracefulStop, which
+// lets calls in flight finish until ctx ends or DrainTimeout passes,
+// whichever is first, and then stops the server at once. Calling it again,
+// on any Registration of the server, returns the first call's result.
 func (r *Registration) Shutdown(ctx context.Context) error {
 	return r.st.shutdown(ctx)
 }
