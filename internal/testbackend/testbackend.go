@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -27,6 +28,10 @@ import (
 // (wrapperspb.StringValue, BytesValue) is counted under that value, and
 // answered with an empty message.
 const EchoService = "lbtest.Echo"
+
+// BackendKey is the header and trailer key under which EchoService
+// calls are answered with the backend's address.
+const BackendKey = "lbtest-backend"
 
 // Backend is one running backend.
 type Backend struct {
@@ -74,6 +79,10 @@ func (b *Backend) echo(_ any, stream grpc.ServerStream) error {
 	if err := stream.RecvMsg(&req); err != nil {
 		return err
 	}
+	// Header and trailer name the backend, as a server's own metadata
+	// would (a hedged call must hand back the answering attempt's).
+	stream.SetHeader(metadata.Pairs(BackendKey, b.Addr))
+	stream.SetTrailer(metadata.Pairs(BackendKey, b.Addr))
 	b.mu.Lock()
 	b.keys[string(req.GetValue())]++
 	b.mu.Unlock()

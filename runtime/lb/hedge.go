@@ -2,12 +2,15 @@ package lb
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -112,6 +115,79 @@ type attemptResult struct {
 	n     int // the attempt's number, from 1
 }
 
+// callOutcome is what grpc-go writes through a call's options when the
+// call ends (grpc.Header, grpc.Trailer, grpc.Peer) and the grpc.OnFinish
+// callbacks it runs then. Each attempt of a hedged call gets options of
+// its own instead of the caller's; only the attempt whose result the call
+// returns hands its header, trailer and peer to the caller's, and the
+// callbacks run once, with the call's error, when every attempt has ended.
+type callOutcome struct {
+	headers, trailers []*metadata.MD
+	peers             []*peer.Peer
+	onFinish          []func(error)
+}
+
+// splitOptions takes the options with an outcome out of opts.
+func splitOptions(opts []grpc.CallOption) ([]grpc.CallOption, callOutcome) {
+	var out callOutcome
+	rest := make([]grpc.CallOption, 0, len(opts))
+	for _, o := range opts {
+		switch o := o.(type) {
+		case grpc.HeaderCallOption:
+			out.headers = append(out.headers, o.HeaderAddr)
+		case grpc.TrailerCallOption:
+			out.trailers = append(out.trailers, o.TrailerAddr)
+		case grpc.PeerCallOption:
+			out.peers = append(out.peers, o.PeerAddr)
+		case grpc.OnFinishCallOption:
+			out.onFinish = append(out.onFinish, o.OnFinish)
+		default:
+			rest = append(rest, o)
+		}
+	}
+	return rest, out
+}
+
+// attempt is one attempt's outcome, written by grpc-go when it ends.
+type attempt struct {
+	header, trailer metadata.MD
+	peer            peer.Peer
+}
+
+// options returns rest and the options that collect what the caller
+// asked for into a.
+func (a *attempt) options(rest []grpc.CallOption, out *callOutcome) []grpc.CallOption {
+	opts := slices.Clip(rest)
+	if len(out.headers) > 0 {
+		opts = append(opts, grpc.Header(&a.header))
+	}
+	if len(out.trailers) > 0 {
+		opts = append(opts, grpc.Trailer(&a.trailer))
+	}
+	if len(out.peers) > 0 {
+		opts = append(opts, grpc.Peer(&a.peer))
+	}
+	return opts
+}
+
+// deliver hands a's outcome and err to the caller's options.
+func (out *callOutcome) deliver(a *attempt, err error) {
+	for _, h := range out.headers {
+		*h = a.header
+	}
+	for _, t := range out.trailers {
+		*t = a.trailer
+	}
+	for _, p := range out.peers {
+		if a.peer.Addr != nil { // as grpc-go: a call that reached no peer leaves it
+			*p = a.peer
+		}
+	}
+	for _, f := range out.onFinish {
+		f(err)
+	}
+}
+
 // intercept hedges the methods that hedge and passes the others through.
 func (h *hedger) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	pol := h.policies[method]
@@ -119,20 +195,23 @@ func (h *hedger) intercept(ctx context.Context, method string, req, reply any, c
 	if pol == nil || !ok {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
+	rest, outcome := splitOptions(opts)
 	attempts := &hedge.Attempts{}
 	actx, cancel := context.WithCancel(hedge.WithAttempts(ctx, attempts))
 	defer cancel()
 	results := make(chan attemptResult, pol.MaxAttempts)
+	each := make([]attempt, pol.MaxAttempts) // by attempt number - 1; each written by its attempt only, read once all have ended
 	var wg sync.WaitGroup
 	sent := 0
 	launch := func() {
 		sent++
 		n := sent
 		r := out.ProtoReflect().New().Interface()
+		aopts := each[n-1].options(rest, &outcome)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results <- attemptResult{reply: r, err: invoker(actx, method, req, r, cc, opts...), n: n}
+			results <- attemptResult{reply: r, err: invoker(actx, method, req, r, cc, aopts...), n: n}
 		}()
 	}
 	// hedgeIfAllowed sends one more attempt when the policy and the budget
@@ -151,9 +230,12 @@ func (h *hedger) intercept(ctx context.Context, method string, req, reply any, c
 		launch()
 		return true
 	}
-	finish := func(err error) error {
+	// finish ends the call with err, the result of attempt n: the losers
+	// end with actx, and then n's outcome goes to the caller.
+	finish := func(n int, err error) error {
 		cancel()
-		wg.Wait() // the losers end with actx
+		wg.Wait()
+		outcome.deliver(&each[n-1], err)
 		return err
 	}
 	launch()
@@ -161,6 +243,7 @@ func (h *hedger) intercept(ctx context.Context, method string, req, reply any, c
 	defer timer.Stop()
 	pending := 1
 	var last error
+	lastN := 1 // the attempt whose result the call returns when none succeeds
 	for pending > 0 {
 		select {
 		case r := <-results:
@@ -173,12 +256,12 @@ func (h *hedger) intercept(ctx context.Context, method string, req, reply any, c
 				}
 				proto.Reset(out)
 				proto.Merge(out, r.reply)
-				return finish(nil)
+				return finish(r.n, nil)
 			}
 			h.budget.failed()
-			last = r.err
+			last, lastN = r.err, r.n
 			if !nonFatal(r.err) {
-				return finish(r.err)
+				return finish(r.n, r.err)
 			}
 			if hedgeIfAllowed() { // at once: this instance failed
 				pending++
@@ -190,10 +273,10 @@ func (h *hedger) intercept(ctx context.Context, method string, req, reply any, c
 				timer.Reset(pol.Delay)
 			}
 		case <-ctx.Done():
-			return finish(status.FromContextError(ctx.Err()).Err())
+			return finish(lastN, status.FromContextError(ctx.Err()).Err())
 		}
 	}
-	return finish(last)
+	return finish(lastN, last)
 }
 
 // HedgeStats returns the client's hedge counts; zero when no method

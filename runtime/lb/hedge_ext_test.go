@@ -4,10 +4,17 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
@@ -179,6 +186,154 @@ func TestRetryOnlyWhatIsIdempotent(t *testing.T) {
 			}
 			if got := bs[1].Keys()[victim]; got != want {
 				t.Errorf("the other backend got call %s %d times, want %d", victim, got, want)
+			}
+		})
+	}
+}
+
+// TestHedgedCallReportsTheWinner: of two backends one answers 50 ms late;
+// each call is hedged after 10 ms (2 attempts) under round robin. The
+// caller's grpc.Header, grpc.Trailer and grpc.Peer all name the backend
+// whose answer the call returned (each backend puts its address in its
+// header and trailer), and grpc.OnFinish runs once per call, with the
+// call's error. The loser's attempt ends last (cancelled), and it used to
+// write its empty header and its peer through the caller's options.
+func TestHedgedCallReportsTheWinner(t *testing.T) {
+	bs, addrs := testbackend.StartN(t, 2)
+	bs[1].Delay.Store(int64(50 * time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*resolvertest.Timeout)
+	defer cancel()
+	svc := hedgedService(addrs, nil)
+	svc.Methods[0].Hedging.MaxAttempts = 2
+	c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitCalled(t, ctx, c, bs...)
+	for i := range 20 {
+		var header, trailer metadata.MD
+		var p peer.Peer
+		var finished []error
+		err := c.Invoke(ctx, "/"+testbackend.EchoService+"/Echo", wrapperspb.String(fmt.Sprint("w-", i)), &emptypb.Empty{},
+			grpc.Header(&header), grpc.Trailer(&trailer), grpc.Peer(&p), grpc.OnFinish(func(err error) { finished = append(finished, err) }))
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		h, tr := header.Get(testbackend.BackendKey), trailer.Get(testbackend.BackendKey)
+		if p.Addr == nil || len(h) != 1 || len(tr) != 1 || h[0] != p.Addr.String() || tr[0] != p.Addr.String() {
+			t.Errorf("call %d: header %v, trailer %v, peer %v: want all three to name the backend that answered", i, h, tr, p.Addr)
+		}
+		if len(finished) != 1 || finished[0] != nil {
+			t.Errorf("call %d: OnFinish ran with %v, want once with <nil>", i, finished)
+		}
+	}
+	if st := c.HedgeStats(); st.Sent == 0 {
+		t.Errorf("hedge stats %+v: no call was hedged, so nothing was tested", st)
+	}
+}
+
+// TestHedgedCallFailsWithItsOwnOutcome: both backends fail every call.
+// OnFinish runs once, with the error the call returns, and the header and
+// trailer are those of the attempt whose error it is.
+func TestHedgedCallFailsWithItsOwnOutcome(t *testing.T) {
+	bs, addrs := testbackend.StartN(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	svc := hedgedService(addrs, nil)
+	svc.Methods[0].Hedging.MaxAttempts = 2
+	c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitCalled(t, ctx, c, bs...)
+	for _, b := range bs {
+		b.Fail.Store(true)
+	}
+	var header metadata.MD
+	var p peer.Peer
+	var finished []error
+	err = c.Invoke(ctx, "/"+testbackend.EchoService+"/Echo", wrapperspb.String("fail"), &emptypb.Empty{},
+		grpc.Header(&header), grpc.Peer(&p), grpc.OnFinish(func(err error) { finished = append(finished, err) }))
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("call on failing backends: %v, want UNAVAILABLE", err)
+	}
+	if len(finished) != 1 || finished[0] != err {
+		t.Errorf("OnFinish ran with %v, want once with %v", finished, err)
+	}
+	if h := header.Get(testbackend.BackendKey); p.Addr == nil || len(h) != 1 || h[0] != p.Addr.String() {
+		t.Errorf("header %v, peer %v: want both to name the backend whose error the call returned", h, p.Addr)
+	}
+}
+
+// firstAttempts is a client interceptor after the hedging one: it sees
+// each attempt of a call, and records where each call's first attempt
+// went.
+type firstAttempts struct {
+	mu    sync.Mutex
+	seen  map[any]bool   // requests whose first attempt went out
+	first map[string]int // first attempts by backend address
+}
+
+func (f *firstAttempts) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	f.mu.Lock()
+	first := !f.seen[req]
+	f.seen[req] = true
+	f.mu.Unlock()
+	if !first {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	var p peer.Peer
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Peer(&p))...)
+	if p.Addr != nil {
+		f.mu.Lock()
+		f.first[p.Addr.String()]++
+		f.mu.Unlock()
+	}
+	return err
+}
+
+// TestHedgesLeaveTheOrderAlone: of 3 backends one answers 50 ms late, and
+// each call is hedged after 10 ms. Under round robin and
+// lb_weighted_round_robin the calls' first attempts spread evenly: the
+// hedges (every call that starts on the slow backend has one) do not move
+// the order on, which used to give the slow backend half of the first
+// attempts and so hedge half of all calls.
+func TestHedgesLeaveTheOrderAlone(t *testing.T) {
+	for _, b := range []lb.Balancer{lb.RoundRobin{}, lb.WeightedRoundRobin{}} {
+		t.Run(b.BalancerName(), func(t *testing.T) {
+			bs, addrs := testbackend.StartN(t, 3)
+			slow := bs[2]
+			slow.Delay.Store(int64(50 * time.Millisecond))
+			ctx, cancel := context.WithTimeout(context.Background(), 2*resolvertest.Timeout)
+			defer cancel()
+			svc := hedgedService(addrs, nil)
+			svc.Methods[0].Hedging.MaxAttempts = 2
+			fa := &firstAttempts{seen: map[any]bool{}, first: map[string]int{}}
+			c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock(), lb.WithBalancer(b),
+				lb.WithDialOptions(grpc.WithChainUnaryInterceptor(fa.intercept)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			waitCalled(t, ctx, c, bs...)
+			const calls = 300
+			for i := range calls {
+				if err := testbackend.Echo(ctx, c, "Echo", wrapperspb.String(fmt.Sprint("o-", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fa.mu.Lock()
+			defer fa.mu.Unlock()
+			share := float64(fa.first[slow.Addr]) / calls
+			t.Logf("first attempts %v (slow %s: %.1f%%); hedges %+v", fa.first, slow.Addr, 100*share, c.HedgeStats())
+			// Round robin gives it 1/3 exactly; weighted round robin
+			// keeps a place per goroutine stripe, and each attempt runs
+			// on a goroutine of its own: 1/3 give or take its noise
+			// (σ ≈ 2.7% over 300 calls). A hedge taking a place gives 1/2.
+			if share < 0.25 || share > 0.42 {
+				t.Errorf("the slow backend got %.1f%% of the first attempts, want 1/3", 100*share)
 			}
 		})
 	}
