@@ -17,15 +17,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/endpointsharding"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/fastrand"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/parent"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
 )
@@ -52,13 +55,25 @@ type Attempts struct {
 func (a *Attempts) claim(addr string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, u := range a.used {
-		if u == addr {
-			return false
-		}
+	if slices.Contains(a.used, addr) {
+		return false
 	}
 	a.used = append(a.used, addr)
 	return true
+}
+
+// started reports whether an attempt of the call has picked an instance.
+func (a *Attempts) started() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.used) > 0
+}
+
+// has reports whether the call has been sent to addr.
+func (a *Attempts) has(addr string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Contains(a.used, addr)
 }
 
 // Used returns the addresses the call has been sent to, in order.
@@ -159,7 +174,7 @@ func (c *childCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnO
 
 func (c *childCC) UpdateState(s balancer.State) {
 	if s.Picker != nil {
-		s.Picker = &picker{child: s.Picker, b: c.b}
+		s.Picker = newPicker(s.Picker, c.b)
 	}
 	c.ClientConn.UpdateState(s)
 }
@@ -167,9 +182,47 @@ func (c *childCC) UpdateState(s balancer.State) {
 // errTried fails an attempt that finds only instances the call has tried.
 var errTried = status.Error(codes.Unavailable, Name+": every instance the policy offered has had this call already")
 
+// picker sends a call's first attempt where the child's picker says, and
+// each hedge (an attempt of a call that has one already) to an instance
+// the call has not tried, without moving the order the child's picks
+// take turns in: under round robin, a hedge that took the next place in
+// the order would push the next call's first attempt one instance on, so
+// the instance after the fast ones (the slow one, whose calls are the
+// ones hedged) would get more first attempts than its share.
+//
+//   - A child that is an endpointsharding picker (grpc-go's round_robin)
+//     shows its children: a hedge goes to one of its READY instances the
+//     call has not tried, at random.
+//   - A parent.AsidePicker (lb_weighted_round_robin) picks the hedge
+//     through PickAside.
+//   - Any other child (lb_p2c_ewma, lb_least_request, lb_random) picks the
+//     hedge through Pick, as it does every call: its choice does not depend
+//     on the picks before it in a way a hedge would skew, and it steers the
+//     hedge by what it measures.
 type picker struct {
-	child balancer.Picker
-	b     *hedgeBalancer
+	child     balancer.Picker
+	aside     func(balancer.PickInfo) (balancer.PickResult, error) // the child's pick for hedges
+	endpoints []readyChild                                         // an endpointsharding child's READY endpoints; nil for other children
+	b         *hedgeBalancer
+}
+
+// readyChild is a READY child of an endpointsharding picker.
+type readyChild struct {
+	addr   string // without a pool copy's suffix
+	picker balancer.Picker
+}
+
+func newPicker(child balancer.Picker, b *hedgeBalancer) *picker {
+	p := &picker{child: child, aside: child.Pick, b: b}
+	if a, ok := child.(parent.AsidePicker); ok {
+		p.aside = a.PickAside
+	}
+	for _, cs := range endpointsharding.ChildStatesFromPicker(child) {
+		if cs.State.ConnectivityState == connectivity.Ready && len(cs.Endpoint.Addresses) > 0 {
+			p.endpoints = append(p.endpoints, readyChild{addr: ready.BaseAddr(cs.Endpoint.Addresses[0].Addr), picker: cs.State.Picker})
+		}
+	}
+	return p
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
@@ -177,8 +230,15 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if a == nil {
 		return p.child.Pick(info)
 	}
+	pick := p.child.Pick
+	if a.started() {
+		if p.endpoints != nil {
+			return p.pickReady(info, a)
+		}
+		pick = p.aside
+	}
 	for range repicks {
-		res, err := p.child.Pick(info)
+		res, err := pick(info)
 		if err != nil {
 			return res, err
 		}
@@ -188,6 +248,37 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		}
 		if res.Done != nil {
 			res.Done(balancer.DoneInfo{Err: ready.ErrNotUsed})
+		}
+	}
+	return balancer.PickResult{}, errTried
+}
+
+// pickReady picks, for a hedge, one of the READY children the call has
+// not tried, at random.
+func (p *picker) pickReady(info balancer.PickInfo, a *Attempts) (balancer.PickResult, error) {
+	for range repicks {
+		untried := 0
+		for _, c := range p.endpoints {
+			if !a.has(c.addr) {
+				untried++
+			}
+		}
+		if untried == 0 {
+			break
+		}
+		k := fastrand.IntN(untried)
+		for _, c := range p.endpoints {
+			if a.has(c.addr) {
+				continue
+			}
+			if k > 0 {
+				k--
+				continue
+			}
+			if !a.claim(c.addr) {
+				break // another attempt of the call took it just now
+			}
+			return c.picker.Pick(info)
 		}
 	}
 	return balancer.PickResult{}, errTried

@@ -113,6 +113,13 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	return p.seq[p.index(c.n.Add(1)-1)].Pick(info)
 }
 
+// PickAside picks at a random place in the sequence, leaving the counters
+// alone: a hedge (parent.AsidePicker) goes to an instance with the odds
+// of its weight without moving the calls that follow it.
+func (p *picker) PickAside(info balancer.PickInfo) (balancer.PickResult, error) {
+	return p.seq[fastrand.IntN(len(p.seq))].Pick(info)
+}
+
 // index is n % len(p.seq), by two multiplications (Lemire's fastmod: exact
 // for every 32-bit n and length) instead of a division, which costs more.
 func (p *picker) index(n uint32) uint64 {
