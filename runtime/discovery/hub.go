@@ -48,8 +48,9 @@ type hubWatch struct {
 var defaultHub = &hub{clock: realClock{}, linger: DefaultLinger, watches: map[Key]*hubWatch{}, lastGood: map[Key]lastGood{}}
 
 // subscribe joins the watch of spec, starting it if there is none, and
-// returns the channel's resolver. The channel gets the watch's last state
-// at once.
+// returns the channel's resolver. The channel is given the watch's last
+// state at once, by the subscriber's goroutine: Build does not wait for the
+// channel's balancer.
 func (h *hub) subscribe(target string, spec Spec, cc resolver.ClientConn, opts resolver.BuildOptions) *subscriber {
 	h.mu.Lock()
 	hw := h.watches[spec.Key]

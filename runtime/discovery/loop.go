@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -107,6 +106,15 @@ const maxDropLines = 5
 // watch is the one loop every backend shares: it runs one Source, turns
 // what it sends into the state the channels see, applies the failure
 // policy, and hands the result to every subscriber.
+//
+// Its mutex is never held while it calls into grpc-go (a channel's
+// UpdateState or ReportError, which wait for that channel's balancer, or
+// a MetricsRecorder), as grpc-go's outlier detection never holds its own
+// while it calls its child: what a change made under mu calls for is
+// noted there (toDeliver, dropsToCount) and done by unlock once mu is
+// released. Subscribers are offered a copy of the view, and each gives it
+// to its channel in its own time (see subscriber): a slow channel holds up
+// neither the source, nor the failure policy's timer, nor other channels.
 type watch struct {
 	key   Key
 	spec  Spec
@@ -117,7 +125,9 @@ type watch struct {
 	done       chan struct{}
 	resolveNow chan struct{}
 
-	// mu guards the state below and serialises what subscribers are given.
+	// mu guards the state below. Functions that need it held end in
+	// Locked; those that take it to change the watch release it with
+	// unlock.
 	mu       sync.Mutex
 	stopped  bool
 	source   Source // once New succeeded
@@ -129,21 +139,21 @@ type watch struct {
 	good     []resolver.Endpoint // the last good set; nil before the first
 	goodAt   time.Time           // when the registry last gave it
 	badSince time.Time           // when the registry stopped giving a good set; zero while it does
-	// staleSince is badSince in Unix ns while there is a good set to run
-	// on, else 0: the staleness metric reads it without mu, because a
-	// metrics collection holds the SDK's lock while it asks, and a
-	// channel's Build may wait on that lock while holding mu.
-	staleSince atomic.Int64
-	expiry     stopper     // the failure policy's timer
-	flushes    int         // Flushes since the last watch error
-	warn       *LogLimiter // the warnings about the registry's entries
-	view       view
-	subs       map[*subscriber]struct{}
+	expiry   stopper             // the failure policy's timer
+	flushes  int                 // Flushes since the last watch error
+	warn     *LogLimiter         // the warnings about the registry's entries
+	view     view
+	subs     map[*subscriber]struct{}
+	// What unlock does once mu is released.
+	toDeliver    bool     // offer the view to every subscriber
+	dropsToCount []string // drop reasons, to count in every channel's metrics
 }
 
 // view is what the subscribers are given: the state to publish and the
 // error to report, each with a version so that each subscriber gets each
-// once and in order.
+// once and in order. A view is copied under the watch's mu and offered
+// after it is released, so copies may reach a subscriber out of order: the
+// versions, which only grow, tell it which is the newest.
 type view struct {
 	stateVer uint64
 	state    *resolver.State // nil until there is something to publish
@@ -190,7 +200,6 @@ func (w *watch) seed(eps []resolver.Endpoint, at time.Time) {
 	}
 	s := stateOf(eps)
 	w.good, w.goodAt, w.badSince = eps, at, at
-	w.syncStale()
 	w.view.state, w.view.stateVer = &s, 1
 	if p.MaxStaleness > 0 {
 		w.expiry = w.clock.AfterFunc(p.MaxStaleness-age, w.expire)
@@ -270,10 +279,10 @@ func (u *updates) Reset(insts []Instance, dropped []Dropped) {
 	old := w.dropped
 	w.dropped = map[string]string{}
 	for _, d := range dropped {
-		w.drop(d, old)
+		w.dropLocked(d, old)
 	}
 	for _, inst := range insts {
-		w.put(inst, old)
+		w.putLocked(inst, old)
 	}
 }
 
@@ -281,7 +290,7 @@ func (u *updates) Put(inst Instance) {
 	w := (*watch)(u)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.put(inst, w.dropped)
+	w.putLocked(inst, w.dropped)
 }
 
 func (u *updates) Delete(id string) {
@@ -298,7 +307,7 @@ func (u *updates) Drop(d Dropped) {
 	w := (*watch)(u)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.drop(d, w.dropped)
+	w.dropLocked(d, w.dropped)
 	if w.set.delete(d.ID) {
 		w.dirty = true
 	}
@@ -311,12 +320,12 @@ func (u *updates) ResolveNow() <-chan struct{} { return u.resolveNow }
 func (u *updates) Flush() {
 	w := (*watch)(u)
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	defer w.unlock()
 	w.flushes++
-	w.reportDrops()
+	w.reportDropsLocked()
 	if w.set.len() == 0 {
 		err := ErrNoInstances
-		if r, ok := w.src().(NoInstancesReporter); ok {
+		if r, ok := w.source.(NoInstancesReporter); ok {
 			err = r.NoInstances()
 		}
 		if len(w.dropped) > 0 {
@@ -335,28 +344,24 @@ func (u *updates) Flush() {
 	if w.reset && w.badSince.IsZero() && equalEndpoints(eps, w.good) {
 		w.reset, w.dirty = false, false
 		// Channels whose balancer rejected the state get it again.
-		w.deliver()
+		w.deliverLocked()
 		return
 	}
 	w.reset, w.dirty = false, false
 	w.good = eps
-	w.syncStale()
-	if w.recover() {
+	if w.recoverLocked() {
 		// Give the balancers a good state again even if it is the one they
 		// had before the error.
 		w.view.state = nil
 	}
-	w.publish(eps)
+	w.publishLocked(eps)
 }
 
-func (w *watch) src() Source { return w.source }
-
-// put records inst, or drops it when its address is not valid. Callers
-// hold mu.
-func (w *watch) put(inst Instance, dropped map[string]string) {
+// putLocked records inst, or drops it when its address is not valid.
+func (w *watch) putLocked(inst Instance, dropped map[string]string) {
 	addr, err := ParseAddress(inst.Address)
 	if err != nil {
-		w.drop(Dropped{ID: inst.ID, Reason: err}, dropped)
+		w.dropLocked(Dropped{ID: inst.ID, Reason: err}, dropped)
 		if w.set.delete(inst.ID) {
 			w.dirty = true
 		}
@@ -369,8 +374,9 @@ func (w *watch) put(inst Instance, dropped map[string]string) {
 	}
 }
 
-// drop records that an entry is invalid, to log it if its reason is new.
-func (w *watch) drop(d Dropped, old map[string]string) {
+// dropLocked records that an entry is invalid, to log it if its reason is
+// new.
+func (w *watch) dropLocked(d Dropped, old map[string]string) {
 	reason := d.Reason.Error()
 	if old[d.ID] != reason {
 		w.dropLog = append(w.dropLog, d)
@@ -378,19 +384,15 @@ func (w *watch) drop(d Dropped, old map[string]string) {
 	w.dropped[d.ID] = reason
 }
 
-// reportDrops counts the entries dropped since the last flush in every
-// channel's lb.discovery.dropped, and logs them: the first few one by one,
-// the rest summed up, so that a registry full of bad values cannot flood
-// the log; an entry is reported again only when its reason changes, and
-// entries that flap are held to the watch's LogLimiter.
-func (w *watch) reportDrops() {
-	for s := range w.subs {
-		if s.metrics == nil {
-			continue
-		}
-		for _, d := range w.dropLog {
-			droppedMetric.Record(s.metrics, 1, s.target, s.label, dropReason(d.Reason))
-		}
+// reportDropsLocked has the entries dropped since the last flush counted
+// in every channel's lb.discovery.dropped (by unlock), and logs them: the
+// first few one by one, the rest summed up, so that a registry full of bad
+// values cannot flood the log; an entry is reported again only when its
+// reason changes, and entries that flap are held to the watch's
+// LogLimiter.
+func (w *watch) reportDropsLocked() {
+	for _, d := range w.dropLog {
+		w.dropsToCount = append(w.dropsToCount, dropReason(d.Reason))
 	}
 	for i, d := range w.dropLog {
 		if i == maxDropLines {
@@ -406,7 +408,7 @@ func (w *watch) reportDrops() {
 // or gave no valid instance.
 func (w *watch) fail(err error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	defer w.unlock()
 	w.failLocked(err)
 }
 
@@ -419,26 +421,25 @@ func (w *watch) failLocked(err error) {
 	first := w.badSince.IsZero()
 	if first {
 		w.badSince = now
-		w.syncStale()
 	}
 	p := w.spec.Policy
 	switch {
 	case p.Mode == FailFast:
-		w.publish(nil)
+		w.publishLocked(nil)
 	case p.Mode == StaticFallback && (w.good == nil || p.MaxStaleness == 0 || now.Sub(w.badSince) >= p.MaxStaleness):
-		w.publishFallback()
+		w.publishFallbackLocked()
 	case p.Mode == KeepLastGood && w.good != nil && p.MaxStaleness > 0 && now.Sub(w.badSince) >= p.MaxStaleness:
-		w.publish(nil)
+		w.publishLocked(nil)
 	case first && w.good != nil && p.MaxStaleness > 0:
 		w.expiry = w.clock.AfterFunc(p.MaxStaleness, w.expire)
 	}
-	w.report(err)
+	w.reportLocked(err)
 }
 
 // expire ends keeping the last good set when MaxStaleness is over.
 func (w *watch) expire() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	defer w.unlock()
 	// A timer of an earlier failure may fire late, after a recovery and a
 	// new failure: only the staleness of this one counts.
 	if w.stopped || w.badSince.IsZero() || w.clock.Now().Sub(w.badSince) < w.spec.Policy.MaxStaleness {
@@ -446,21 +447,20 @@ func (w *watch) expire() {
 	}
 	err := fmt.Errorf("%s: no good answer from the registry for %v (%w)", w.key, w.spec.Policy.MaxStaleness, errStale)
 	if w.spec.Policy.Mode == StaticFallback {
-		w.publishFallback()
+		w.publishFallbackLocked()
 	} else {
-		w.publish(nil)
+		w.publishLocked(nil)
 	}
-	w.report(err)
+	w.reportLocked(err)
 }
 
-// recover ends a failure, if there was one: the registry gives a good set
-// again.
-func (w *watch) recover() bool {
+// recoverLocked ends a failure, if there was one: the registry gives a
+// good set again.
+func (w *watch) recoverLocked() bool {
 	if w.badSince.IsZero() {
 		return false
 	}
 	w.badSince = time.Time{}
-	w.syncStale()
 	if w.expiry != nil {
 		w.expiry.Stop()
 		w.expiry = nil
@@ -469,18 +469,18 @@ func (w *watch) recover() bool {
 	return true
 }
 
-func (w *watch) publishFallback() {
+func (w *watch) publishFallbackLocked() {
 	eps := make([]resolver.Endpoint, 0, len(w.spec.Policy.Fallback))
 	for _, a := range w.spec.Policy.Fallback {
 		addr, _ := ParseAddress(a) // checked by Validate
 		eps = append(eps, Endpoint(addr, Metadata{}))
 	}
-	w.publish(eps)
+	w.publishLocked(eps)
 }
 
-// publish hands eps (nil: none, calls fail) to every subscriber. Callers
-// hold mu, which keeps the subscribers' updates in order.
-func (w *watch) publish(eps []resolver.Endpoint) {
+// publishLocked makes eps (nil: none, calls fail) the state of the view,
+// for unlock to offer to every subscriber.
+func (w *watch) publishLocked(eps []resolver.Endpoint) {
 	if w.view.state != nil && equalEndpoints(w.view.state.Endpoints, eps) {
 		return
 	}
@@ -490,33 +490,56 @@ func (w *watch) publish(eps []resolver.Endpoint) {
 	}
 	w.view.state = &s
 	w.view.stateVer++
-	w.deliver()
+	w.deliverLocked()
 }
 
-// report tells the subscribers err, once for as long as it stays the same.
-func (w *watch) report(err error) {
+// reportLocked makes err the error of the view, once for as long as it
+// stays the same, for unlock to offer to every subscriber.
+func (w *watch) reportLocked(err error) {
 	if w.view.err == nil || w.view.err.Error() != err.Error() {
 		w.view.err = err
 		w.view.errVer++
 		logger.Infof("%v", err)
-		w.deliver()
+		w.deliverLocked()
 	}
 }
 
-func (w *watch) deliver() {
-	defer notifyChanged()
+// deliverLocked has unlock offer the view to every subscriber.
+func (w *watch) deliverLocked() { w.toDeliver = true }
+
+// unlock releases mu, then does what the changes made under it call for:
+// it offers a copy of the view to every subscriber (which never waits on
+// a channel) and counts dropped entries in the channels' metrics.
+func (w *watch) unlock() {
+	deliver, drops := w.toDeliver, w.dropsToCount
+	w.toDeliver, w.dropsToCount = false, nil
+	var subs []*subscriber
+	if deliver || len(drops) > 0 {
+		subs = make([]*subscriber, 0, len(w.subs))
+		for s := range w.subs {
+			subs = append(subs, s)
+		}
+	}
 	v := w.view
-	for s := range w.subs {
-		s.deliver(v)
+	w.mu.Unlock()
+	for _, s := range subs {
+		s.countDrops(drops)
+		if deliver {
+			s.offer(v)
+		}
+	}
+	if deliver {
+		notifyChanged()
 	}
 }
 
-// subscribe adds s and gives it the current view at once.
+// subscribe adds s and offers it the current view at once.
 func (w *watch) subscribe(s *subscriber) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	w.subs[s] = struct{}{}
-	s.deliver(w.view)
+	v := w.view
+	w.mu.Unlock()
+	s.offer(v)
 }
 
 func (w *watch) unsubscribe(s *subscriber) {
@@ -532,13 +555,4 @@ func (w *watch) requestResolve() {
 	case w.resolveNow <- struct{}{}:
 	default:
 	}
-}
-
-// syncStale publishes badSince for the staleness metric. Callers hold mu.
-func (w *watch) syncStale() {
-	var ns int64
-	if !w.badSince.IsZero() && w.good != nil {
-		ns = w.badSince.UnixNano()
-	}
-	w.staleSince.Store(ns)
 }
