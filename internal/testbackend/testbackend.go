@@ -29,8 +29,8 @@ import (
 // answered with an empty message.
 const EchoService = "lbtest.Echo"
 
-// BackendKey is the header and trailer key under which EchoService
-// calls are answered with the backend's address.
+// BackendKey is the trailer key (and, on an answer, the header key) under
+// which EchoService calls name the backend's address.
 const BackendKey = "lbtest-backend"
 
 // Backend is one running backend.
@@ -79,9 +79,10 @@ func (b *Backend) echo(_ any, stream grpc.ServerStream) error {
 	if err := stream.RecvMsg(&req); err != nil {
 		return err
 	}
-	// Header and trailer name the backend, as a server's own metadata
-	// would (a hedged call must hand back the answering attempt's).
-	stream.SetHeader(metadata.Pairs(BackendKey, b.Addr))
+	// The trailer names the backend, and the header of an answer does too,
+	// as a server's own metadata would (a hedged call must hand back the
+	// answering attempt's). A failure sends no header: the response stays
+	// trailers-only, and grpc-go may still retry it.
 	stream.SetTrailer(metadata.Pairs(BackendKey, b.Addr))
 	b.mu.Lock()
 	b.keys[string(req.GetValue())]++
@@ -96,6 +97,7 @@ func (b *Backend) echo(_ any, stream grpc.ServerStream) error {
 			return stream.Context().Err()
 		}
 	}
+	stream.SetHeader(metadata.Pairs(BackendKey, b.Addr))
 	return stream.SendMsg(&emptypb.Empty{})
 }
 

@@ -234,8 +234,8 @@ func TestHedgedCallReportsTheWinner(t *testing.T) {
 }
 
 // TestHedgedCallFailsWithItsOwnOutcome: both backends fail every call.
-// OnFinish runs once, with the error the call returns, and the header and
-// trailer are those of the attempt whose error it is.
+// OnFinish runs once, with the error the call returns, and the trailer
+// and peer are those of the attempt whose error it is.
 func TestHedgedCallFailsWithItsOwnOutcome(t *testing.T) {
 	bs, addrs := testbackend.StartN(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
@@ -251,19 +251,19 @@ func TestHedgedCallFailsWithItsOwnOutcome(t *testing.T) {
 	for _, b := range bs {
 		b.Fail.Store(true)
 	}
-	var header metadata.MD
+	var trailer metadata.MD
 	var p peer.Peer
 	var finished []error
 	err = c.Invoke(ctx, "/"+testbackend.EchoService+"/Echo", wrapperspb.String("fail"), &emptypb.Empty{},
-		grpc.Header(&header), grpc.Peer(&p), grpc.OnFinish(func(err error) { finished = append(finished, err) }))
+		grpc.Trailer(&trailer), grpc.Peer(&p), grpc.OnFinish(func(err error) { finished = append(finished, err) }))
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("call on failing backends: %v, want UNAVAILABLE", err)
 	}
 	if len(finished) != 1 || finished[0] != err {
 		t.Errorf("OnFinish ran with %v, want once with %v", finished, err)
 	}
-	if h := header.Get(testbackend.BackendKey); p.Addr == nil || len(h) != 1 || h[0] != p.Addr.String() {
-		t.Errorf("header %v, peer %v: want both to name the backend whose error the call returned", h, p.Addr)
+	if tr := trailer.Get(testbackend.BackendKey); p.Addr == nil || len(tr) != 1 || tr[0] != p.Addr.String() {
+		t.Errorf("trailer %v, peer %v: want both to name the backend whose error the call returned", tr, p.Addr)
 	}
 }
 
