@@ -11,9 +11,6 @@ import (
 	_ "google.golang.org/grpc/balancer/weightedroundrobin" // weighted_round_robin
 	"google.golang.org/grpc/codes"
 
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/hedge"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pickfirst"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pool"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/weighted"
 )
 
@@ -155,31 +152,11 @@ func ServiceConfig(svc *Service) (string, error) {
 	if b := budget(svc); b != nil {
 		sc.RetryThrottling = &retryThrottling{MaxTokens: b.MaxTokens, TokenRatio: b.TokenRatio}
 	}
-	if svc.PoolSize > 1 {
-		if svc.PoolSize > pool.MaxSize {
-			return "", fmt.Errorf("lb: %s: pool size %d is more than %d", svc.FullName, svc.PoolSize, pool.MaxSize)
-		}
-		if name == pickfirst.Name {
-			return "", fmt.Errorf("lb: %s: a pool (size %d) under pick_first: pick_first calls one transport; choose a policy that spreads calls", svc.FullName, svc.PoolSize)
-		}
-		if err := checkRegistered(pool.Name); err != nil {
-			return "", fmt.Errorf("lb: %s: %w", svc.FullName, err)
-		}
-		sc.LoadBalancingConfig = []map[string]any{{pool.Name: map[string]any{
-			"size":        svc.PoolSize,
-			"childPolicy": sc.LoadBalancingConfig,
-		}}}
+	lbc, err := wrapPolicy(svc, name, map[string]any{name: cfg})
+	if err != nil {
+		return "", fmt.Errorf("lb: %s: %w", svc.FullName, err)
 	}
-	for _, m := range svc.Methods {
-		if m.Hedging != nil {
-			// Each attempt of a hedged call goes to another instance.
-			if err := checkRegistered(hedge.Name); err != nil {
-				return "", fmt.Errorf("lb: %s: %w", svc.FullName, err)
-			}
-			sc.LoadBalancingConfig = []map[string]any{{hedge.Name: map[string]any{"childPolicy": sc.LoadBalancingConfig}}}
-			break
-		}
-	}
+	sc.LoadBalancingConfig = []map[string]any{lbc}
 	for _, m := range svc.Methods {
 		mc := methodConfig{
 			Name:         []methodName{{Service: svc.FullName, Method: m.Name}},

@@ -1,0 +1,95 @@
+package lb
+
+import (
+	"fmt"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/hedge"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pickfirst"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pool"
+)
+
+// A service's policy sits in a tree of parent policies, each a package
+// under runtime/balancer whose config names its child. This is the one
+// place that says which holds which. From the channel down:
+//
+//	lb_hedge    sends each attempt of a hedged call to an instance the
+//	            call has not tried: the attempts are the call's, so it
+//	            sits above every choice of instance and sees all of them.
+//	(subset)    next: which instances this client connects to at all, a
+//	            per-client choice made before anything is measured.
+//	(locality)  next: which level (own zone, region, rest) a call goes to.
+//	(ejection)  next: which instances are out for now, from the calls'
+//	            outcomes (each pick's Done), just above what picks.
+//	lb_pool     several connections to each address: it hands the policy
+//	            each instance's copies as endpoints, and the policy keeps
+//	            one state per address for all of them.
+//	the policy  round_robin, lb_p2c_ewma, ...: picks among what is left.
+//
+// (../shared/notes/architecture.md says why.) layers lists the parents in
+// that order, the outermost first; one a service does not declare is left
+// out and costs nothing.
+var layers = []layer{
+	{name: hedge.Name, wraps: hedges},
+	{name: pool.Name, wraps: pooled, config: func(svc *Service) map[string]any {
+		return map[string]any{"size": svc.PoolSize}
+	}},
+}
+
+// layer is a parent policy around the service's policy.
+type layer struct {
+	name string
+	// wraps reports whether svc has the layer, or why it cannot.
+	wraps func(svc *Service, policy string) (bool, error)
+	// config is the layer's config, without its childPolicy; nil for
+	// none.
+	config func(svc *Service) map[string]any
+}
+
+// wrapPolicy returns the loadBalancingConfig entry of svc: its policy
+// (named policy, its entry given) inside the layers svc declares.
+func wrapPolicy(svc *Service, policy string, entry map[string]any) (map[string]any, error) {
+	for i := len(layers) - 1; i >= 0; i-- {
+		l := layers[i]
+		ok, err := l.wraps(svc, policy)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		if err := checkRegistered(l.name); err != nil {
+			return nil, err
+		}
+		cfg := map[string]any{}
+		if l.config != nil {
+			cfg = l.config(svc)
+		}
+		cfg["childPolicy"] = []map[string]any{entry}
+		entry = map[string]any{l.name: cfg}
+	}
+	return entry, nil
+}
+
+// hedges: a method hedges.
+func hedges(svc *Service, _ string) (bool, error) {
+	for _, m := range svc.Methods {
+		if m.Hedging != nil {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// pooled: a pool of more than one connection, under a policy that
+// spreads calls.
+func pooled(svc *Service, policy string) (bool, error) {
+	switch {
+	case svc.PoolSize <= 1:
+		return false, nil
+	case svc.PoolSize > pool.MaxSize:
+		return false, fmt.Errorf("pool size %d is more than %d", svc.PoolSize, pool.MaxSize)
+	case policy == pickfirst.Name:
+		return false, fmt.Errorf("a pool (size %d) under pick_first: pick_first calls one transport; choose a policy that spreads calls", svc.PoolSize)
+	}
+	return true, nil
+}
