@@ -196,7 +196,7 @@ func TestRetryOnlyWhatIsIdempotent(t *testing.T) {
 // caller's grpc.Header, grpc.Trailer and grpc.Peer all name the backend
 // whose answer the call returned (each backend puts its address in its
 // header and trailer), and grpc.OnFinish runs once per call, with the
-// call's error. The loser's attempt ends last (cancelled), and it used to
+// call's error. The loser's attempt ends last (cancelled): it must not
 // write its empty header and its peer through the caller's options.
 func TestHedgedCallReportsTheWinner(t *testing.T) {
 	bs, addrs := testbackend.StartN(t, 2)
@@ -298,8 +298,8 @@ func (f *firstAttempts) intercept(ctx context.Context, method string, req, reply
 // each call is hedged after 10 ms. Under round robin and
 // lb_weighted_round_robin the calls' first attempts spread evenly: the
 // hedges (every call that starts on the slow backend has one) do not move
-// the order on, which used to give the slow backend half of the first
-// attempts and so hedge half of all calls.
+// the order on (a hedge that took the next place would give the slow
+// backend half of the first attempts, and so hedge half of all calls).
 func TestHedgesLeaveTheOrderAlone(t *testing.T) {
 	for _, b := range []lb.Balancer{lb.RoundRobin{}, lb.WeightedRoundRobin{}} {
 		t.Run(b.BalancerName(), func(t *testing.T) {

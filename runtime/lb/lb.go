@@ -170,8 +170,8 @@ type Balancer interface {
 	BalancerConfig() any
 }
 
-// The policies of this module, by the names the generated code used before
-// it named the policy packages; each is that package's Config.
+// The policies of this module under short names; each is its package's
+// Config, which the generated code names.
 type (
 	// PickFirst is pickfirst.Config: the first instance that connects, the
 	// instances shuffled per client (gRFC A62).

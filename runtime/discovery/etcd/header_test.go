@@ -36,7 +36,7 @@ func (u *sentUpdates) Flush()                                          { u.flush
 
 // TestListWithoutHeader: a list answer without a header (no revision to
 // watch from) is an error, and nothing of it is sent: the last good state
-// stays. It used to panic the process.
+// stays, and the process goes on (no nil dereference of the header).
 func TestListWithoutHeader(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
