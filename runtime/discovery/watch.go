@@ -2,102 +2,18 @@ package discovery
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	estats "google.golang.org/grpc/experimental/stats"
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/status"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
 )
 
 var logger = grpclog.Component("lb-discovery")
-
-// The metrics of a watch, recorded for each channel through the
-// MetricsRecorder grpc-go hands its resolver (resolver.BuildOptions). They
-// are off by default, as grpc-go's own LB metrics are: lb.WithMetrics turns
-// them on, or enable them by name in the channel's OpenTelemetry options.
-// Labels are bounded and never carry a secret: the channel's target without
-// user info or query, the watch (scheme://registry/service), and a kind
-// from a fixed list.
-var (
-	updatesMetric = estats.RegisterInt64Count(estats.MetricDescriptor{
-		Name:        "lb.discovery.updates",
-		Description: "EXPERIMENTAL. Resolver states a discovery watch gave a channel.",
-		Unit:        "{update}",
-		Labels:      []string{"grpc.target", "lb.discovery.watch"},
-	})
-	errorsMetric = estats.RegisterInt64Count(estats.MetricDescriptor{
-		Name:        "lb.discovery.errors",
-		Description: "EXPERIMENTAL. Registry errors a discovery watch reported to a channel (each once while it stays the same), by kind: unavailable, timeout, tls, no_instances, stale.",
-		Unit:        "{error}",
-		Labels:      []string{"grpc.target", "lb.discovery.watch", "lb.discovery.error"},
-	})
-	instancesMetric = estats.RegisterInt64Gauge(estats.MetricDescriptor{
-		Name:        "lb.discovery.instances",
-		Description: "EXPERIMENTAL. Endpoints in the last state a discovery watch gave a channel.",
-		Unit:        "{endpoint}",
-		Labels:      []string{"grpc.target", "lb.discovery.watch"},
-	})
-	droppedMetric = estats.RegisterInt64Count(estats.MetricDescriptor{
-		Name:        "lb.discovery.dropped",
-		Description: "EXPERIMENTAL. Registry entries a discovery watch dropped as invalid (each once while its reason stays the same), by reason: bad_address, bad_entry.",
-		Unit:        "{entry}",
-		Labels:      []string{"grpc.target", "lb.discovery.watch", "lb.discovery.drop_reason"},
-	})
-	stalenessMetric = estats.RegisterInt64AsyncGauge(estats.MetricDescriptor{
-		Name:        "lb.discovery.staleness",
-		Description: "EXPERIMENTAL. How long the registry has not confirmed the state a channel runs on (0 while it answers): the age of the last good state kept through a registry failure.",
-		Unit:        "ms",
-		Labels:      []string{"grpc.target", "lb.discovery.watch"},
-	})
-)
-
-// MetricNames are the names of the metrics above, for a channel's
-// OpenTelemetry options.
-var MetricNames = []string{"lb.discovery.updates", "lb.discovery.errors", "lb.discovery.instances", "lb.discovery.dropped", "lb.discovery.staleness"}
-
-// errStale marks the error of a last good state kept for longer than the
-// failure policy's MaxStaleness.
-var errStale = errors.New("stale")
-
-// errorKind is the lb.discovery.error label of err.
-func errorKind(err error) string {
-	var (
-		cve  *tls.CertificateVerificationError
-		ua   x509.UnknownAuthorityError
-		hn   x509.HostnameError
-		ci   x509.CertificateInvalidError
-		alrt tls.AlertError
-		rec  tls.RecordHeaderError
-	)
-	switch {
-	case errors.Is(err, errStale):
-		return "stale"
-	case errors.Is(err, ErrNoInstances):
-		return "no_instances"
-	case errors.As(err, &cve), errors.As(err, &ua), errors.As(err, &hn), errors.As(err, &ci), errors.As(err, &alrt), errors.As(err, &rec):
-		return "tls" // before timeout: a deadline may be explained by a failed handshake
-	case errors.Is(err, context.DeadlineExceeded), status.Code(err) == codes.DeadlineExceeded:
-		return "timeout"
-	}
-	return "unavailable"
-}
-
-// dropReason is the lb.discovery.drop_reason label of a dropped entry.
-func dropReason(err error) string {
-	if errors.Is(err, ErrBadAddress) {
-		return "bad_address"
-	}
-	return "bad_entry"
-}
 
 // maxDropLines is how many dropped entries one flush logs one by one; the
 // rest are summed up in one line.
@@ -402,80 +318,6 @@ func (w *watch) reportDropsLocked() {
 		w.warn.Warningf("%s: dropping %s: %v", w.key, d.ID, d.Reason)
 	}
 	w.dropLog = w.dropLog[:0]
-}
-
-// fail applies the failure policy to err: the registry cannot be reached
-// or gave no valid instance.
-func (w *watch) fail(err error) {
-	w.mu.Lock()
-	defer w.unlock()
-	w.failLocked(err)
-}
-
-func (w *watch) failLocked(err error) {
-	if w.stopped {
-		return
-	}
-	err = fmt.Errorf("%s: %w", w.key, err)
-	now := w.clock.Now()
-	first := w.badSince.IsZero()
-	if first {
-		w.badSince = now
-	}
-	p := w.spec.Policy
-	switch {
-	case p.Mode == FailFast:
-		w.publishLocked(nil)
-	case p.Mode == StaticFallback && (w.good == nil || p.MaxStaleness == 0 || now.Sub(w.badSince) >= p.MaxStaleness):
-		w.publishFallbackLocked()
-	case p.Mode == KeepLastGood && w.good != nil && p.MaxStaleness > 0 && now.Sub(w.badSince) >= p.MaxStaleness:
-		w.publishLocked(nil)
-	case first && w.good != nil && p.MaxStaleness > 0:
-		w.expiry = w.clock.AfterFunc(p.MaxStaleness, w.expire)
-	}
-	w.reportLocked(err)
-}
-
-// expire ends keeping the last good set when MaxStaleness is over.
-func (w *watch) expire() {
-	w.mu.Lock()
-	defer w.unlock()
-	// A timer of an earlier failure may fire late, after a recovery and a
-	// new failure: only the staleness of this one counts.
-	if w.stopped || w.badSince.IsZero() || w.clock.Now().Sub(w.badSince) < w.spec.Policy.MaxStaleness {
-		return
-	}
-	err := fmt.Errorf("%s: no good answer from the registry for %v (%w)", w.key, w.spec.Policy.MaxStaleness, errStale)
-	if w.spec.Policy.Mode == StaticFallback {
-		w.publishFallbackLocked()
-	} else {
-		w.publishLocked(nil)
-	}
-	w.reportLocked(err)
-}
-
-// recoverLocked ends a failure, if there was one: the registry gives a
-// good set again.
-func (w *watch) recoverLocked() bool {
-	if w.badSince.IsZero() {
-		return false
-	}
-	w.badSince = time.Time{}
-	if w.expiry != nil {
-		w.expiry.Stop()
-		w.expiry = nil
-	}
-	w.view.err = nil
-	return true
-}
-
-func (w *watch) publishFallbackLocked() {
-	eps := make([]resolver.Endpoint, 0, len(w.spec.Policy.Fallback))
-	for _, a := range w.spec.Policy.Fallback {
-		addr, _ := ParseAddress(a) // checked by Validate
-		eps = append(eps, Endpoint(addr, Metadata{}))
-	}
-	w.publishLocked(eps)
 }
 
 // publishLocked makes eps (nil: none, calls fail) the state of the view,
