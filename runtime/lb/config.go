@@ -10,33 +10,7 @@ import (
 	"google.golang.org/grpc/balancer"
 	_ "google.golang.org/grpc/balancer/weightedroundrobin" // weighted_round_robin
 	"google.golang.org/grpc/codes"
-
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/weighted"
 )
-
-// BalancerName is lb_weighted_round_robin (the registry's weights) without
-// ORCA settings; with any, grpc-go's ORCA-based weighted_round_robin, which
-// needs servers that report their load.
-func (w WeightedRoundRobin) BalancerName() string {
-	if w == (WeightedRoundRobin{}) {
-		return weighted.Name
-	}
-	return "weighted_round_robin"
-}
-
-// BalancerConfig is the ORCA settings that are set.
-func (w WeightedRoundRobin) BalancerConfig() any {
-	if w == (WeightedRoundRobin{}) {
-		return struct{}{}
-	}
-	return params(
-		"enableOobLoadReport", w.EnableOOBLoadReport,
-		"oobReportingPeriod", duration(w.OOBReportingPeriod),
-		"blackoutPeriod", duration(w.BlackoutPeriod),
-		"weightExpirationPeriod", duration(w.WeightExpirationPeriod),
-		"weightUpdatePeriod", duration(w.WeightUpdatePeriod),
-		"errorUtilizationPenalty", w.ErrorUtilizationPenalty)
-}
 
 // params returns a balancer config from key, value pairs, leaving out zero
 // values so that gRPC's defaults apply.

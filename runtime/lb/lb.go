@@ -43,6 +43,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/random"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/ringhash"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/roundrobin"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/weighted"
 
 	"google.golang.org/grpc/codes"
 
@@ -194,19 +195,9 @@ type (
 	// each call's HashKeyHeader, which the client sets from the method's
 	// HashKey.
 	RingHash = ringhash.Config
+	// WeightedRoundRobin is weighted.Config: smooth round robin weighted
+	// by the weights the registry gives each instance (Consul
+	// Weights.Passing or Meta "weight", etcd metadata "weight", SRV
+	// weights). ORCAWeightedRoundRobin weighs by load reports instead.
+	WeightedRoundRobin = weighted.Config
 )
-
-// WeightedRoundRobin is smooth round robin weighted by the weights the
-// registry gives each instance (Consul Weights.Passing or Meta "weight",
-// etcd metadata "weight", SRV weights; package runtime/balancer/weighted).
-// Setting any field instead selects grpc-go's round robin weighted by ORCA
-// load reports (gRFC A58), which needs servers that send them; zero fields
-// then take gRPC's defaults.
-type WeightedRoundRobin struct {
-	EnableOOBLoadReport     bool
-	OOBReportingPeriod      time.Duration
-	BlackoutPeriod          time.Duration
-	WeightExpirationPeriod  time.Duration
-	WeightUpdatePeriod      time.Duration
-	ErrorUtilizationPenalty float64
-}

@@ -85,7 +85,7 @@ func TestServiceConfigAcceptedByGRPC(t *testing.T) {
 	for _, b := range []Balancer{
 		nil, PickFirst{}, RoundRobin{}, Random{}, P2CEWMA{}, P2CEWMA{Decay: 1500 * time.Millisecond}, LeastRequest{}, LeastRequest{ChoiceCount: 4},
 		RingHash{}, RingHash{MinRingSize: 10, MaxRingSize: 20},
-		WeightedRoundRobin{}, WeightedRoundRobin{EnableOOBLoadReport: true, OOBReportingPeriod: time.Second, BlackoutPeriod: 2 * time.Second, WeightExpirationPeriod: time.Minute, WeightUpdatePeriod: 100 * time.Millisecond, ErrorUtilizationPenalty: 1.5},
+		WeightedRoundRobin{}, ORCAWeightedRoundRobin{}, ORCAWeightedRoundRobin{EnableOOBLoadReport: true, OOBReportingPeriod: time.Second, BlackoutPeriod: 2 * time.Second, WeightExpirationPeriod: time.Minute, WeightUpdatePeriod: 100 * time.Millisecond, ErrorUtilizationPenalty: 1.5},
 	} {
 		svc := &Service{FullName: "pkg.Svc", Balancer: b, Methods: []Method{{Name: "M", Timeout: time.Second, Retry: retry}}}
 		sc, err := ServiceConfig(svc)
