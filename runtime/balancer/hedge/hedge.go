@@ -30,7 +30,6 @@ import (
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/fastrand"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/parent"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
 )
 
 // Name is the name of the balancer.
@@ -167,7 +166,7 @@ func (c *childCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnO
 	}
 	sc, err := c.ClientConn.NewSubConn(addrs, opts)
 	if err == nil && len(addrs) > 0 {
-		c.b.addrs.Store(sc, ready.BaseAddr(addrs[0].Addr))
+		c.b.addrs.Store(sc, parent.BaseAddr(addrs[0].Addr))
 	}
 	return sc, err
 }
@@ -219,7 +218,7 @@ func newPicker(child balancer.Picker, b *hedgeBalancer) *picker {
 	}
 	for _, cs := range endpointsharding.ChildStatesFromPicker(child) {
 		if cs.State.ConnectivityState == connectivity.Ready && len(cs.Endpoint.Addresses) > 0 {
-			p.endpoints = append(p.endpoints, readyChild{addr: ready.BaseAddr(cs.Endpoint.Addresses[0].Addr), picker: cs.State.Picker})
+			p.endpoints = append(p.endpoints, readyChild{addr: parent.BaseAddr(cs.Endpoint.Addresses[0].Addr), picker: cs.State.Picker})
 		}
 	}
 	return p
@@ -247,7 +246,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 			return res, nil
 		}
 		if res.Done != nil {
-			res.Done(balancer.DoneInfo{Err: ready.ErrNotUsed})
+			res.Done(balancer.DoneInfo{Err: parent.ErrNotUsed})
 		}
 	}
 	return balancer.PickResult{}, errTried

@@ -75,6 +75,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/fastrand"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/parent"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
 )
 
@@ -453,7 +454,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 // ready (an empty DoneInfo: a call that went out has BytesSent or an
 // error).
 func unsent(di balancer.DoneInfo) bool {
-	return di.Err == ready.ErrNotUsed || di.Err == nil && !di.BytesSent
+	return di.Err == parent.ErrNotUsed || di.Err == nil && !di.BytesSent
 }
 
 // penalized reports whether a call's error says the endpoint is in

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/parent"
 )
 
 // fixedPicker always picks its endpoint.
@@ -392,7 +392,7 @@ func TestUnsentPicksSayNothing(t *testing.T) {
 	c := useClock(t)
 	st := newStats()
 	p := newPicker([]child{{picker: fixedPicker{0}, st: st}}, DefaultDecay, DefaultProbe)
-	for _, di := range []balancer.DoneInfo{{}, {Err: ready.ErrNotUsed}} {
+	for _, di := range []balancer.DoneInfo{{}, {Err: parent.ErrNotUsed}} {
 		res, err := p.Pick(balancer.PickInfo{}) // no sample yet: timed
 		if err != nil {
 			t.Fatal(err)

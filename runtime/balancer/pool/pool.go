@@ -30,7 +30,6 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/parent"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
 )
 
 // Name is the name of the balancer.
@@ -114,7 +113,7 @@ func multiply(eps []resolver.Endpoint, size int) []resolver.Endpoint {
 			c := e
 			c.Addresses = make([]resolver.Address, len(e.Addresses))
 			for i, a := range e.Addresses {
-				a.Addr = ready.CopyAddr(a.Addr, n)
+				a.Addr = parent.CopyAddr(a.Addr, n)
 				c.Addresses[i] = a
 			}
 			out = append(out, c)
@@ -130,7 +129,7 @@ type dialer struct{ balancer.ClientConn }
 func (d dialer) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
 	real := make([]resolver.Address, len(addrs))
 	for i, a := range addrs {
-		a.Addr = ready.BaseAddr(a.Addr)
+		a.Addr = parent.BaseAddr(a.Addr)
 		real[i] = a
 	}
 	return d.ClientConn.NewSubConn(real, opts)
@@ -141,7 +140,7 @@ func (d dialer) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnOpt
 func (d dialer) UpdateAddresses(sc balancer.SubConn, addrs []resolver.Address) {
 	real := make([]resolver.Address, len(addrs))
 	for i, a := range addrs {
-		a.Addr = ready.BaseAddr(a.Addr)
+		a.Addr = parent.BaseAddr(a.Addr)
 		real[i] = a
 	}
 	d.ClientConn.UpdateAddresses(sc, real)

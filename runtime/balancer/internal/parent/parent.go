@@ -105,14 +105,3 @@ func (b *Balancer) Close() {
 		b.child.Close()
 	}
 }
-
-// AsidePicker is a picker whose picks take turns in an order that all calls
-// share (round robin: each pick moves the order on). A parent that makes
-// an extra pick for a call that has one already (lb_hedge's hedges) picks
-// through PickAside, which chooses as Pick does on average (the same
-// instances, the same shares) but leaves the order where it is, so the
-// next call's pick is the one it would have been without the extra pick.
-type AsidePicker interface {
-	balancer.Picker
-	PickAside(balancer.PickInfo) (balancer.PickResult, error)
-}

@@ -6,10 +6,7 @@
 package ready
 
 import (
-	"errors"
 	"maps"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -20,6 +17,8 @@ import (
 	estats "google.golang.org/grpc/experimental/stats"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/parent"
 )
 
 // Child is an endpoint: its pick_first picker, whether it is READY, and its
@@ -152,7 +151,7 @@ func (b *readyBalancer[S]) UpdateState(s balancer.State) {
 		if len(c.Endpoint.Addresses) == 0 {
 			continue
 		}
-		addr := BaseAddr(c.Endpoint.Addresses[0].Addr)
+		addr := parent.BaseAddr(c.Endpoint.Addresses[0].Addr)
 		isReady := c.State.ConnectivityState == connectivity.Ready
 		i, ok := byAddr[addr]
 		if !ok {
@@ -233,22 +232,4 @@ type rotation struct {
 
 func (r *rotation) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	return r.pickers[int(r.next.Add(1)-1)%len(r.pickers)].Pick(info)
-}
-
-// ErrNotUsed is the DoneInfo error of a pick a parent policy threw away
-// (lb_hedge picks again when the call had that instance already): the
-// call did not go there, so it says nothing of the instance's latency.
-var ErrNotUsed = errors.New("lb: the pick was not used")
-
-// CopyAddr is the address of copy n (from 1) of addr that package pool
-// hands its child policy: addr with "#n" after it. A host:port address has
-// no '#'.
-func CopyAddr(addr string, n int) string { return addr + "#" + strconv.Itoa(n) }
-
-// BaseAddr is addr without a pool copy's suffix.
-func BaseAddr(addr string) string {
-	if i := strings.LastIndexByte(addr, '#'); i >= 0 {
-		return addr[:i]
-	}
-	return addr
 }
