@@ -135,11 +135,19 @@ func splitOptions(opts []grpc.CallOption) ([]grpc.CallOption, callOutcome) {
 		switch o := o.(type) {
 		case grpc.HeaderCallOption:
 			out.headers = append(out.headers, o.HeaderAddr)
+		case *grpc.HeaderCallOption:
+			out.headers = append(out.headers, o.HeaderAddr)
 		case grpc.TrailerCallOption:
+			out.trailers = append(out.trailers, o.TrailerAddr)
+		case *grpc.TrailerCallOption:
 			out.trailers = append(out.trailers, o.TrailerAddr)
 		case grpc.PeerCallOption:
 			out.peers = append(out.peers, o.PeerAddr)
+		case *grpc.PeerCallOption:
+			out.peers = append(out.peers, o.PeerAddr)
 		case grpc.OnFinishCallOption:
+			out.onFinish = append(out.onFinish, o.OnFinish)
+		case *grpc.OnFinishCallOption:
 			out.onFinish = append(out.onFinish, o.OnFinish)
 		default:
 			rest = append(rest, o)
@@ -158,28 +166,33 @@ type attempt struct {
 // asked for into a.
 func (a *attempt) options(rest []grpc.CallOption, out *callOutcome) []grpc.CallOption {
 	opts := slices.Clip(rest)
+	if len(out.headers)+len(out.trailers)+len(out.peers) == 0 {
+		return opts
+	}
+	// The peer tells whether the attempt had a stream: grpc-go writes
+	// none of the three for one that had none.
+	opts = append(opts, grpc.Peer(&a.peer))
 	if len(out.headers) > 0 {
 		opts = append(opts, grpc.Header(&a.header))
 	}
 	if len(out.trailers) > 0 {
 		opts = append(opts, grpc.Trailer(&a.trailer))
 	}
-	if len(out.peers) > 0 {
-		opts = append(opts, grpc.Peer(&a.peer))
-	}
 	return opts
 }
 
-// deliver hands a's outcome and err to the caller's options.
+// deliver hands a's outcome and err to the caller's options: its header,
+// trailer and peer when it had a stream (as grpc-go, which leaves them
+// alone for a call that had none), and err to each OnFinish.
 func (out *callOutcome) deliver(a *attempt, err error) {
-	for _, h := range out.headers {
-		*h = a.header
-	}
-	for _, t := range out.trailers {
-		*t = a.trailer
-	}
-	for _, p := range out.peers {
-		if a.peer.Addr != nil { // as grpc-go: a call that reached no peer leaves it
+	if a.peer.Addr != nil {
+		for _, h := range out.headers {
+			*h = a.header
+		}
+		for _, t := range out.trailers {
+			*t = a.trailer
+		}
+		for _, p := range out.peers {
 			*p = a.peer
 		}
 	}
@@ -197,7 +210,7 @@ func (h *hedger) intercept(ctx context.Context, method string, req, reply any, c
 	}
 	rest, outcome := splitOptions(opts)
 	attempts := &hedge.Attempts{}
-	actx, cancel := context.WithCancel(hedge.WithAttempts(ctx, attempts))
+	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := make(chan attemptResult, pol.MaxAttempts)
 	each := make([]attempt, pol.MaxAttempts) // by attempt number - 1; each written by its attempt only, read once all have ended
@@ -208,10 +221,11 @@ func (h *hedger) intercept(ctx context.Context, method string, req, reply any, c
 		n := sent
 		r := out.ProtoReflect().New().Interface()
 		aopts := each[n-1].options(rest, &outcome)
+		nctx := hedge.WithAttempt(actx, attempts, n)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results <- attemptResult{reply: r, err: invoker(actx, method, req, r, cc, aopts...), n: n}
+			results <- attemptResult{reply: r, err: invoker(nctx, method, req, r, cc, aopts...), n: n}
 		}()
 	}
 	// hedgeIfAllowed sends one more attempt when the policy and the budget

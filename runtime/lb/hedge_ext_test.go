@@ -338,3 +338,34 @@ func TestHedgesLeaveTheOrderAlone(t *testing.T) {
 		})
 	}
 }
+
+// TestHedgedCallWithoutStreamLeavesTheOptions: a hedged call whose
+// deadline has passed opens no stream; as grpc-go does for such a call,
+// the caller's header and trailer are left as they were (and OnFinish
+// still runs once, with the call's error).
+func TestHedgedCallWithoutStreamLeavesTheOptions(t *testing.T) {
+	bs, addrs := testbackend.StartN(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	c, err := lb.Dial(ctx, hedgedService(addrs, nil), lb.WithInsecure(), lb.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitCalled(t, ctx, c, bs...)
+	past, stop := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	defer stop()
+	header, trailer := metadata.Pairs("kept", "1"), metadata.Pairs("kept", "1")
+	var finished []error
+	err = c.Invoke(past, "/"+testbackend.EchoService+"/Echo", wrapperspb.String("late"), &emptypb.Empty{},
+		grpc.Header(&header), grpc.Trailer(&trailer), grpc.OnFinish(func(err error) { finished = append(finished, err) }))
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("call past its deadline: %v, want DEADLINE_EXCEEDED", err)
+	}
+	if header.Get("kept") == nil || trailer.Get("kept") == nil {
+		t.Errorf("header %v, trailer %v: want them left as they were", header, trailer)
+	}
+	if len(finished) != 1 || finished[0] != err {
+		t.Errorf("OnFinish ran with %v, want once with %v", finished, err)
+	}
+}

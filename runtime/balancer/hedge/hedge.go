@@ -1,9 +1,10 @@
-// Package hedge sends each attempt of a hedged call to an instance the call
-// has not tried yet: a parent policy over any child policy whose picker,
-// for a call that carries Attempts (WithAttempts), picks again while the
-// child's pick lands on an instance the call already used. The generated
-// client's hedging puts Attempts on each hedged call; other calls pass
-// straight through, for the cost of a context lookup.
+// Package hedge sends each attempt of a hedged call to an instance no other
+// attempt of the call holds: a parent policy over any child policy whose
+// picker, for an attempt that carries its Attempts (WithAttempt), picks
+// again while the child's pick lands on an instance another attempt of the
+// call holds. The generated client's hedging gives each attempt of a
+// hedged call its context; other calls pass straight through, for the
+// cost of a context lookup.
 //
 // Importing it registers the "lb_hedge" policy:
 //
@@ -17,6 +18,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 
@@ -43,56 +45,97 @@ func init() {
 	balancer.Register(builder{})
 }
 
-// Attempts are the instances one call has been sent to.
+// Attempts are the instances one call's attempts have been sent to: each
+// attempt holds the address of its last pick. grpc-go may pick again for
+// the same attempt (the connection it got was not ready after all, or a
+// transparent retry of a stream the server never saw, as when it raced a
+// GOAWAY); such a pick is still that attempt's, and may go back to the
+// instance it holds.
 type Attempts struct {
 	mu   sync.Mutex
-	used []string
+	held map[int]string // by attempt number; guarded by mu
 }
 
-// claim records addr for the call and reports true, or reports false when
-// the call has used it already.
-func (a *Attempts) claim(addr string) bool {
+// claim gives attempt n the instance at addr and reports true, or reports
+// false when another attempt of the call holds it.
+func (a *Attempts) claim(n int, addr string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if slices.Contains(a.used, addr) {
+	if a.heldByOtherLocked(n, addr) {
 		return false
 	}
-	a.used = append(a.used, addr)
+	if a.held == nil {
+		a.held = map[int]string{}
+	}
+	a.held[n] = addr
 	return true
 }
 
-// started reports whether an attempt of the call has picked an instance.
-func (a *Attempts) started() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.used) > 0
+func (a *Attempts) heldByOtherLocked(n int, addr string) bool {
+	for m, h := range a.held {
+		if m != n && h == addr {
+			return true
+		}
+	}
+	return false
 }
 
-// has reports whether the call has been sent to addr.
-func (a *Attempts) has(addr string) bool {
+// othersStarted reports whether an attempt other than n holds an
+// instance: whether n is a hedge.
+func (a *Attempts) othersStarted(n int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return slices.Contains(a.used, addr)
+	for m := range a.held {
+		if m != n {
+			return true
+		}
+	}
+	return false
 }
 
-// Used returns the addresses the call has been sent to, in order.
+// heldByOther reports whether an attempt other than n holds any of addrs.
+func (a *Attempts) heldByOther(n int, addrs []string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, addr := range addrs {
+		if a.heldByOtherLocked(n, addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// Used returns the addresses the call's attempts hold, by attempt number.
 func (a *Attempts) Used() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return append([]string(nil), a.used...)
+	ns := slices.Sorted(maps.Keys(a.held))
+	used := make([]string, len(ns))
+	for i, n := range ns {
+		used[i] = a.held[n]
+	}
+	return used
 }
 
-type attemptsKey struct{}
+type attemptKey struct{}
 
-// WithAttempts returns a context whose calls, under lb_hedge, each go to
-// an instance that no other call with the same Attempts went to.
-func WithAttempts(ctx context.Context, a *Attempts) context.Context {
-	return context.WithValue(ctx, attemptsKey{}, a)
+// attempt is attempt n of the call whose attempts are a.
+type attempt struct {
+	a *Attempts
+	n int
 }
 
-func attemptsFrom(ctx context.Context) *Attempts {
-	a, _ := ctx.Value(attemptsKey{}).(*Attempts)
-	return a
+// WithAttempt returns the context of attempt n (from 1) of a call: under
+// lb_hedge, its picks go to an instance that no other attempt with the
+// same Attempts holds, and a hedge (an attempt after another has picked)
+// does not move the child policy's order on.
+func WithAttempt(ctx context.Context, a *Attempts, n int) context.Context {
+	return context.WithValue(ctx, attemptKey{}, attempt{a: a, n: n})
+}
+
+func attemptFrom(ctx context.Context) (attempt, bool) {
+	at, ok := ctx.Value(attemptKey{}).(attempt)
+	return at, ok && at.a != nil
 }
 
 // Config is the policy's configuration: the child policy.
@@ -182,8 +225,8 @@ func (c *childCC) UpdateState(s balancer.State) {
 var errTried = status.Error(codes.Unavailable, Name+": every instance the policy offered has had this call already")
 
 // picker sends a call's first attempt where the child's picker says, and
-// each hedge (an attempt of a call that has one already) to an instance
-// the call has not tried, without moving the order the child's picks
+// each hedge (an attempt of a call another attempt of which has picked)
+// to an instance no other attempt holds, without moving the order the child's picks
 // take turns in: under round robin, a hedge that took the next place in
 // the order would push the next call's first attempt one instance on, so
 // the instance after the fast ones (the slow one, whose calls are the
@@ -207,7 +250,7 @@ type picker struct {
 
 // readyChild is a READY child of an endpointsharding picker.
 type readyChild struct {
-	addr   string // without a pool copy's suffix
+	addrs  []string // its addresses, without a pool copy's suffix
 	picker balancer.Picker
 }
 
@@ -217,22 +260,27 @@ func newPicker(child balancer.Picker, b *hedgeBalancer) *picker {
 		p.aside = a.PickAside
 	}
 	for _, cs := range endpointsharding.ChildStatesFromPicker(child) {
-		if cs.State.ConnectivityState == connectivity.Ready && len(cs.Endpoint.Addresses) > 0 {
-			p.endpoints = append(p.endpoints, readyChild{addr: parent.BaseAddr(cs.Endpoint.Addresses[0].Addr), picker: cs.State.Picker})
+		if cs.State.ConnectivityState != connectivity.Ready || len(cs.Endpoint.Addresses) == 0 {
+			continue
 		}
+		c := readyChild{picker: cs.State.Picker}
+		for _, a := range cs.Endpoint.Addresses {
+			c.addrs = append(c.addrs, parent.BaseAddr(a.Addr))
+		}
+		p.endpoints = append(p.endpoints, c)
 	}
 	return p
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	a := attemptsFrom(info.Ctx)
-	if a == nil {
+	at, ok := attemptFrom(info.Ctx)
+	if !ok {
 		return p.child.Pick(info)
 	}
 	pick := p.child.Pick
-	if a.started() {
+	if at.a.othersStarted(at.n) {
 		if p.endpoints != nil {
-			return p.pickReady(info, a)
+			return p.pickReady(info, at)
 		}
 		pick = p.aside
 	}
@@ -241,24 +289,34 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		if err != nil {
 			return res, err
 		}
-		addr, _ := p.b.addrs.Load(res.SubConn)
-		if s, _ := addr.(string); a.claim(s) {
+		if p.claim(at, res) {
 			return res, nil
-		}
-		if res.Done != nil {
-			res.Done(balancer.DoneInfo{Err: parent.ErrNotUsed})
 		}
 	}
 	return balancer.PickResult{}, errTried
 }
 
-// pickReady picks, for a hedge, one of the READY children the call has
-// not tried, at random.
-func (p *picker) pickReady(info balancer.PickInfo, a *Attempts) (balancer.PickResult, error) {
+// claim gives attempt at the instance of res, or throws res away (its
+// Done told the pick was not used) when another attempt holds it.
+func (p *picker) claim(at attempt, res balancer.PickResult) bool {
+	addr, _ := p.b.addrs.Load(res.SubConn)
+	if s, _ := addr.(string); at.a.claim(at.n, s) {
+		return true
+	}
+	if res.Done != nil {
+		res.Done(balancer.DoneInfo{Err: parent.ErrNotUsed})
+	}
+	return false
+}
+
+// pickReady picks, for a hedge, one of the READY children that no other
+// attempt of the call holds, at random. An endpoint is held when any of
+// its addresses is (its pick_first child may be connected to any).
+func (p *picker) pickReady(info balancer.PickInfo, at attempt) (balancer.PickResult, error) {
 	for range repicks {
 		untried := 0
 		for _, c := range p.endpoints {
-			if !a.has(c.addr) {
+			if !at.a.heldByOther(at.n, c.addrs) {
 				untried++
 			}
 		}
@@ -267,17 +325,21 @@ func (p *picker) pickReady(info balancer.PickInfo, a *Attempts) (balancer.PickRe
 		}
 		k := fastrand.IntN(untried)
 		for _, c := range p.endpoints {
-			if a.has(c.addr) {
+			if at.a.heldByOther(at.n, c.addrs) {
 				continue
 			}
 			if k > 0 {
 				k--
 				continue
 			}
-			if !a.claim(c.addr) {
-				break // another attempt of the call took it just now
+			res, err := c.picker.Pick(info)
+			if err != nil {
+				return res, err
 			}
-			return c.picker.Pick(info)
+			if p.claim(at, res) {
+				return res, nil
+			}
+			break // another attempt took it just now: count again
 		}
 	}
 	return balancer.PickResult{}, errTried
