@@ -170,12 +170,23 @@ func ParseConfig(js json.RawMessage) (*Config, error) {
 	return cfg, nil
 }
 
-// check validates c once its defaults are applied.
+// Validate reports a setting the policy refuses; a zero TableSize is
+// DefaultTableSize, as BalancerConfig leaves it out. protoc-gen-go-lb calls
+// it on the Config it generates.
+func (c Config) Validate() error {
+	if c.TableSize == 0 {
+		c.TableSize = DefaultTableSize
+	}
+	return c.check()
+}
+
+// check validates c once its defaults are applied. An infinite LoadBound,
+// which the service config's JSON cannot carry, is refused too.
 func (c *Config) check() error {
 	if c.TableSize > MaxTableSize || !isPrime(c.TableSize) {
 		return fmt.Errorf("%s: tableSize %d must be a prime of at most %d", Name, c.TableSize, MaxTableSize)
 	}
-	if c.LoadBound != 0 && !(c.LoadBound >= 1) {
+	if c.LoadBound != 0 && !(c.LoadBound >= 1 && !math.IsInf(c.LoadBound, 1)) {
 		return fmt.Errorf("%s: loadBound %v must be at least 1 (or 0: no bound)", Name, c.LoadBound)
 	}
 	return nil

@@ -69,10 +69,28 @@ func ParseConfig(js json.RawMessage) (*Config, error) {
 			return nil, fmt.Errorf("%s: config %s: %w", Name, js, err)
 		}
 	}
-	if cfg.ChoiceCount < MinChoiceCount || cfg.ChoiceCount > MaxChoiceCount {
-		return nil, fmt.Errorf("%s: choiceCount %d is not in %d-%d", Name, cfg.ChoiceCount, MinChoiceCount, MaxChoiceCount)
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	return cfg, nil
+}
+
+// Validate reports a ChoiceCount out of MinChoiceCount-MaxChoiceCount; 0
+// is DefaultChoiceCount, as BalancerConfig leaves it out. protoc-gen-go-lb
+// calls it on the Config it generates.
+func (c Config) Validate() error {
+	if c.ChoiceCount == 0 {
+		c.ChoiceCount = DefaultChoiceCount
+	}
+	return c.check()
+}
+
+// check validates c once its defaults are applied.
+func (c *Config) check() error {
+	if c.ChoiceCount < MinChoiceCount || c.ChoiceCount > MaxChoiceCount {
+		return fmt.Errorf("%s: choiceCount %d is not in %d-%d", Name, c.ChoiceCount, MinChoiceCount, MaxChoiceCount)
+	}
+	return nil
 }
 
 type builder struct{}

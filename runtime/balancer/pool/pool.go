@@ -63,14 +63,26 @@ func ParseConfig(js json.RawMessage) (*Config, error) {
 	if err := json.Unmarshal(js, &raw); err != nil {
 		return nil, fmt.Errorf("%s: config %s: %w", Name, js, err)
 	}
-	if raw.Size < 1 || raw.Size > MaxSize {
-		return nil, fmt.Errorf("%s: size %d is not in 1-%d", Name, raw.Size, MaxSize)
+	cfg := &Config{Size: raw.Size}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	child, err := parent.ParseChild(Name, raw.ChildPolicy)
 	if err != nil {
 		return nil, err
 	}
-	return &Config{Size: raw.Size, Child: child}, nil
+	cfg.Child = child
+	return cfg, nil
+}
+
+// Validate reports a Size out of 1-MaxSize. (ParseConfig checks the child
+// policy as it reads it.) protoc-gen-go-lb calls it on a service's
+// (lb.service).pool_size.
+func (c Config) Validate() error {
+	if c.Size < 1 || c.Size > MaxSize {
+		return fmt.Errorf("%s: size %d is not in 1-%d", Name, c.Size, MaxSize)
+	}
+	return nil
 }
 
 type builder struct{}

@@ -59,11 +59,35 @@ func ParseConfig(js json.RawMessage) (*Config, error) {
 			return nil, fmt.Errorf("%s: config %s: %w", Name, js, err)
 		}
 	}
-	if cfg.MinRingSize == 0 || cfg.MaxRingSize == 0 || cfg.MinRingSize > MaxRingSize || cfg.MaxRingSize > MaxRingSize {
-		return nil, fmt.Errorf("%s: ring sizes %d and %d must be 1 to %d", Name, cfg.MinRingSize, cfg.MaxRingSize, MaxRingSize)
-	}
-	if cfg.MinRingSize > cfg.MaxRingSize {
-		return nil, fmt.Errorf("%s: minRingSize %d is more than maxRingSize %d", Name, cfg.MinRingSize, cfg.MaxRingSize)
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	return cfg, nil
+}
+
+// Validate reports ring sizes grpc-go refuses; a zero size is its default,
+// as BalancerConfig leaves it out. protoc-gen-go-lb calls it on the Config
+// it generates.
+func (c Config) Validate() error {
+	if c.MinRingSize == 0 {
+		c.MinRingSize = DefaultMinRingSize
+	}
+	if c.MaxRingSize == 0 {
+		c.MaxRingSize = DefaultMaxRingSize
+	}
+	return c.check()
+}
+
+// check validates c once its defaults are applied: each size 1 to
+// MaxRingSize, the minimum at most the maximum.
+func (c *Config) check() error {
+	switch {
+	case c.MinRingSize == 0 || c.MinRingSize > MaxRingSize:
+		return fmt.Errorf("%s: minRingSize %d is not in 1-%d", Name, c.MinRingSize, MaxRingSize)
+	case c.MaxRingSize == 0 || c.MaxRingSize > MaxRingSize:
+		return fmt.Errorf("%s: maxRingSize %d is not in 1-%d", Name, c.MaxRingSize, MaxRingSize)
+	case c.MinRingSize > c.MaxRingSize:
+		return fmt.Errorf("%s: minRingSize %d is more than maxRingSize %d", Name, c.MinRingSize, c.MaxRingSize)
+	}
+	return nil
 }
