@@ -171,7 +171,7 @@ func TestSlowChannelDoesNotStallTheWatch(t *testing.T) {
 
 	src.do(t, func(u Updates) error { u.Fail(errors.New("registry down")); return nil })
 	rec.waitErr(t, "registry down")
-	within(t, "the staleness timer", func() { h.clock.advance(maxStale) })
+	within(t, "the staleness timer", func() { h.clock.Advance(maxStale) })
 	rec.waitErr(t, "no good answer from the registry for 5s")
 	rec.waitAddrs(t)
 

@@ -9,6 +9,8 @@ import (
 
 	estats "google.golang.org/grpc/experimental/stats"
 	"google.golang.org/grpc/resolver"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
 )
 
 // DefaultLinger is how long a watch keeps running after its last channel
@@ -20,7 +22,7 @@ const DefaultLinger = 30 * time.Second
 // hub holds the running watches of the process, one per Key, reference
 // counted by the channels that subscribe to them.
 type hub struct {
-	clock  clock
+	clock  clock.Clock
 	linger time.Duration
 
 	mu       sync.Mutex
@@ -42,10 +44,10 @@ const maxLastGood = 1024
 type hubWatch struct {
 	*watch
 	refs   int
-	linger stopper // running while refs is 0
+	linger clock.Timer // running while refs is 0
 }
 
-var defaultHub = &hub{clock: realClock{}, linger: DefaultLinger, watches: map[Key]*hubWatch{}, lastGood: map[Key]lastGood{}}
+var defaultHub = &hub{clock: clock.Real, linger: DefaultLinger, watches: map[Key]*hubWatch{}, lastGood: map[Key]lastGood{}}
 
 // subscribe joins the watch of spec, starting it if there is none, and
 // returns the channel's resolver. The channel is given the watch's last
@@ -292,17 +294,3 @@ func Redact(u *url.URL) string {
 	}
 	return s
 }
-
-// clock is the time the loop and the hub read; tests replace it.
-type clock interface {
-	Now() time.Time
-	AfterFunc(d time.Duration, f func()) stopper
-}
-
-type stopper interface{ Stop() bool }
-
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-
-func (realClock) AfterFunc(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }

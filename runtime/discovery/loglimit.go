@@ -7,6 +7,8 @@ import (
 
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/grpclog"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
 )
 
 // Log limits: a registry full of bad entries, or one whose entries flap,
@@ -22,8 +24,8 @@ const (
 // what its registry holds. Its zero value is not usable: use
 // NewLogLimiter.
 type LogLimiter struct {
-	log grpclog.DepthLoggerV2
-	now func() time.Time
+	log   grpclog.DepthLoggerV2
+	clock clock.Clock
 
 	mu      sync.Mutex
 	lim     *rate.Limiter
@@ -32,18 +34,18 @@ type LogLimiter struct {
 
 // NewLogLimiter returns a LogLimiter that logs to log.
 func NewLogLimiter(log grpclog.DepthLoggerV2) *LogLimiter {
-	return newLogLimiter(log, time.Now)
+	return newLogLimiter(log, clock.Real)
 }
 
-func newLogLimiter(log grpclog.DepthLoggerV2, now func() time.Time) *LogLimiter {
-	return &LogLimiter{log: log, now: now, lim: rate.NewLimiter(rate.Every(LogInterval), LogBurst)}
+func newLogLimiter(log grpclog.DepthLoggerV2, c clock.Clock) *LogLimiter {
+	return &LogLimiter{log: log, clock: c, lim: rate.NewLimiter(rate.Every(LogInterval), LogBurst)}
 }
 
 // Warningf logs a warning, unless the limit is reached: then it only
 // counts it.
 func (l *LogLimiter) Warningf(format string, args ...any) {
 	l.mu.Lock()
-	if !l.lim.AllowN(l.now(), 1) {
+	if !l.lim.AllowN(l.clock.Now(), 1) {
 		l.skipped++
 		l.mu.Unlock()
 		return

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
 )
 
 // Source lists and watches (or polls) the instances of one service in one
@@ -59,6 +61,10 @@ type Updates interface {
 	// ResolveNow is signalled when a channel asks for a new resolution;
 	// polling sources look again (watching ones need not read it).
 	ResolveNow() <-chan struct{}
+	// Clock is the time the watch runs on: a source's timers (a refresh,
+	// a probe) are made from it, so that a test moves them with the
+	// watch's.
+	Clock() clock.Clock
 }
 
 // Dropped is a registry entry that was left out because it is invalid.

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
 )
 
@@ -34,7 +35,7 @@ const maxDropLines = 5
 type watch struct {
 	key   Key
 	spec  Spec
-	clock clock
+	clock clock.Clock
 
 	ctx        context.Context
 	cancel     context.CancelFunc
@@ -55,7 +56,7 @@ type watch struct {
 	good     []resolver.Endpoint // the last good set; nil before the first
 	goodAt   time.Time           // when the registry last gave it
 	badSince time.Time           // when the registry stopped giving a good set; zero while it does
-	expiry   stopper             // the failure policy's timer
+	expiry   clock.Timer         // the failure policy's timer
 	flushes  int                 // Flushes since the last watch error
 	warn     *LogLimiter         // the warnings about the registry's entries
 	view     view
@@ -77,7 +78,7 @@ type view struct {
 	err      error // nil while the registry gives a good set
 }
 
-func newWatch(spec Spec, c clock) *watch {
+func newWatch(spec Spec, c clock.Clock) *watch {
 	ctx, cancel := context.WithCancel(context.Background())
 	if spec.Backoff.Base == 0 {
 		spec.Backoff.Base = DefaultBackoff.Base
@@ -94,7 +95,7 @@ func newWatch(spec Spec, c clock) *watch {
 		done:       make(chan struct{}),
 		resolveNow: make(chan struct{}, 1),
 		set:        newInstanceSet(),
-		warn:       newLogLimiter(logger, c.Now),
+		warn:       newLogLimiter(logger, c),
 		dropped:    map[string]string{},
 		subs:       map[*subscriber]struct{}{},
 	}
@@ -174,7 +175,7 @@ func (w *watch) run() {
 			w.flushes = 0
 			w.mu.Unlock()
 		}
-		if !retry.Sleep(w.ctx, retry.Backoff(failures, w.spec.Backoff.Base, w.spec.Backoff.Max)) {
+		if !clock.Sleep(w.ctx, w.clock, retry.Backoff(failures, w.spec.Backoff.Base, w.spec.Backoff.Max)) {
 			break
 		}
 	}
@@ -232,6 +233,8 @@ func (u *updates) Drop(d Dropped) {
 func (u *updates) Fail(err error) { (*watch)(u).fail(err) }
 
 func (u *updates) ResolveNow() <-chan struct{} { return u.resolveNow }
+
+func (u *updates) Clock() clock.Clock { return u.clock }
 
 func (u *updates) Flush() {
 	w := (*watch)(u)

@@ -19,65 +19,11 @@ import (
 	estats "google.golang.org/grpc/experimental/stats"
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
 )
 
 const timeout = 10 * time.Second
-
-// fakeClock is a clock whose time moves only when the test says.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
-
-type fakeTimer struct {
-	c       *fakeClock
-	at      time.Time
-	f       func()
-	stopped bool
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) stopper {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, at: c.now.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := !t.stopped
-	t.stopped = true
-	return was
-}
-
-// advance moves the time by d and runs the timers that are due, in this
-// goroutine.
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	var due []*fakeTimer
-	for _, t := range c.timers {
-		if !t.stopped && !t.at.After(c.now) {
-			t.stopped = true
-			due = append(due, t)
-		}
-	}
-	c.mu.Unlock()
-	for _, t := range due {
-		t.f()
-	}
-}
 
 // fakeSource runs what the test sends it.
 type fakeSource struct {
@@ -230,11 +176,11 @@ func (r *recorder) waitErr(t *testing.T, want string) {
 
 type testHub struct {
 	*hub
-	clock *fakeClock
+	clock *clock.Fake
 }
 
 func newTestHub(t *testing.T) testHub {
-	c := newFakeClock()
+	c := clock.NewFake(time.Unix(1_000_000, 0))
 	h := &hub{clock: c, linger: time.Minute, watches: map[Key]*hubWatch{}, lastGood: map[Key]lastGood{}}
 	t.Cleanup(h.closeIdle)
 	return testHub{h, c}
@@ -376,7 +322,7 @@ func TestFailurePolicies(t *testing.T) {
 				})
 				rec.wait(t, "an error", func(_ []resolver.State, errs []error) bool { return len(errs) > 0 })
 				rec.waitAddrs(t, tc.now...)
-				h.clock.advance(10 * time.Second)
+				h.clock.Advance(10 * time.Second)
 				rec.waitAddrs(t, tc.later...)
 				// Recovery is at once.
 				src.reset(t, "10.0.0.2:80")
@@ -434,7 +380,7 @@ func TestOneWatchSharedAndLastStateReplayed(t *testing.T) {
 	s := h2.subscribe("fake:///svc", fakeSpec(src2, FailurePolicy{}), newRecorder(), resolver.BuildOptions{})
 	src2.reset(t, "10.0.0.1:80")
 	s.Close()
-	h2.clock.advance(time.Minute)
+	h2.clock.Advance(time.Minute)
 	h2.mu.Lock()
 	n := len(h2.watches)
 	h2.mu.Unlock()
@@ -446,14 +392,49 @@ func TestOneWatchSharedAndLastStateReplayed(t *testing.T) {
 func TestWatchErrorsBackOffAndRetry(t *testing.T) {
 	h := newTestHub(t)
 	src := newFakeSource()
-	rec := h.join(t, fakeSpec(src, FailurePolicy{}))
+	spec := fakeSpec(src, FailurePolicy{})
+	spec.Backoff = Backoff{Base: 100 * time.Millisecond, Max: 400 * time.Millisecond}
+	rec := h.join(t, spec)
 	src.reset(t, "10.0.0.1:80")
-	src.do(t, func(Updates) error { return errors.New("lost leader") })
-	rec.waitErr(t, "lost leader")
+	// The watch that had worked breaks, then each new one breaks before
+	// the source sends anything: the waits before each new watch start at
+	// Base and double up to Max, each jittered over its upper half, and
+	// the watch is asked again only once the time has passed.
+	for i, want := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 400 * time.Millisecond} {
+		src.do(t, func(Updates) error { return fmt.Errorf("lost leader %d", i) })
+		if i == 0 {
+			rec.waitErr(t, "lost leader 0")
+		}
+		d := nextTimer(t, h.clock)
+		if d < want/2 || d > want {
+			t.Errorf("wait %d after a failure: %v, want in [%v, %v]", i+1, d, want/2, want)
+		}
+		if n := src.watches.Load(); n != int32(i+1) {
+			t.Fatalf("Watch called %d times before the wait of %v passed, want %d", n, d, i+1)
+		}
+		h.clock.Advance(d)
+	}
 	src.reset(t, "10.0.0.2:80")
 	rec.waitAddrs(t, "10.0.0.2:80")
-	if n := src.watches.Load(); n != 2 {
-		t.Errorf("Watch called %d times, want 2 (once more after the error)", n)
+	if n := src.watches.Load(); n != 5 {
+		t.Errorf("Watch called %d times, want 5 (once more after each error)", n)
+	}
+	// That watch worked: after it breaks, the wait starts at Base again.
+	src.do(t, func(Updates) error { return errors.New("lost leader again") })
+	if d := nextTimer(t, h.clock); d < 50*time.Millisecond || d > 100*time.Millisecond {
+		t.Errorf("wait after a watch that worked: %v, want in [50ms, 100ms]", d)
+	}
+}
+
+// nextTimer returns the duration of the next timer made on c.
+func nextTimer(t *testing.T, c *clock.Fake) time.Duration {
+	t.Helper()
+	select {
+	case d := <-c.Timers():
+		return d
+	case <-time.After(timeout):
+		t.Fatal("no timer was made")
+		return 0
 	}
 }
 
@@ -642,7 +623,7 @@ func TestMetricsGoToTheChannelsRecorder(t *testing.T) {
 	}
 	src.do(t, func(u Updates) error { u.Fail(errors.New("acl")); return nil })
 	rec.waitErr(t, "acl")
-	h.clock.advance(1500 * time.Millisecond)
+	h.clock.Advance(1500 * time.Millisecond)
 	if n := m.collect(t); n != 1 {
 		t.Fatalf("%d reporters registered, want 1", n)
 	}
@@ -737,7 +718,7 @@ func TestLastGoodOutlivesItsWatch(t *testing.T) {
 			s := h.subscribe("fake:///svc", spec, newRecorder(), resolver.BuildOptions{})
 			src.reset(t, "10.0.0.1:80")
 			s.Close()
-			h.clock.advance(time.Minute) // past the linger: the watch stops
+			h.clock.Advance(time.Minute) // past the linger: the watch stops
 			if n := len(h.watches); n != 0 {
 				t.Fatalf("%d watches after the linger, want 0", n)
 			}
@@ -766,14 +747,14 @@ func TestLateExpiryTimer(t *testing.T) {
 	rec.waitAddrs(t, "10.0.0.1:80")
 	src.do(t, func(u Updates) error { u.Fail(errors.New("first")); return nil })
 	rec.waitErr(t, "first")
-	h.clock.advance(4 * time.Second)
+	h.clock.Advance(4 * time.Second)
 	src.reset(t, "10.0.0.1:80") // recovery
 	src.do(t, func(u Updates) error { u.Fail(errors.New("second")); return nil })
 	rec.waitErr(t, "second")
 	h.mu.Lock()
 	w := h.watches[fakeSpec(src, FailurePolicy{MaxStaleness: 5 * time.Second}).Key].watch
 	h.mu.Unlock()
-	h.clock.advance(1 * time.Second)
+	h.clock.Advance(1 * time.Second)
 	w.expire() // the first failure's timer, running late
 	// The view the channels are offered, as expire left it (a channel is
 	// given it in its own goroutine, and skips it if a newer one comes).

@@ -77,6 +77,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/fastrand"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/parent"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/ready"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
 )
 
 // Name is the name of the balancer.
@@ -224,11 +225,11 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 // calls write, the second what they only read.
 type stats struct {
 	ewma     atomic.Uint64 // float64 bits: the latency average in ns; 0 before the first sample
-	last     atomic.Int64  // when the last sample was taken (nanotime)
-	picked   atomic.Int64  // when the endpoint was last picked (nanotime)
+	last     atomic.Int64  // when the last sample was taken (clk.Nanotime)
+	picked   atomic.Int64  // when the endpoint was last picked (clk.Nanotime)
 	inflight atomic.Int64
 	// slot[k] is 0 while slot k is free; with a timed call in flight it
-	// is the call's pick time (nanotime) << 2, | 2 if the call is a probe,
+	// is the call's pick time (clk.Nanotime) << 2, | 2 if the call is a probe,
 	// | 1.
 	slot [TimedSlots]atomic.Int64
 
@@ -381,25 +382,24 @@ func (p *picker) score(st *stats) float64 {
 	return v * float64(st.inflight.Load()+1)
 }
 
-// nanotime is the clock, in ns since the process started; tests replace it.
-var nanotime = func() int64 { return int64(time.Since(epoch)) }
+// clk is the clock picks and Dones read (Nanotime); tests replace it with
+// a clock.Fake.
+var clk clock.Clock = clock.Real
 
-var epoch = time.Now()
-
-// lastRead is a recent reading of nanotime by any picker of the process,
+// lastRead is a recent reading of the clock by any picker of the process,
 // at most readStep old when calls are timed, behind by up to a few calls
 // when they are not, and never set back: the time for deciding on probes
 // and staleness, which need no precision.
 var lastRead atomic.Int64
 
-// readStep is how far nanotime moves before lastRead is written again: so
+// readStep is how far the clock moves before lastRead is written again: so
 // that timed calls on many cores do not all write one cache line.
 const readStep = int64(100 * time.Microsecond)
 
-// readClock reads nanotime and keeps lastRead recent. One compare-and-swap:
+// readClock reads the clock and keeps lastRead recent. One compare-and-swap:
 // if it fails, another reading, as recent, won.
 func readClock() int64 {
-	now := nanotime()
+	now := clk.Nanotime()
 	if last := lastRead.Load(); now-last > readStep {
 		lastRead.CompareAndSwap(last, now)
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/parent"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
 )
 
 // fixedPicker always picks its endpoint.
@@ -26,16 +27,21 @@ func (p fixedPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
 // sent is the DoneInfo of a call that went out and came back.
 var sent = balancer.DoneInfo{BytesSent: true, BytesReceived: true}
 
-// clock is a fake nanotime for one test.
-type clock struct{ now int64 }
-
-func useClock(t *testing.T) *clock {
-	c := &clock{now: int64(time.Hour)}
-	old, oldRead := nanotime, lastRead.Load()
-	nanotime = func() int64 { return c.now }
-	lastRead.Store(c.now)
-	t.Cleanup(func() { nanotime = old; lastRead.Store(oldRead) })
+// useClock makes the picks and Dones of one test read a fake clock, at
+// one hour.
+func useClock(t *testing.T) *clock.Fake {
+	c := clock.NewFake(time.Unix(0, 0))
+	c.Advance(time.Hour)
+	use(t, c)
 	return c
+}
+
+// use makes the picks and Dones read c until the test ends.
+func use(t *testing.T, c clock.Clock) {
+	old, oldRead := clk, lastRead.Load()
+	clk = c
+	lastRead.Store(c.Nanotime())
+	t.Cleanup(func() { clk = old; lastRead.Store(oldRead) })
 }
 
 func newStats() *stats {
@@ -65,7 +71,7 @@ func newChildren(n int) []child {
 
 // call picks, lets the call take rtt, and returns the index of the child
 // picked.
-func call(t *testing.T, p *picker, c *clock, rtt time.Duration, err error) int {
+func call(t *testing.T, p *picker, c *clock.Fake, rtt time.Duration, err error) int {
 	t.Helper()
 	res, perr := p.Pick(balancer.PickInfo{})
 	if perr != nil {
@@ -78,7 +84,7 @@ func call(t *testing.T, p *picker, c *clock, rtt time.Duration, err error) int {
 			idx = i
 		}
 	}
-	c.now += int64(rtt)
+	c.Advance(rtt)
 	res.Done(balancer.DoneInfo{Err: err, BytesSent: true, BytesReceived: err == nil})
 	return idx
 }
@@ -92,10 +98,10 @@ func TestAvoidsTheSlowEndpoint(t *testing.T) {
 		i := call(t, p, c, time.Millisecond, nil)
 		if i == 4 {
 			// The slow one: 20 ms more.
-			children[4].st.observe(21e6, c.now, 1/float64(DefaultDecay), false)
+			children[4].st.observe(21e6, c.Nanotime(), 1/float64(DefaultDecay), false)
 		}
 		counts[i]++
-		c.now += int64(time.Millisecond) // 1,000 calls a second
+		c.Advance(time.Millisecond) // 1,000 calls a second
 	}
 	if share := float64(counts[4]) / 5000; share > 0.02 {
 		t.Errorf("the slow endpoint got %.1f%% of the calls (%v), want at most 2%%", 100*share, counts)
@@ -116,10 +122,10 @@ func TestRecoveredEndpointGetsItsShareBack(t *testing.T) {
 			if i == 4 {
 				n++
 				if slow {
-					children[4].st.observe(21e6, c.now, 1/float64(DefaultDecay), false)
+					children[4].st.observe(21e6, c.Nanotime(), 1/float64(DefaultDecay), false)
 				}
 			}
-			c.now += int64(time.Millisecond)
+			c.Advance(time.Millisecond)
 		}
 		return n
 	}
@@ -143,7 +149,7 @@ func TestNewEndpointStartsNeutral(t *testing.T) {
 	c := useClock(t)
 	children := newChildren(4)
 	for _, ch := range children[:3] {
-		ch.st.observe(5e6, c.now, 1e-9, false)
+		ch.st.observe(5e6, c.Nanotime(), 1e-9, false)
 	}
 	p := newPicker(children, DefaultDecay, DefaultProbe)
 	if p.neutral != 5e6 {
@@ -152,7 +158,7 @@ func TestNewEndpointStartsNeutral(t *testing.T) {
 	counts := make([]int, 4)
 	for range 4000 {
 		counts[call(t, p, c, 5*time.Millisecond, nil)]++
-		c.now += int64(time.Millisecond)
+		c.Advance(time.Millisecond)
 	}
 	// No flood to the new one, no starvation either.
 	if counts[3] < 600 || counts[3] > 1400 {
@@ -267,7 +273,7 @@ func TestTimedSlots(t *testing.T) {
 			t.Fatalf("call %d read the clock %d times at its pick, want %d", i, got, want)
 		}
 		dones = append(dones, res.Done)
-		c.now += int64(time.Millisecond)
+		c.Advance(time.Millisecond)
 	}
 	if n := taken(st); n != TimedSlots {
 		t.Fatalf("%d slots taken after %d timed picks, want all %d", n, TimedSlots, TimedSlots)
@@ -281,7 +287,7 @@ func TestTimedSlots(t *testing.T) {
 	// The timed calls end last first: call k left at k ms, and ends at
 	// 10+TimedSlots ms, so its latency is 10+TimedSlots-k ms, and each
 	// replaces the average only when it is the higher (a peak).
-	c.now = int64(time.Hour) + int64(10+TimedSlots)*int64(time.Millisecond)
+	c.Advance(time.Duration(int64(time.Hour) + int64(10+TimedSlots)*int64(time.Millisecond) - c.Nanotime())) // to 1 h + (10+TimedSlots) ms
 	for k := TimedSlots - 1; k >= 0; k-- {
 		dones[k](sent)
 		if st.slot[k].Load() != 0 {
@@ -297,13 +303,13 @@ func TestTimedSlots(t *testing.T) {
 	}
 	// The slots are free again: a call to the endpoint, whose last sample
 	// is stale, is timed.
-	c.now += int64(DefaultDecay)
-	lastRead.Store(c.now)
+	c.Advance(DefaultDecay)
+	lastRead.Store(c.Nanotime())
 	res, _ := p.Pick(balancer.PickInfo{})
-	c.now += int64(time.Millisecond)
+	c.Advance(time.Millisecond)
 	res.Done(sent)
-	if got := st.last.Load(); got != c.now {
-		t.Errorf("last sample at %d, want the stale endpoint's call timed, at its end %d", got, c.now)
+	if got := st.last.Load(); got != c.Nanotime() {
+		t.Errorf("last sample at %d, want the stale endpoint's call timed, at its end %d", got, c.Nanotime())
 	}
 	for _, d := range dones[TimedSlots+1:] {
 		d(sent)
@@ -363,18 +369,18 @@ func TestLongCallsDoNotStopSampling(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c.now += HeldDecays * int64(DefaultDecay) // just not longer
-	lastRead.Store(c.now)
+	c.Advance(HeldDecays * DefaultDecay) // just not longer
+	lastRead.Store(c.Nanotime())
 	before := *reads
 	call(t, p, c, time.Millisecond, nil)
 	if *reads != before || st.last.Load() != 0 {
 		t.Fatalf("with the slots held for %d decays, a call read the clock %d times and sampled at %d; want it untimed", HeldDecays, *reads-before, st.last.Load())
 	}
-	c.now++
-	lastRead.Store(c.now)
+	c.Advance(1)
+	lastRead.Store(c.Nanotime())
 	call(t, p, c, 3*time.Millisecond, nil)
-	if got := st.last.Load(); got != c.now {
-		t.Fatalf("with the slots held for longer, last sample at %d; want the call timed, at its end %d", got, c.now)
+	if got := st.last.Load(); got != c.Nanotime() {
+		t.Fatalf("with the slots held for longer, last sample at %d; want the call timed, at its end %d", got, c.Nanotime())
 	}
 	if got := math.Float64frombits(st.ewma.Load()); got != 3e6 {
 		t.Errorf("average %v ns, want the call's 3 ms", got)
@@ -397,7 +403,7 @@ func TestUnsentPicksSayNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.now += int64(time.Millisecond)
+		c.Advance(time.Millisecond)
 		res.Done(di)
 		if st.last.Load() != 0 || st.ewma.Load() != 0 {
 			t.Fatalf("Done(%+v) took a sample, want none", di)
@@ -418,12 +424,12 @@ func TestProbeReplacesTheAverage(t *testing.T) {
 	children := newChildren(2)
 	p := newPicker(children, DefaultDecay, DefaultProbe)
 	slow, fast := children[0].st, children[1].st
-	slow.observe(50e6, c.now, 1/float64(DefaultDecay), false)
-	fast.observe(1e6, c.now, 1/float64(DefaultDecay), false)
-	slow.picked.Store(c.now)
-	c.now += int64(DefaultProbe) + int64(time.Millisecond) // the slow one is due for a probe
-	lastRead.Store(c.now)
-	fast.picked.Store(c.now) // the fast one is not
+	slow.observe(50e6, c.Nanotime(), 1/float64(DefaultDecay), false)
+	fast.observe(1e6, c.Nanotime(), 1/float64(DefaultDecay), false)
+	slow.picked.Store(c.Nanotime())
+	c.Advance(DefaultProbe + time.Millisecond) // the slow one is due for a probe
+	lastRead.Store(c.Nanotime())
+	fast.picked.Store(c.Nanotime()) // the fast one is not
 	if i := call(t, p, c, time.Millisecond, nil); i != 0 {
 		t.Fatalf("picked endpoint %d, want the one due for a probe", i)
 	}
@@ -465,9 +471,9 @@ func TestProbesAreRare(t *testing.T) {
 	for range 10000 {
 		if i := call(t, p, c, time.Millisecond, nil); i == 9 {
 			slow++
-			children[9].st.observe(21e6, c.now, 1/float64(DefaultDecay), false)
+			children[9].st.observe(21e6, c.Nanotime(), 1/float64(DefaultDecay), false)
 		}
-		c.now += int64(time.Millisecond)
+		c.Advance(time.Millisecond)
 	}
 	t.Logf("the slow endpoint got %d of 10,000 calls", slow)
 	if slow > 10 {
@@ -475,12 +481,23 @@ func TestProbesAreRare(t *testing.T) {
 	}
 }
 
-// countingClock is a fake nanotime that counts its readings.
-func countingClock(t *testing.T) (*clock, *int) {
-	c := useClock(t)
-	reads := 0
-	nanotime = func() int64 { reads++; return c.now }
-	return c, &reads
+// counting is a fake clock that counts its readings.
+type counting struct {
+	*clock.Fake
+	reads int
+}
+
+func (c *counting) Nanotime() int64 {
+	c.reads++
+	return c.Fake.Nanotime()
+}
+
+// countingClock is a fake clock at one hour that counts its readings.
+func countingClock(t *testing.T) (*clock.Fake, *int) {
+	c := &counting{Fake: clock.NewFake(time.Unix(0, 0))}
+	c.Advance(time.Hour)
+	use(t, c)
+	return c.Fake, &c.reads
 }
 
 // TestClockIsReadForFewCalls: at 1,000 calls a second over 10 endpoints,
@@ -491,7 +508,7 @@ func TestClockIsReadForFewCalls(t *testing.T) {
 	const calls = 10000
 	for range calls {
 		call(t, p, c, time.Millisecond, nil)
-		c.now += int64(time.Millisecond)
+		c.Advance(time.Millisecond)
 	}
 	got := float64(*reads) / calls
 	t.Logf("%.2f clock readings a call", got)
@@ -519,11 +536,11 @@ func TestSparseEndpointsAreTimed(t *testing.T) {
 		i := call(t, p, c, time.Millisecond, nil)
 		if now-last[i] > p.stale {
 			stale++
-			if got := children[i].st.last.Load(); got != c.now {
+			if got := children[i].st.last.Load(); got != c.Nanotime() {
 				t.Fatalf("call %d: endpoint %d, last sampled %v before, was not timed", k, i, time.Duration(now-last[i]))
 			}
 		}
-		c.now += int64(100 * time.Millisecond)
+		c.Advance(100 * time.Millisecond)
 	}
 	t.Logf("%d of %d calls found their endpoint without a recent sample; %.2f clock readings a call", stale, calls, float64(*reads)/calls)
 	if stale < calls/2 {
@@ -546,7 +563,7 @@ func TestFirstCallsAreTimed(t *testing.T) {
 			if children[i].st.last.Load() == 0 {
 				t.Fatalf("round %d, call %d: the first call to endpoint %d was not timed", round, calls, i)
 			}
-			c.now += int64(time.Millisecond)
+			c.Advance(time.Millisecond)
 			called = 0
 			for _, ch := range children {
 				if ch.st.last.Load() != 0 {
@@ -569,10 +586,10 @@ func TestUntimedFailuresArePenalised(t *testing.T) {
 	call(t, p, c, time.Millisecond, nil) // the first sample
 	for i := range 100 {
 		before := *reads
-		c.now += int64(time.Millisecond)
+		c.Advance(time.Millisecond)
 		call(t, p, c, time.Millisecond, status.Error(codes.Unavailable, "down"))
-		if got := st.last.Load(); got != c.now {
-			t.Fatalf("failed call %d: last sample at %d, want the call's end %d", i, got, c.now)
+		if got := st.last.Load(); got != c.Nanotime() {
+			t.Fatalf("failed call %d: last sample at %d, want the call's end %d", i, got, c.Nanotime())
 		}
 		if v := math.Float64frombits(st.ewma.Load()); v < float64(FailurePenalty) {
 			t.Fatalf("failed call %d: average %v, want at least the penalty", i, v)

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
 )
 
 // ResyncInterval is how often the registrar checks that the agent still
@@ -219,7 +219,7 @@ func (r *Registrar) keep() {
 			// of it.
 			wait = min(backoff(failures), time.Second)
 		}
-		if !retry.Sleep(r.ctx, wait) {
+		if !clock.Sleep(r.ctx, clock.Real, wait) {
 			return
 		}
 		if err := r.check(); err != nil {

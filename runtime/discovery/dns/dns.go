@@ -39,7 +39,7 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
 )
 
 // Scheme is the resolver scheme of DNS targets.
@@ -309,23 +309,24 @@ type source struct {
 }
 
 func (s *source) Watch(ctx context.Context, u discovery.Updates) error {
+	c := u.Clock()
 	for {
 		insts, dropped, err := s.lookup(ctx)
-		lookedUp := time.Now()
+		lookedUp := c.Now()
 		if err != nil {
 			return err
 		}
 		u.Reset(insts, dropped)
 		u.Flush()
-		timer := time.NewTimer(s.t.refresh)
+		timer := c.NewTimer(s.t.refresh)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
 			return nil
-		case <-timer.C:
+		case <-timer.C():
 		case <-u.ResolveNow():
 			timer.Stop()
-			if !retry.Sleep(ctx, time.Until(lookedUp.Add(s.minInterval))) {
+			if !clock.Sleep(ctx, c, lookedUp.Add(s.minInterval).Sub(c.Now())) {
 				return nil
 			}
 		}

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/retry"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
 )
 
 // ErrDeregistered is the status of a Registrar after Deregister, and the
@@ -228,7 +228,7 @@ func (r *Registrar) keep(lease clientv3.LeaseID) {
 		if lease == 0 {
 			var err error
 			if lease, err = r.register(r.ctx); err != nil {
-				if !retry.Sleep(r.ctx, backoff(failures)) {
+				if !clock.Sleep(r.ctx, clock.Real, backoff(failures)) {
 					return
 				}
 				failures++
@@ -252,7 +252,7 @@ func (r *Registrar) keep(lease clientv3.LeaseID) {
 		}
 		r.setStatus(fmt.Errorf("etcd: keep-alive of %s: %w", r.key, err))
 		lease = 0
-		if !retry.Sleep(r.ctx, backoff(failures)) {
+		if !clock.Sleep(r.ctx, clock.Real, backoff(failures)) {
 			return
 		}
 		failures++

@@ -230,22 +230,24 @@ func (s *source) watch(ctx context.Context, u discovery.Updates, rev int64) erro
 			<-started
 		}
 	}()
-	resync := time.NewTimer(s.resync)
+	c := u.Clock()
+	resync := c.NewTimer(s.resync)
 	defer resync.Stop()
 	// The client reconnects a broken watch quietly and forever: a cheap
 	// read every ProbeInterval, with its deadline, tells an unreachable
 	// etcd, so that the failure policy applies and the channels are told.
-	probe := time.NewTicker(ProbeInterval)
+	probe := c.NewTimer(ProbeInterval)
 	defer probe.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-resync.C:
+		case <-resync.C():
 			return nil
 		case wch = <-started:
 			started = nil
-		case <-probe.C:
+		case <-probe.C():
+			probe.Reset(ProbeInterval)
 			pctx, cancel := withTimeout(ctx)
 			_, err := s.client.Get(pctx, s.t.prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithSerializable())
 			cancel()

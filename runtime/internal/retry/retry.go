@@ -1,9 +1,8 @@
-// Package retry holds the backoff and the cancellable sleep that the
-// discovery backends share.
+// Package retry holds the backoff that the discovery backends share (a
+// wait is clock.Sleep).
 package retry
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -17,20 +16,4 @@ func Backoff(n int, base, limit time.Duration) time.Duration {
 		d = base << n
 	}
 	return d/2 + rand.N(d/2+1)
-}
-
-// Sleep waits for d or for ctx to end; it reports false if ctx ended. A d
-// of zero or less only checks ctx.
-func Sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -1,7 +1,6 @@
 package retry
 
 import (
-	"context"
 	"testing"
 	"time"
 )
@@ -22,19 +21,5 @@ func TestBackoff(t *testing.T) {
 				t.Fatalf("Backoff(%d) = %v, want in [%v, %v]", tc.n, d, tc.lo, tc.hi)
 			}
 		}
-	}
-}
-
-func TestSleepStopsOnCancel(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if Sleep(ctx, time.Hour) {
-		t.Error("Sleep(canceled, 1h) = true, want false")
-	}
-	if Sleep(ctx, 0) {
-		t.Error("Sleep(canceled, 0) = true, want false")
-	}
-	if !Sleep(context.Background(), time.Nanosecond) {
-		t.Error("Sleep(1ns) = false")
 	}
 }
