@@ -52,11 +52,12 @@ func generate(gen *protogen.Plugin) error {
 	gen.SupportedEditionsMaximum = descriptorpb.Edition_EDITION_2024
 	var files []*fileModel
 	var errs errorList
+	protoc := protocVersion(gen.Request)
 	for _, f := range gen.Files {
 		if !f.Generate {
 			continue
 		}
-		if m := readFile(f, &errs); m != nil {
+		if m := readFile(f, protoc, &errs); m != nil {
 			files = append(files, m)
 		}
 	}

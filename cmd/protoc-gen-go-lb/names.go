@@ -1,17 +1,14 @@
 package main
 
 import (
-	"fmt"
-
 	"google.golang.org/protobuf/compiler/protogen"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // This file names what the plugin declares so that the output compiles:
-// the package-level identifiers of each service, checked against every
-// identifier protoc-gen-go, protoc-gen-go-grpc and this plugin declare in
-// the same Go package, and the lifecycle methods of the balanced client,
-// which move aside for RPCs of the same name.
+// the identifiers of each service, computed once, those at package level
+// checked against every identifier protoc-gen-go, protoc-gen-go-grpc and
+// this plugin declare in the same Go package, and the lifecycle methods of
+// the balanced client, which move aside for RPCs of the same name.
 
 // declared maps each identifier declared in a Go package to what declares
 // it ("message test.Foo", "protoc-gen-go-grpc for service test.Bar", ...).
@@ -79,11 +76,73 @@ func packageIdents(gen *protogen.Plugin, f *protogen.File) declared {
 	return d
 }
 
-// serviceIdents are the package-level identifiers this plugin declares for
-// service s.
-func serviceIdents(s *protogen.Service) []string {
+// names are the Go identifiers of one service's generated code, computed
+// once (as connect-go's plugin does): the templates write them, and
+// checkIdents checks those the plugin declares against the package.
+type names struct {
+	// Declared by this plugin.
+	ServiceName   string // <Svc>ServiceName, the registry name
+	Policy        string // _<Svc>_lbService, the lb.Service value
+	Client        string // <Svc>BalancedClient
+	NewClient     string // New<Svc>BalancedClient
+	ServerOptions string // <Svc>ServerOptions
+	Register      string // Register<Svc>BalancedServer
+	// The balanced client's own methods.
+	Close, Conn clientMethod
+	// Declared by protoc-gen-go-grpc, named by the generated code.
+	GRPCClient    string // <Svc>Client, which the balanced client embeds
+	NewGRPCClient string // New<Svc>Client
+	GRPCServer    string // <Svc>Server
+	ServiceDesc   string // <Svc>_ServiceDesc
+}
+
+// clientMethod is a method of the balanced client, and whether it moved
+// aside for an RPC of its usual name.
+type clientMethod struct {
+	Name  string
+	Moved bool
+}
+
+func newNames(s *protogen.Service) names {
 	n := s.GoName
-	return []string{n + "ServiceName", "_" + n + "_lbService", n + "BalancedClient", "New" + n + "BalancedClient", "Register" + n + "BalancedServer", n + "ServerOptions"}
+	// Close and Conn, or, when the service has an RPC of that name (which
+	// the embedded <Svc>Client promotes, and which must stay), the name
+	// with "LB" in front, then with "_" after it until it is free.
+	taken := map[string]bool{}
+	for _, m := range s.Methods {
+		taken[m.GoName] = true
+	}
+	free := func(name string) clientMethod {
+		if !taken[name] {
+			taken[name] = true
+			return clientMethod{Name: name}
+		}
+		moved := "LB" + name
+		for taken[moved] {
+			moved += "_"
+		}
+		taken[moved] = true
+		return clientMethod{Name: moved, Moved: true}
+	}
+	return names{
+		ServiceName:   n + "ServiceName",
+		Policy:        "_" + n + "_lbService",
+		Client:        n + "BalancedClient",
+		NewClient:     "New" + n + "BalancedClient",
+		ServerOptions: n + "ServerOptions",
+		Register:      "Register" + n + "BalancedServer",
+		Close:         free("Close"),
+		Conn:          free("Conn"),
+		GRPCClient:    n + "Client",
+		NewGRPCClient: "New" + n + "Client",
+		GRPCServer:    n + "Server",
+		ServiceDesc:   n + "_ServiceDesc",
+	}
+}
+
+// declared returns the package-level identifiers the plugin declares.
+func (n names) declared() []string {
+	return []string{n.ServiceName, n.Policy, n.Client, n.NewClient, n.Register, n.ServerOptions}
 }
 
 // checkIdents reports each identifier this plugin would declare for the
@@ -97,55 +156,19 @@ func checkIdents(gen *protogen.Plugin, models []*fileModel, errs *errorList) {
 			d = packageIdents(gen, m.file)
 			byPackage[m.file.GoImportPath] = d
 		}
-		for _, s := range m.services {
+		for _, s := range m.Services {
 			for _, meth := range s.service.Methods {
-				if meth.GoName == s.service.GoName+"Client" {
+				if meth.GoName == s.Names.GRPCClient {
 					errs.add(m.file, meth.Desc.FullName(), "the RPC is named like the %s field the balanced client embeds, which would hide it: rename the RPC", meth.GoName)
 				}
 			}
-			for _, id := range serviceIdents(s.service) {
+			for _, id := range s.Names.declared() {
 				if by, ok := d[id]; ok {
 					errs.add(m.file, s.service.Desc.FullName(), "the generated identifier %s is already declared in Go package %s by %s: rename one of them", id, m.file.GoImportPath, by)
 					continue
 				}
-				d[id] = "protoc-gen-go-lb for service " + string(s.service.Desc.FullName())
+				d[id] = "protoc-gen-go-lb for service " + s.FullName
 			}
 		}
 	}
-}
-
-// lifecycle are the names of the balanced client's own methods: Close and
-// Conn, or, when the service has an RPC of that name (which the embedded
-// <Svc>Client promotes, and which must stay), the name with "LB" in front,
-// then with "_" after it until it is free.
-type lifecycle struct{ Close, Conn string }
-
-func lifecycleNames(s *protogen.Service) lifecycle {
-	taken := map[string]bool{}
-	for _, m := range s.Methods {
-		taken[m.GoName] = true
-	}
-	free := func(name string) string {
-		if !taken[name] {
-			return name
-		}
-		name = "LB" + name
-		for taken[name] {
-			name += "_"
-		}
-		return name
-	}
-	l := lifecycle{Close: free("Close")}
-	taken[l.Close] = true
-	l.Conn = free("Conn")
-	return l
-}
-
-// renamed says, in the generated doc comment, why a lifecycle method is
-// not called name.
-func renamed(name, got string, s protoreflect.ServiceDescriptor) string {
-	if name == got {
-		return ""
-	}
-	return fmt.Sprintf(" (not %s: %s has an RPC of that name)", name, s.FullName())
 }

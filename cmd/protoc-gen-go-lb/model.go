@@ -1,0 +1,219 @@
+package main
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/compiler/protogen"
+)
+
+// This file is the plugin's model of a file: what the checks (options.go,
+// policies.go, names.go) make of its (lb.service) and (lb.method) options,
+// and all that emission reads. Its fields are data: names, typed option
+// values and identifiers of other packages, which the templates write
+// through protogen, never Go source.
+
+// Import paths of the generated code.
+const (
+	contextPackage   = protogen.GoImportPath("context")
+	grpcPackage      = protogen.GoImportPath("google.golang.org/grpc")
+	codesPackage     = protogen.GoImportPath("google.golang.org/grpc/codes")
+	lbPackage        = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb")
+	discoveryPackage = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery")
+	staticPackage    = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static")
+	dnsPackage       = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns")
+	etcdPackage      = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd")
+	consulPackage    = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul")
+	// balancerPackages is the parent of the policy packages.
+	balancerPackages = "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/"
+)
+
+// idents are the identifiers of other packages that every generated file
+// may name, by package: the templates write {{ident .LB.Dial}}.
+type idents struct {
+	Context       protogen.GoIdent // context.Context
+	Code          protogen.GoIdent // codes.Code
+	FailurePolicy protogen.GoIdent // discovery.FailurePolicy
+	GRPC          struct{ ClientConn, Server, ServerOption protogen.GoIdent }
+	LB            struct {
+		SupportPackage                         protogen.GoIdent // the compile-time handshake
+		Service, Method, Retry, Hedging        protogen.GoIdent
+		Connection, RetryBudget                protogen.GoIdent
+		Conn, Dial, DialOption                 protogen.GoIdent
+		WithTransportCredentials, WithInsecure protogen.GoIdent
+		ServerOptions, Register                protogen.GoIdent
+		RegisterOption, Registration           protogen.GoIdent
+	}
+}
+
+// goIdents are the idents, computed once.
+var goIdents = func() idents {
+	var i idents
+	i.Context = contextPackage.Ident("Context")
+	i.Code = codesPackage.Ident("Code")
+	i.FailurePolicy = discoveryPackage.Ident("FailurePolicy")
+	i.GRPC.ClientConn = grpcPackage.Ident("ClientConn")
+	i.GRPC.Server = grpcPackage.Ident("Server")
+	i.GRPC.ServerOption = grpcPackage.Ident("ServerOption")
+	lb := &i.LB
+	lb.SupportPackage = lbPackage.Ident("SupportPackageIsVersion1")
+	lb.Service = lbPackage.Ident("Service")
+	lb.Method = lbPackage.Ident("Method")
+	lb.Retry = lbPackage.Ident("Retry")
+	lb.Hedging = lbPackage.Ident("Hedging")
+	lb.Connection = lbPackage.Ident("Connection")
+	lb.RetryBudget = lbPackage.Ident("RetryBudget")
+	lb.Conn = lbPackage.Ident("Conn")
+	lb.Dial = lbPackage.Ident("Dial")
+	lb.DialOption = lbPackage.Ident("DialOption")
+	lb.WithTransportCredentials = lbPackage.Ident("WithTransportCredentials")
+	lb.WithInsecure = lbPackage.Ident("WithInsecure")
+	lb.ServerOptions = lbPackage.Ident("ServerOptions")
+	lb.Register = lbPackage.Ident("Register")
+	lb.RegisterOption = lbPackage.Ident("RegisterOption")
+	lb.Registration = lbPackage.Ident("Registration")
+	return i
+}()
+
+// fileModel is one file with annotated services: what its _lb.pb.go says.
+type fileModel struct {
+	file *protogen.File // where it is written, and what errors name
+
+	Version       string // protoc-gen-go-lb's
+	ProtocVersion string // the compiler's, "(unknown)" from buf
+	Source        string // the proto file's path
+	Package       protogen.GoPackageName
+	Services      []*serviceModel
+	idents
+}
+
+// serviceModel is one annotated service, checked: its lb.Service value,
+// its balanced client and its server helpers.
+type serviceModel struct {
+	service *protogen.Service // what the collision checks and errors name
+
+	Names        names
+	FullName     string
+	RegistryName string
+	// Comment is the service's leading comment, line by line, without
+	// the comment markers; nil for none.
+	Comment    []string
+	Deprecated bool
+
+	Discovery          discoveryModel
+	Failure            *failureModel    // nil: the backend's default
+	Balancer           *balancerModel   // nil only when the policy is unknown
+	PoolSize           uint32           // 0: one connection to each instance
+	Connection         *connectionModel // nil: grpc-go's defaults
+	RetryBudget        *budgetModel     // nil: the runtime's default
+	DisableHealthCheck bool
+	Methods            []*methodModel // the methods with settings
+	idents
+}
+
+// discoveryModel is the Config of one discovery backend: Type, and the one
+// of the other fields that is set.
+type discoveryModel struct {
+	Type   protogen.GoIdent // static.Config, dns.Config, ...
+	Static []string         // the addresses
+	DNS    *dnsModel
+	Etcd   *etcdModel
+	Consul *consulModel
+}
+
+// The backends' settings, named as their Config fields; a zero value is
+// left out of the literal.
+type (
+	dnsModel struct {
+		Host    string
+		Port    uint32
+		SRV     bool
+		Refresh time.Duration
+		Server  string
+	}
+	etcdModel struct {
+		Endpoints                     []string
+		Prefix                        string
+		TTL                           time.Duration
+		PlainValue                    bool
+		CACertFile, CertFile, KeyFile string
+	}
+	consulModel struct {
+		Address                      string
+		Tags                         []string
+		Datacenter                   string
+		IncludeFailing               bool
+		Near                         string
+		Grace                        time.Duration
+		FailFast                     bool
+		CheckInterval                time.Duration
+		DeregisterCriticalAfter, TTL time.Duration
+		GRPCUseTLS                   bool
+		TLSServerName                string
+	}
+)
+
+// failureModel is (lb.service).on_registry_failure, as a
+// discovery.FailurePolicy.
+type failureModel struct {
+	Mode         *protogen.GoIdent // nil: KeepLastGood, the zero mode
+	MaxStaleness time.Duration
+	Fallback     []string
+}
+
+// connectionModel is (lb.service).connection, as an lb.Connection.
+type connectionModel struct {
+	KeepaliveTime, KeepaliveTimeout         time.Duration
+	MaxConnectionAge, MaxConnectionAgeGrace time.Duration
+	MaxConnectionIdle                       time.Duration
+}
+
+// budgetModel is (lb.service).retry_budget, as an lb.RetryBudget.
+type budgetModel struct {
+	MaxTokens  uint32
+	TokenRatio float64
+	Disabled   bool
+}
+
+// balancerModel is the service's policy: the Config of its package, with
+// the fields that are set.
+type balancerModel struct {
+	policy *policy // its row of the policy table
+
+	Type   protogen.GoIdent // roundrobin.Config, p2cewma.Config, ...
+	Fields []field
+	// keyRequired says why each unary call needs a (lb.method).hash_key;
+	// "" when it does not.
+	keyRequired string
+}
+
+// field is a field of a literal: the Go field's name and its typed value
+// (a time.Duration, a number, a string, a protogen.GoIdent, ...).
+type field struct {
+	Name  string
+	Value any
+}
+
+// methodModel is one method's (lb.method), as an lb.Method.
+type methodModel struct {
+	Name         string // the method's name within the service
+	Timeout      time.Duration
+	Retry        *retryModel
+	HashKey      string
+	Idempotent   bool
+	WaitForReady bool
+	Hedging      *hedgingModel
+}
+
+// retryModel is a method's retry policy, defaults applied, as an lb.Retry.
+type retryModel struct {
+	MaxAttempts                uint32
+	InitialBackoff, MaxBackoff time.Duration
+	BackoffMultiplier          float64
+	RetryableCodes             []protogen.GoIdent // codes.Unavailable, ...
+}
+
+// hedgingModel is a method's hedging policy, as an lb.Hedging.
+type hedgingModel struct {
+	MaxAttempts uint32
+	Delay       time.Duration
+}
