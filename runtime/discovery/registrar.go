@@ -1,8 +1,11 @@
 package discovery
 
 import (
+	"context"
 	"errors"
 	"sync"
+
+	"google.golang.org/grpc/grpclog"
 )
 
 // RegistrationCounter is implemented by Registrars that count how many
@@ -73,4 +76,142 @@ func (s *RegistrationStatus) SetStatus(err error) (changed bool) {
 		s.changed = nil
 	}
 	return true
+}
+
+// Registry is what a backend writes of a Registrar: the calls to its
+// registry. A Lifecycle runs them; the rest of a Registrar's life (the
+// first attempt bounded by Deregister, one keeper goroutine, Deregister
+// waiting for it, the status and its log lines) is the Lifecycle's.
+type Registry interface {
+	// Register makes one attempt to put the instance in the registry,
+	// within ctx, and reports it through Lifecycle.Report.
+	Register(ctx context.Context) error
+	// Keep keeps the instance in the registry until ctx ends (at
+	// Deregister), putting it back when the registry loses it, and
+	// reports each attempt through Lifecycle.Report. It runs once, after
+	// Register's first attempt, whose error first is.
+	Keep(ctx context.Context, first error)
+	// Deregister takes the instance out of the registry within ctx, once
+	// Keep has returned. registered reports whether Register was called:
+	// without it there is nothing of the instance there.
+	Deregister(ctx context.Context, registered bool) error
+}
+
+// Lifecycle is the Register / Deregister life every backend's Registrar
+// shares. A backend's Registrar embeds it and calls Init once:
+//
+//   - Register makes the first attempt, bounded by the caller's context
+//     and by Deregister, then keeps the instance registered in one
+//     goroutine; a second Register does nothing, one after Deregister
+//     returns the backend's ErrDeregistered.
+//   - Deregister stops that goroutine and waits for it, then takes the
+//     instance out; a second Deregister returns nil.
+//   - The status (RegistrationStatus) and its log lines: one Info line
+//     when the instance becomes registered or is deregistered, one
+//     Warning when it stops being registered; a failure Deregister caused
+//     is not one.
+type Lifecycle struct {
+	RegistrationStatus
+
+	registry Registry
+	name     string                // "<package>: " + the instance, in log lines
+	pkg      string                // the backend's package, in log lines
+	log      grpclog.DepthLoggerV2 // the package's logger; a test's
+	errDereg error                 // the backend's ErrDeregistered
+
+	// ctx ends at Deregister, and with it whatever the registry is asked.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // Register's first attempt, then the keeper
+
+	mu           sync.Mutex
+	started      bool // guarded by mu: Register was called
+	deregistered bool // guarded by mu: Deregister was called
+}
+
+// Init sets l up for r: pkg and name say what the log lines are about
+// ("etcd", the key), log is the package's logger, errDeregistered the
+// package's ErrDeregistered.
+func (l *Lifecycle) Init(r Registry, pkg, name string, log grpclog.DepthLoggerV2, errDeregistered error) {
+	l.registry, l.pkg, l.name, l.log, l.errDereg = r, pkg, name, log, errDeregistered
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+}
+
+// SetLogger replaces the logger, for a test.
+func (l *Lifecycle) SetLogger(log grpclog.DepthLoggerV2) { l.log = log }
+
+// Context ends at Deregister.
+func (l *Lifecycle) Context() context.Context { return l.ctx }
+
+// Report records the result of an attempt to register (nil: registered)
+// and logs a change.
+func (l *Lifecycle) Report(err error) {
+	if err != nil && !errors.Is(err, l.errDereg) && l.ctx.Err() != nil {
+		// A failure that Deregister caused: the status becomes
+		// ErrDeregistered instead.
+		return
+	}
+	if !l.SetStatus(err) {
+		return
+	}
+	switch {
+	case err == nil:
+		l.log.Infof("%s: registered %s", l.pkg, l.name)
+	case errors.Is(err, l.errDereg):
+		l.log.Infof("%s: deregistered %s", l.pkg, l.name)
+	default:
+		l.log.Warningf("%s: %s not registered: %v", l.pkg, l.name, err)
+	}
+}
+
+// Register puts the instance in the registry and keeps it there. If the
+// first attempt fails, it returns the error and keeps trying in the
+// background. A second Register does nothing; a Register after Deregister
+// returns the backend's ErrDeregistered and starts nothing.
+func (l *Lifecycle) Register(ctx context.Context) error {
+	l.mu.Lock()
+	if l.deregistered {
+		l.mu.Unlock()
+		return l.errDereg
+	}
+	if l.started {
+		l.mu.Unlock()
+		return nil
+	}
+	l.started = true
+	// Under mu, so that Deregister, which sets deregistered under mu
+	// before it waits, waits for this too.
+	l.wg.Add(1)
+	l.mu.Unlock()
+
+	// The first attempt ends with ctx or at Deregister, whichever is
+	// first.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(l.ctx, cancel)
+	defer stop()
+	err := l.registry.Register(ctx)
+	go func() {
+		defer l.wg.Done()
+		l.registry.Keep(l.ctx, err)
+	}()
+	return err
+}
+
+// Deregister stops keeping the instance, waits for what is in flight
+// (which ends with Context), and takes the instance out of the registry
+// within ctx. It is idempotent: a second call returns nil.
+func (l *Lifecycle) Deregister(ctx context.Context) error {
+	l.mu.Lock()
+	if l.deregistered {
+		l.mu.Unlock()
+		return nil
+	}
+	l.deregistered = true
+	started := l.started
+	l.mu.Unlock()
+	l.cancel()
+	l.wg.Wait()
+	l.Report(l.errDereg)
+	return l.registry.Deregister(ctx, started)
 }

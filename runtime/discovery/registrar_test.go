@@ -1,8 +1,15 @@
 package discovery
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/grpclog"
 )
 
 func TestRegistrationStatus(t *testing.T) {
@@ -34,5 +41,175 @@ func TestRegistrationStatus(t *testing.T) {
 	}
 	if s.SetStatus(errors.New("still down")) {
 		t.Error("one error after another reported a change")
+	}
+}
+
+var errTestDeregistered = errors.New("test: deregistered")
+
+// fakeRegistry is a Registry whose calls the test holds and answers.
+type fakeRegistry struct {
+	l         Lifecycle
+	attempts  chan chan error // each Register call: the test answers on it
+	kept      chan struct{}   // closed when Keep returns
+	keepErr   error           // what Keep reports once ctx ends
+	firsts    []error         // Keep's first, guarded by mu
+	deregs    []bool          // Deregister's registered, guarded by mu
+	mu        sync.Mutex
+	keeperRan chan struct{}
+}
+
+func newFakeRegistry(log grpclog.DepthLoggerV2) *fakeRegistry {
+	r := &fakeRegistry{attempts: make(chan chan error), kept: make(chan struct{}), keeperRan: make(chan struct{})}
+	r.l.Init(r, "test", "i1", log, errTestDeregistered)
+	return r
+}
+
+func (r *fakeRegistry) Register(ctx context.Context) error {
+	answer := make(chan error, 1)
+	select {
+	case r.attempts <- answer:
+	case <-ctx.Done():
+		err := ctx.Err()
+		r.l.Report(err)
+		return err
+	}
+	select {
+	case err := <-answer:
+		r.l.Report(err)
+		return err
+	case <-ctx.Done():
+		err := ctx.Err()
+		r.l.Report(err)
+		return err
+	}
+}
+
+func (r *fakeRegistry) Keep(ctx context.Context, first error) {
+	defer close(r.kept)
+	r.mu.Lock()
+	r.firsts = append(r.firsts, first)
+	r.mu.Unlock()
+	close(r.keeperRan)
+	<-ctx.Done()
+	if r.keepErr != nil {
+		r.l.Report(r.keepErr) // a failure Deregister caused: not a warning
+	}
+}
+
+func (r *fakeRegistry) Deregister(_ context.Context, registered bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.deregs = append(r.deregs, registered)
+	return nil
+}
+
+type lines struct {
+	grpclog.DepthLoggerV2
+	mu             sync.Mutex
+	infos, warning []string
+}
+
+func (l *lines) Infof(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.infos = append(l.infos, fmt.Sprintf(format, args...))
+}
+
+func (l *lines) Warningf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.warning = append(l.warning, fmt.Sprintf(format, args...))
+}
+
+// TestLifecycle: one first attempt however often Register is called, the
+// keeper started after it with its result, Deregister waiting for the
+// keeper and then taking the instance out, once; the status and its log
+// lines (a failure Deregister caused is not a warning); Register after
+// Deregister refused.
+func TestLifecycle(t *testing.T) {
+	log := &lines{}
+	r := newFakeRegistry(log)
+	r.keepErr = errors.New("keep-alive ended")
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan error)
+	go func() { done <- r.l.Register(ctx) }()
+	answer := <-r.attempts
+	if err := r.l.Register(ctx); err != nil {
+		t.Errorf("second Register() while the first attempt runs = %v, want nil", err)
+	}
+	answer <- nil
+	if err := <-done; err != nil {
+		t.Fatalf("Register() = %v", err)
+	}
+	<-r.keeperRan
+	if err := r.l.Status(); err != nil {
+		t.Errorf("Status() = %v, want registered", err)
+	}
+	if err := r.l.Deregister(ctx); err != nil {
+		t.Fatalf("Deregister() = %v", err)
+	}
+	select {
+	case <-r.kept:
+	default:
+		t.Error("Deregister returned before the keeper")
+	}
+	if err := r.l.Deregister(ctx); err != nil {
+		t.Errorf("second Deregister() = %v, want nil", err)
+	}
+	if err := r.l.Register(ctx); !errors.Is(err, errTestDeregistered) {
+		t.Errorf("Register() after Deregister = %v, want ErrDeregistered", err)
+	}
+	if err := r.l.Status(); !errors.Is(err, errTestDeregistered) {
+		t.Errorf("Status() = %v, want ErrDeregistered", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !slices.Equal(r.firsts, []error{nil}) || !slices.Equal(r.deregs, []bool{true}) {
+		t.Errorf("Keep ran with %v, Deregister with %v; want once each, with nil and true", r.firsts, r.deregs)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if want := []string{"test: registered i1", "test: deregistered i1"}; !slices.Equal(log.infos, want) || len(log.warning) > 0 {
+		t.Errorf("logged infos %q, warnings %q; want %q and none", log.infos, log.warning, want)
+	}
+}
+
+// TestDeregisterEndsTheFirstAttempt: a first attempt that hangs ends when
+// Deregister is called; its failure is no warning; and Deregister without
+// any Register tells the registry nothing was registered.
+func TestDeregisterEndsTheFirstAttempt(t *testing.T) {
+	log := &lines{}
+	r := newFakeRegistry(log)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan error)
+	go func() { done <- r.l.Register(ctx) }()
+	<-r.attempts // never answered
+	derr := make(chan error)
+	go func() { derr <- r.l.Deregister(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Register() ended by Deregister = %v, want context.Canceled", err)
+		}
+	case <-time.After(timeout):
+		t.Fatal("Deregister did not end the first attempt")
+	}
+	if err := <-derr; err != nil {
+		t.Fatalf("Deregister() = %v", err)
+	}
+	log.mu.Lock()
+	if len(log.warning) > 0 {
+		t.Errorf("warnings %q: a failure Deregister caused is none", log.warning)
+	}
+	log.mu.Unlock()
+
+	never := newFakeRegistry(log)
+	if err := never.l.Deregister(ctx); err != nil {
+		t.Fatalf("Deregister() without Register = %v", err)
+	}
+	if !slices.Equal(never.deregs, []bool{false}) {
+		t.Errorf("Deregister without Register told the registry %v, want [false]", never.deregs)
 	}
 }

@@ -7,11 +7,9 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"google.golang.org/grpc/grpclog"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
@@ -83,7 +81,7 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 		TLSServerName:                  c.TLSServerName,
 		TLSSkipVerify:                  c.TLSSkipVerify,
 	})
-	r := &Registrar{client: client, transport: cfg.Transport, reg: reg, ttl: c.TTL, log: logger}
+	r := &Registrar{client: client, transport: cfg.Transport, reg: reg, ttl: c.TTL}
 	if c.TTL > 0 {
 		r.ttlCheck = inst.ID + ":ttl"
 		reg.Checks = append(reg.Checks, &api.AgentServiceCheck{
@@ -94,7 +92,7 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 			DeregisterCriticalServiceAfter: deregister.String(),
 		})
 	}
-	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.Init((*registryCalls)(r), "consul", reg.ID, logger, ErrDeregistered)
 	return r, nil
 }
 
@@ -122,76 +120,28 @@ func meta(md discovery.Metadata) map[string]string {
 // it again whenever the agent no longer knows it, and passes its TTL check
 // if it has one.
 type Registrar struct {
-	discovery.RegistrationStatus
+	discovery.Lifecycle
 
 	client    *api.Client
 	transport *http.Transport
 	reg       *api.AgentServiceRegistration
 	ttl       time.Duration
 	ttlCheck  string
-	log       grpclog.DepthLoggerV2 // the package's logger; a test's
-
-	ctx    context.Context // ends at Deregister, and with it every request in flight
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // Register's first attempt, then the keeper
-
-	mu           sync.Mutex
-	started      bool // guarded by mu: Register was called
-	deregistered bool // guarded by mu: Deregister was called
 }
+
+// registryCalls is the Consul side of a Registrar, which its Lifecycle
+// runs: Register and Deregister are the Lifecycle's, these are the calls
+// to the agent.
+type registryCalls Registrar
 
 // ID is the instance's service ID.
 func (r *Registrar) ID() string { return r.reg.ID }
 
-func (r *Registrar) setStatus(err error) {
-	if err != nil && !errors.Is(err, ErrDeregistered) && r.ctx.Err() != nil {
-		// A failure that Deregister caused: the status becomes
-		// ErrDeregistered instead.
-		return
-	}
-	if !r.SetStatus(err) {
-		return
-	}
-	switch {
-	case err == nil:
-		r.log.Infof("consul: registered %s", r.reg.ID)
-	case errors.Is(err, ErrDeregistered):
-		r.log.Infof("consul: deregistered %s", r.reg.ID)
-	default:
-		r.log.Warningf("consul: %s not registered: %v", r.reg.ID, err)
-	}
-}
+// Register makes one attempt to register the instance with the agent.
+func (g *registryCalls) Register(ctx context.Context) error { return (*Registrar)(g).register(ctx) }
 
-// Register registers the instance and starts keeping it registered. If the
-// first attempt fails it returns the error and keeps trying. A second
-// Register does nothing; a Register after Deregister returns
-// ErrDeregistered and starts nothing.
-func (r *Registrar) Register(ctx context.Context) error {
-	r.mu.Lock()
-	if r.deregistered {
-		r.mu.Unlock()
-		return ErrDeregistered
-	}
-	if r.started {
-		r.mu.Unlock()
-		return nil
-	}
-	r.started = true
-	// Under mu, so that Deregister, which sets deregistered under mu
-	// before it waits, waits for this too.
-	r.wg.Add(1)
-	r.mu.Unlock()
-
-	// The first attempt ends with ctx or at Deregister, whichever is
-	// first.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(r.ctx, cancel)
-	defer stop()
-	err := r.register(ctx)
-	go r.keep()
-	return err
-}
+// Keep keeps the instance registered until ctx ends.
+func (g *registryCalls) Keep(ctx context.Context, _ error) { (*Registrar)(g).keep(ctx) }
 
 func (r *Registrar) register(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
@@ -200,14 +150,14 @@ func (r *Registrar) register(ctx context.Context) error {
 	if err != nil {
 		err = fmt.Errorf("consul: register %s: %w", r.reg.ID, err)
 	}
-	r.setStatus(err)
+	r.Report(err)
 	return err
 }
 
 // keep checks every ResyncInterval (and heartbeats every TTL/3) that the
-// agent knows the instance, and registers it again when it does not.
-func (r *Registrar) keep() {
-	defer r.wg.Done()
+// agent knows the instance, and registers it again when it does not,
+// until ctx ends.
+func (r *Registrar) keep(ctx context.Context) {
 	every := ResyncInterval
 	if r.ttl > 0 {
 		every = min(every, r.ttl/3)
@@ -219,15 +169,15 @@ func (r *Registrar) keep() {
 			// of it.
 			wait = min(backoff(failures), time.Second)
 		}
-		if !clock.Sleep(r.ctx, clock.Real, wait) {
+		if !clock.Sleep(ctx, clock.Real, wait) {
 			return
 		}
-		if err := r.check(); err != nil {
+		if err := r.check(ctx); err != nil {
 			failures++
-			if r.ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return
 			}
-			if err := r.register(r.ctx); err != nil {
+			if err := r.register(ctx); err != nil {
 				continue
 			}
 		}
@@ -237,8 +187,8 @@ func (r *Registrar) keep() {
 
 // check reports whether the agent still has the instance, passing its TTL
 // check on the way.
-func (r *Registrar) check() error {
-	ctx, cancel := context.WithTimeout(r.ctx, RequestTimeout)
+func (r *Registrar) check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	if r.ttlCheck != "" {
@@ -248,22 +198,13 @@ func (r *Registrar) check() error {
 	return err
 }
 
-// Deregister stops keeping the instance and deregisters it, within ctx. It
-// is idempotent: a second call returns nil.
-func (r *Registrar) Deregister(ctx context.Context) error {
-	r.mu.Lock()
-	if r.deregistered {
-		r.mu.Unlock()
-		return nil
-	}
-	r.deregistered = true
-	started := r.started
-	r.mu.Unlock()
-	r.cancel()
-	r.wg.Wait()
+// Deregister deregisters the instance, within ctx, if it was registered,
+// and closes the client's idle connections. Registrar.Deregister, the
+// Lifecycle's, stops keeping the instance first.
+func (g *registryCalls) Deregister(ctx context.Context, registered bool) error {
+	r := (*Registrar)(g)
 	defer r.transport.CloseIdleConnections()
-	r.setStatus(ErrDeregistered)
-	if !started {
+	if !registered {
 		return nil // nothing registered
 	}
 	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)

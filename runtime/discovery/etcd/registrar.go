@@ -9,7 +9,6 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/grpclog"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
@@ -40,17 +39,15 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Registrar{
+	r := &Registrar{
 		endpoints: t.endpoints,
 		sec:       t.sec,
 		key:       t.prefix + "/" + inst.ID,
 		value:     encodeValue(inst, c.PlainValue),
 		ttl:       ttl,
-		log:       logger,
-		ctx:       ctx,
-		cancel:    cancel,
-	}, nil
+	}
+	r.Init((*registryCalls)(r), "etcd", r.key, logger, ErrDeregistered)
+	return r, nil
 }
 
 // Registrar keeps one instance's key in etcd. When the lease is lost (it
@@ -62,82 +59,46 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 // newer instance that took over the same key (the same instance ID, as in a
 // blue/green deployment) keeps it when the old one deregisters.
 type Registrar struct {
-	discovery.RegistrationStatus
+	discovery.Lifecycle
 
 	endpoints []string
 	sec       security
 	key       string
 	value     string
 	ttl       time.Duration
-	log       grpclog.DepthLoggerV2 // the package's logger; a test's
-
-	// ctx ends at Deregister. It stops the keeper and ends whatever
-	// request, or connection being made, is in flight; the client itself
-	// lives on until Deregister's own requests are done.
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // Register's first attempt, then the keeper
 
 	mu           sync.Mutex
-	started      bool             // guarded by mu: Register was called
-	deregistered bool             // guarded by mu: Deregister was called
 	client       *clientv3.Client // guarded by mu
 	clientCancel func()           // guarded by mu; ends client's context
 	hs           *handshakes      // guarded by mu; the client's failed TLS handshakes
 	lease        clientv3.LeaseID // guarded by mu; the last lease granted, 0 when none
 }
 
+// registryCalls is the etcd side of a Registrar, which its Lifecycle runs:
+// Register and Deregister are the Lifecycle's, these are the calls to
+// etcd.
+type registryCalls Registrar
+
 // Key is the instance's key.
 func (r *Registrar) Key() string { return r.key }
 
-func (r *Registrar) setStatus(err error) {
-	if err != nil && !errors.Is(err, ErrDeregistered) && r.ctx.Err() != nil {
-		// A failure that Deregister caused: the status becomes
-		// ErrDeregistered instead.
-		return
-	}
-	if !r.SetStatus(err) {
-		return
-	}
-	switch {
-	case err == nil:
-		r.log.Infof("etcd: registered %s", r.key)
-	case errors.Is(err, ErrDeregistered):
-		r.log.Infof("etcd: deregistered %s", r.key)
-	default:
-		r.log.Warningf("etcd: %s not registered: %v", r.key, err)
-	}
+// Register makes one attempt to grant a lease and put the key with it.
+func (g *registryCalls) Register(ctx context.Context) error {
+	_, err := (*Registrar)(g).register(ctx)
+	return err
 }
 
-// Register puts the key with a new lease and starts keeping it alive. If
-// the first attempt fails, it returns the error and keeps trying in the
-// background. A second Register does nothing; a Register after Deregister
-// returns ErrDeregistered and starts nothing.
-func (r *Registrar) Register(ctx context.Context) error {
-	r.mu.Lock()
-	if r.deregistered {
+// Keep keeps the lease of the first attempt alive, and registers again
+// whenever it is lost.
+func (g *registryCalls) Keep(ctx context.Context, first error) {
+	r := (*Registrar)(g)
+	var lease clientv3.LeaseID
+	if first == nil {
+		r.mu.Lock()
+		lease = r.lease
 		r.mu.Unlock()
-		return ErrDeregistered
 	}
-	if r.started {
-		r.mu.Unlock()
-		return nil
-	}
-	r.started = true
-	// Under mu, so that Deregister, which sets deregistered under mu
-	// before it waits, waits for this too.
-	r.wg.Add(1)
-	r.mu.Unlock()
-
-	// The first attempt ends with ctx or at Deregister, whichever is
-	// first.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(r.ctx, cancel)
-	defer stop()
-	lease, err := r.register(ctx)
-	go r.keep(lease)
-	return err
+	r.keep(ctx, lease)
 }
 
 // getClient returns the client, making it if there is none yet; making it
@@ -178,7 +139,7 @@ func (r *Registrar) getClient(ctx context.Context) (*clientv3.Client, error) {
 func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, error) {
 	c, err := r.getClient(ctx)
 	if err != nil {
-		r.setStatus(err)
+		r.Report(err)
 		return 0, err
 	}
 	ctx, cancel := withTimeout(ctx)
@@ -189,7 +150,7 @@ func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, error) {
 		hs := r.hs
 		r.mu.Unlock()
 		err = fmt.Errorf("etcd: grant lease for %s: %w", r.key, hs.explain(err))
-		r.setStatus(err)
+		r.Report(err)
 		return 0, err
 	}
 	// Remembered before the put: if the put fails but was applied, or
@@ -200,7 +161,7 @@ func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, error) {
 	r.mu.Unlock()
 	if _, err := c.Put(ctx, r.key, r.value, clientv3.WithLease(g.ID)); err != nil {
 		err = fmt.Errorf("etcd: put %s: %w", r.key, err)
-		r.setStatus(err)
+		r.Report(err)
 		// Within ctx still (Register returns within its caller's
 		// context): if this revoke fails too, Deregister revokes the
 		// lease, or it expires.
@@ -213,22 +174,21 @@ func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, error) {
 		}
 		return 0, err
 	}
-	r.setStatus(nil)
+	r.Report(nil)
 	return g.ID, nil
 }
 
 // keep keeps the lease alive, draining its responses, and registers again
-// whenever the lease is lost.
-func (r *Registrar) keep(lease clientv3.LeaseID) {
-	defer r.wg.Done()
+// whenever the lease is lost, until ctx ends.
+func (r *Registrar) keep(ctx context.Context, lease clientv3.LeaseID) {
 	for failures := 0; ; {
-		if r.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return
 		}
 		if lease == 0 {
 			var err error
-			if lease, err = r.register(r.ctx); err != nil {
-				if !clock.Sleep(r.ctx, clock.Real, backoff(failures)) {
+			if lease, err = r.register(ctx); err != nil {
+				if !clock.Sleep(ctx, clock.Real, backoff(failures)) {
 					return
 				}
 				failures++
@@ -238,48 +198,37 @@ func (r *Registrar) keep(lease clientv3.LeaseID) {
 		r.mu.Lock()
 		c := r.client
 		r.mu.Unlock()
-		ch, err := c.KeepAlive(r.ctx, lease)
+		ch, err := c.KeepAlive(ctx, lease)
 		if err == nil {
 			failures = 0
 			for range ch {
 				// Drain the responses; the channel closes when the lease
-				// is lost or r.ctx ends.
+				// is lost or ctx ends.
 			}
 			err = errors.New("lease lost")
 		}
-		if r.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return
 		}
-		r.setStatus(fmt.Errorf("etcd: keep-alive of %s: %w", r.key, err))
+		r.Report(fmt.Errorf("etcd: keep-alive of %s: %w", r.key, err))
 		lease = 0
-		if !clock.Sleep(r.ctx, clock.Real, backoff(failures)) {
+		if !clock.Sleep(ctx, clock.Real, backoff(failures)) {
 			return
 		}
 		failures++
 	}
 }
 
-// Deregister stops keeping the instance, deletes its key if the key still
-// holds the Registrar's lease, and revokes the lease, within ctx (each
-// request also within RequestTimeout). It is idempotent: a second call
-// returns nil.
-func (r *Registrar) Deregister(ctx context.Context) error {
-	r.mu.Lock()
-	if r.deregistered {
-		r.mu.Unlock()
-		return nil
-	}
-	r.deregistered = true
-	r.mu.Unlock()
-	// Everything in flight ends with r.ctx, a connection being made too,
-	// so this wait is short.
-	r.cancel()
-	r.wg.Wait()
+// Deregister deletes the key if it still holds the Registrar's lease, and
+// revokes the lease, within ctx (each request also within
+// RequestTimeout), then closes the client. Registrar.Deregister, the
+// Lifecycle's, stops keeping the instance first.
+func (g *registryCalls) Deregister(ctx context.Context, _ bool) error {
+	r := (*Registrar)(g)
 	r.mu.Lock()
 	c, ccancel, lease := r.client, r.clientCancel, r.lease
 	r.client, r.clientCancel, r.lease = nil, nil, 0
 	r.mu.Unlock()
-	r.setStatus(ErrDeregistered)
 	if c == nil {
 		return nil
 	}

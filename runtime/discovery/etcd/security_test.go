@@ -206,7 +206,7 @@ func TestDeregisterIsNotAWarning(t *testing.T) {
 	}
 	r := reg.(*Registrar)
 	log := resolvertest.NewRecordingLogger()
-	r.log = log
+	r.SetLogger(log)
 	if err := r.Register(ctx); err != nil {
 		t.Fatalf("Register() = %v", err)
 	}
