@@ -111,8 +111,9 @@ func readService(f *protogen.File, s *protogen.Service, rules *lbpb.ServiceRules
 	if c := m.Discovery.Consul; c != nil && m.Failure != nil && (c.FailFast || c.Grace != 0) {
 		bad("(lb.service).on_registry_failure and discovery.consul grace or fail_fast exclude each other: use on_registry_failure")
 	}
+	checkPoolSize(m.PoolSize, bad)
 	m.Balancer = readPolicy(rules, bad)
-	checkPool(m.PoolSize, m.Balancer, bad)
+	checkPoolPolicy(m.PoolSize, m.Balancer, bad)
 	for _, meth := range s.Methods {
 		if mm := readMethod(f, meth, m.Balancer, errs); mm != nil {
 			m.Methods = append(m.Methods, mm)

@@ -125,7 +125,6 @@ func readPolicy(rules *lbpb.ServiceRules, bad badFunc) *balancerModel {
 		set := r.WhichOneof(r.Descriptor().Oneofs().ByName("policy_params")).Name()
 		if set != row.params {
 			bad("(lb.service).%s is set but the policy is %s", set, p)
-			return m
 		}
 	}
 	if row.config == nil {
@@ -149,14 +148,18 @@ func readPolicy(rules *lbpb.ServiceRules, bad badFunc) *balancerModel {
 	return m
 }
 
-// checkPool reports a pool_size the pool refuses, or that the policy
-// (nil when unknown) cannot use.
-func checkPool(size uint32, m *balancerModel, bad badFunc) {
+// checkPoolSize reports a pool_size the pool refuses.
+func checkPoolSize(size uint32, bad badFunc) {
 	if size == 0 {
 		return
 	}
 	c := pool.Config{Size: int(min(size, math.MaxInt32))}
 	runtimeErrors(c.Validate(), pool.Name, "(lb.service)", map[string]string{"size": "pool_size"}, bad)
+}
+
+// checkPoolPolicy reports a pool under a policy (nil when unknown) that
+// cannot use one.
+func checkPoolPolicy(size uint32, m *balancerModel, bad badFunc) {
 	if size > 1 && m != nil && m.policy.noPool != "" {
 		bad("(lb.service).pool_size %d under %s: %s", size, m.policy.enum, m.policy.noPool)
 	}
