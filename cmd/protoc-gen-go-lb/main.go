@@ -7,7 +7,9 @@
 //
 // For every file with an annotated service it writes path/to/file_lb.pb.go.
 // Options are checked before anything is written; every problem is reported
-// with its file and element, through the CodeGeneratorResponse.
+// with its file and element, through the CodeGeneratorResponse. The checks
+// make the plugin's model of the file (model.go), and the templates of
+// package templates, the file's shape, are executed over it.
 package main
 
 import (
@@ -20,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/pluginpb"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/templates"
 )
 
 // version is the plugin's version: the version of the runtime it targets.
@@ -65,8 +68,12 @@ func generate(gen *protogen.Plugin) error {
 	if err := errs.err(); err != nil {
 		return err
 	}
+	t, err := templates.Parse()
+	if err != nil {
+		return err
+	}
 	for _, m := range files {
-		if err := generateFile(gen, m); err != nil {
+		if err := generateFile(gen, t, m); err != nil {
 			return err
 		}
 	}
