@@ -163,13 +163,34 @@ func ParseConfig(js json.RawMessage) (*Config, error) {
 		}
 		cfg.Probe = d
 	}
-	if cfg.Decay <= 0 {
-		return nil, fmt.Errorf("%s: decay %v must be positive", Name, cfg.Decay)
-	}
-	if cfg.Probe <= 0 {
-		return nil, fmt.Errorf("%s: probe %v must be positive", Name, cfg.Probe)
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	return cfg, nil
+}
+
+// Validate reports a Decay or Probe that is not positive; 0 is the
+// default, as BalancerConfig leaves it out. protoc-gen-go-lb calls it on
+// the Config it generates.
+func (c Config) Validate() error {
+	if c.Decay == 0 {
+		c.Decay = DefaultDecay
+	}
+	if c.Probe == 0 {
+		c.Probe = DefaultProbe
+	}
+	return c.check()
+}
+
+// check validates c once its defaults are applied.
+func (c *Config) check() error {
+	if c.Decay <= 0 {
+		return fmt.Errorf("%s: decay %v must be positive", Name, c.Decay)
+	}
+	if c.Probe <= 0 {
+		return fmt.Errorf("%s: probe %v must be positive", Name, c.Probe)
+	}
+	return nil
 }
 
 type builder struct{}
