@@ -322,6 +322,11 @@ func TestFailurePolicies(t *testing.T) {
 				})
 				rec.wait(t, "an error", func(_ []resolver.State, errs []error) bool { return len(errs) > 0 })
 				rec.waitAddrs(t, tc.now...)
+				if failure == "unreachable" {
+					// The broken watch backs off on the fake clock: the
+					// time moves on once the loop waits.
+					waitTimer(t, h.clock, func(d time.Duration) bool { return d <= fakeSpec(src, tc.policy).Backoff.Max })
+				}
 				h.clock.Advance(10 * time.Second)
 				rec.waitAddrs(t, tc.later...)
 				// Recovery is at once.
@@ -423,6 +428,13 @@ func TestWatchErrorsBackOffAndRetry(t *testing.T) {
 	src.do(t, func(Updates) error { return errors.New("lost leader again") })
 	if d := nextTimer(t, h.clock); d < 50*time.Millisecond || d > 100*time.Millisecond {
 		t.Errorf("wait after a watch that worked: %v, want in [50ms, 100ms]", d)
+	}
+}
+
+// waitTimer waits until a timer whose duration is ok is made on c.
+func waitTimer(t *testing.T, c *clock.Fake, ok func(time.Duration) bool) {
+	t.Helper()
+	for !ok(nextTimer(t, c)) {
 	}
 }
 
