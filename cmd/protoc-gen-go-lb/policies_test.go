@@ -39,9 +39,10 @@ func TestEveryPolicyHasOneRow(t *testing.T) {
 	}
 }
 
-// TestPolicyFields: each policy's config is the Config of its package, and
-// the fields the generated literal names are fields of that Config, of its
-// type (a GoIdent names a constant of a named type).
+// TestPolicyFields: each policy's config is the Config of its package,
+// which checks its settings (Validate) if it has any, and the fields the
+// generated literal names are fields of that Config, of its type (a
+// GoIdent names a constant of a named type).
 func TestPolicyFields(t *testing.T) {
 	for _, row := range policies {
 		if row.config == nil {
@@ -51,6 +52,9 @@ func TestPolicyFields(t *testing.T) {
 		typ := reflect.TypeOf(c.config)
 		if got, want := typ.PkgPath()+"."+typ.Name(), balancerPackages+row.pkg+".Config"; got != want {
 			t.Errorf("%s: config is a %s, want a %s", row.enum, got, want)
+		}
+		if _, ok := c.config.(interface{ Validate() error }); len(c.fields) > 0 && !ok {
+			t.Errorf("%s: %s has settings and no Validate", row.enum, typ)
 		}
 		for _, f := range c.fields {
 			sf, ok := typ.FieldByName(f.Name)
