@@ -32,6 +32,17 @@ func hedgedService(addrs []string, budget *lb.RetryBudget) *lb.Service {
 	}
 }
 
+// atLeast returns how many of d are min or more.
+func atLeast(d []time.Duration, min time.Duration) int {
+	n := 0
+	for _, x := range d {
+		if x >= min {
+			n++
+		}
+	}
+	return n
+}
+
 // p99 returns the 99th percentile of d.
 func p99(d []time.Duration) time.Duration {
 	slices.Sort(d)
@@ -40,8 +51,8 @@ func p99(d []time.Duration) time.Duration {
 
 // TestHedgingBeatsASlowBackend: of 3 backends one answers 50 ms late.
 // The same 300 calls, unhedged and hedged (3 attempts, 10 ms apart), in
-// one run: the hedged p99 is under half the unhedged one, and no backend
-// ever gets two copies of one call.
+// one run: under a quarter as many hedged calls as unhedged ones wait
+// 50 ms, and no backend ever gets two copies of one call.
 func TestHedgingBeatsASlowBackend(t *testing.T) {
 	bs, addrs := testbackend.StartN(t, 3)
 	bs[2].Delay.Store(int64(50 * time.Millisecond))
@@ -68,9 +79,15 @@ func TestHedgingBeatsASlowBackend(t *testing.T) {
 	unhedged, _ := run(plain, "plain")
 	hedged, c := run(hedgedService(addrs, nil), "hedged")
 	st := c.HedgeStats()
-	t.Logf("p99 unhedged %v, hedged %v; hedges sent %d, won %d", p99(unhedged), p99(hedged), st.Sent, st.Won)
-	if p99(hedged) >= p99(unhedged)/2 {
-		t.Errorf("hedged p99 %v, unhedged %v: want under half", p99(hedged), p99(unhedged))
+	slowUnhedged, slowHedged := atLeast(unhedged, 50*time.Millisecond), atLeast(hedged, 50*time.Millisecond)
+	t.Logf("p99 unhedged %v, hedged %v; calls of 50 ms or more: %d unhedged, %d hedged; hedges sent %d, won %d",
+		p99(unhedged), p99(hedged), slowUnhedged, slowHedged, st.Sent, st.Won)
+	// What hedging guarantees is that a call does not wait for the slow
+	// backend: about a third of the unhedged calls take its 50 ms, and a
+	// hedged one only when its hedge stalls too (a loaded machine's
+	// stalls reach a p99, so the count is what is checked, not the tail).
+	if slowUnhedged < 50 || slowHedged >= slowUnhedged/4 {
+		t.Errorf("calls of 50 ms or more: %d unhedged, %d hedged; want about 100 unhedged and under a quarter of that hedged", slowUnhedged, slowHedged)
 	}
 	if st.Sent == 0 || st.Won == 0 {
 		t.Errorf("hedge stats %+v: want hedges sent and won", st)
@@ -85,8 +102,10 @@ func TestHedgingBeatsASlowBackend(t *testing.T) {
 }
 
 // TestHedgesStopWhenTheBudgetIsSpent: every backend fails. With a budget
-// of 10 tokens, a call's attempts stop once half are spent: 3 attempts,
-// then 2, then 1 per call, instead of 3 each.
+// of 10 tokens, hedges stop once half are spent: 3 attempts, then 2 (3
+// when the second call's 10 ms hedge goes out before its first attempt
+// has failed, as on a loaded machine), then 1 per call, instead of 3
+// each.
 func TestHedgesStopWhenTheBudgetIsSpent(t *testing.T) {
 	bs, addrs := testbackend.StartN(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
@@ -106,18 +125,19 @@ func TestHedgesStopWhenTheBudgetIsSpent(t *testing.T) {
 			t.Fatal("a call succeeded on failing backends")
 		}
 	}
-	attempts := 0
+	perCall := make([]int, 10)
 	for _, b := range bs {
 		for k, n := range b.Keys() {
-			if len(k) > 2 && k[:2] == "f-" {
-				attempts += n
+			var i int
+			if _, err := fmt.Sscanf(k, "f-%d", &i); err == nil {
+				perCall[i] += n
 			}
 		}
 	}
 	st := c.HedgeStats()
-	t.Logf("10 failing calls: %d attempts; hedges %+v", attempts, st)
-	if attempts != 13 || st.Throttled < 8 {
-		t.Errorf("10 failing calls made %d attempts (hedges %+v), want 3 + 2 + 8×1 = 13", attempts, st)
+	t.Logf("10 failing calls: attempts %v; hedges %+v", perCall, st)
+	if perCall[0] != 3 || perCall[1] < 2 || perCall[1] > 3 || slices.ContainsFunc(perCall[2:], func(n int) bool { return n != 1 }) || st.Throttled < 8 {
+		t.Errorf("10 failing calls made %v attempts (hedges %+v), want 3, then 2 or 3, then 1 each", perCall, st)
 	}
 	got := collect(t, reader)
 	if v := got.sum("lb.client.retry_budget.exhausted", attribute.String("grpc.method", testbackend.EchoService+"/Echo")); v != float64(st.Throttled) {
