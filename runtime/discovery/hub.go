@@ -181,7 +181,8 @@ var (
 
 // WatchesChanged returns a channel that is closed when any watch of the
 // process next publishes a state or reports an error, for a caller of
-// Watches to wait on.
+// Watches to wait on. It tells of the watch, not of its channels: each
+// channel is given the new state in its own time, maybe after this.
 func WatchesChanged() <-chan struct{} {
 	changedMu.Lock()
 	defer changedMu.Unlock()
