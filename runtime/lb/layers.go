@@ -86,10 +86,8 @@ func pooled(svc *Service, policy string) (bool, error) {
 	switch {
 	case svc.PoolSize <= 1:
 		return false, nil
-	case svc.PoolSize > pool.MaxSize:
-		return false, fmt.Errorf("pool size %d is more than %d", svc.PoolSize, pool.MaxSize)
 	case policy == pickfirst.Name:
 		return false, fmt.Errorf("a pool (size %d) under pick_first: pick_first calls one transport; choose a policy that spreads calls", svc.PoolSize)
 	}
-	return true, nil
+	return true, pool.Config{Size: svc.PoolSize}.Validate()
 }
