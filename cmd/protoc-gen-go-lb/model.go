@@ -110,19 +110,21 @@ type serviceModel struct {
 	idents
 }
 
-// discoveryModel is the Config of one discovery backend: Type, and the one
-// of the other fields that is set.
+// discoveryModel is the Config of the service's discovery backend.
 type discoveryModel struct {
 	Type   protogen.GoIdent // static.Config, dns.Config, ...
-	Static []string         // the addresses
-	DNS    *dnsModel
-	Etcd   *etcdModel
-	Consul *consulModel
+	Fields []field          // the settings that are set, in order
+
+	backend  *backend // its row of the backend table; nil when none is set
+	settings any      // its settings: *staticModel, *dnsModel, ...
 }
 
-// The backends' settings, named as their Config fields; a zero value is
-// left out of the literal.
+// The backends' settings, named and typed as their Config's fields, in
+// the order the literal writes them; a zero value is left out.
 type (
+	staticModel struct {
+		Addresses []string
+	}
 	dnsModel struct {
 		Host    string
 		Port    uint32

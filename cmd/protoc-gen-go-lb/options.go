@@ -98,7 +98,7 @@ func readService(f *protogen.File, s *protogen.Service, rules *lbpb.ServiceRules
 	m.Discovery = readDiscovery(rules.GetDiscovery(), bad)
 	// A name every client of the backend can resolve: etcd keys take '/',
 	// Consul service names do not.
-	if err := discovery.CheckServiceName(m.RegistryName, m.Discovery.Etcd != nil); err != nil {
+	if err := discovery.CheckServiceName(m.RegistryName, m.Discovery.backend != nil && m.Discovery.backend.slash); err != nil {
 		field := "(lb.service).name"
 		if rules.GetName() == "" {
 			field = "the default (lb.service).name (the service's full name)"
@@ -108,7 +108,7 @@ func readService(f *protogen.File, s *protogen.Service, rules *lbpb.ServiceRules
 	m.Failure = readFailure(rules.GetOnRegistryFailure(), bad)
 	m.Connection = readConnection(rules.GetConnection(), bad)
 	m.RetryBudget = readBudget(rules.GetRetryBudget(), bad)
-	if c := m.Discovery.Consul; c != nil && m.Failure != nil && (c.FailFast || c.Grace != 0) {
+	if c, ok := m.Discovery.settings.(*consulModel); ok && m.Failure != nil && (c.FailFast || c.Grace != 0) {
 		bad("(lb.service).on_registry_failure and discovery.consul grace or fail_fast exclude each other: use on_registry_failure")
 	}
 	checkPoolSize(m.PoolSize, bad)
@@ -131,29 +131,17 @@ func commentLines(c protogen.Comments) []string {
 	return strings.Split(strings.TrimSuffix(string(c), "\n"), "\n")
 }
 
-func readDiscovery(d *lbpb.Discovery, bad badFunc) discoveryModel {
-	var m discoveryModel
-	switch b := d.GetBackend().(type) {
-	case nil:
-		bad("(lb.service).discovery is required: set one of static, dns, etcd, consul")
-	case *lbpb.Discovery_Static:
-		m.Type = staticPackage.Ident("Config")
-		if len(b.Static.GetAddresses()) == 0 {
-			bad("(lb.service).discovery.static.addresses is empty")
+func readStatic(st *lbpb.Static, bad badFunc) *staticModel {
+	m := &staticModel{}
+	if len(st.GetAddresses()) == 0 {
+		bad("(lb.service).discovery.static.addresses is empty")
+	}
+	for i, a := range st.GetAddresses() {
+		addr, err := discovery.ParseAddress(a)
+		if err != nil {
+			bad("(lb.service).discovery.static.addresses[%d]: %v", i, err)
 		}
-		for i, a := range b.Static.GetAddresses() {
-			addr, err := discovery.ParseAddress(a)
-			if err != nil {
-				bad("(lb.service).discovery.static.addresses[%d]: %v", i, err)
-			}
-			m.Static = append(m.Static, addr)
-		}
-	case *lbpb.Discovery_Dns:
-		m.Type, m.DNS = dnsPackage.Ident("Config"), readDNS(b.Dns, bad)
-	case *lbpb.Discovery_Etcd:
-		m.Type, m.Etcd = etcdPackage.Ident("Config"), readEtcd(b.Etcd, bad)
-	case *lbpb.Discovery_Consul:
-		m.Type, m.Consul = consulPackage.Ident("Config"), readConsul(b.Consul, bad)
+		m.Addresses = append(m.Addresses, addr)
 	}
 	return m
 }
