@@ -284,11 +284,6 @@ func (c *Conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method stri
 // Conn returns the gRPC ClientConn.
 func (c *Conn) Conn() *grpc.ClientConn { return c.cc }
 
-// Conns returns the gRPC ClientConn, alone.
-//
-// Deprecated: a pool is one ClientConn now; use Conn.
-func (c *Conn) Conns() []*grpc.ClientConn { return []*grpc.ClientConn{c.cc} }
-
 // Close closes the connection.
 func (c *Conn) Close() error { return c.cc.Close() }
 
