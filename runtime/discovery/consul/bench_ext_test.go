@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/cctest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/propagation"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
 )
 
@@ -47,7 +47,7 @@ func BenchmarkDeregisterToLastCall(b *testing.B) {
 }
 
 func benchDeregister(b *testing.B, target string, client *api.Client, stay, leave *propagation.Backend, register func(string, *propagation.Backend)) {
-	rb, rec := resolvertest.Wrap(consul.NewBuilder())
+	rb, rec := cctest.Wrap(consul.NewBuilder())
 	conn, err := grpc.NewClient("consul://"+target, grpc.WithResolvers(rb),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))

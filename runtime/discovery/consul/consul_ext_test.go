@@ -23,9 +23,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/cctest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/consulagent"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/logtest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/secrettest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
@@ -35,16 +38,16 @@ import (
 // testLogs holds every log line of the package's tests: the logger is set
 // once, before any test runs, so that no goroutine of one test races a
 // later change of it.
-var testLogs = &resolvertest.LogBuffer{}
+var testLogs = &logtest.Buffer{}
 
 // scan checks every log line of the package's tests, the fault tests
 // (agents stopped, ACLs, TLS) among them, for the sentinel secrets below.
-var scan = &resolvertest.SecretScanner{}
+var scan = &secrettest.Scanner{}
 
 // The sentinel tokens of the tests: no log line may show them.
 var (
-	sentinelToken = resolvertest.Secret("5e9e1f3a-sentinel-management-token")
-	wrongToken    = resolvertest.Secret("0bad0bad-sentinel-wrong-token")
+	sentinelToken = secrettest.Secret("5e9e1f3a-sentinel-management-token")
+	wrongToken    = secrettest.Secret("0bad0bad-sentinel-wrong-token")
 )
 
 func TestMain(m *testing.M) {
@@ -342,7 +345,7 @@ func TestFlappingCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPassing(t, a.HTTPAddr(), 4)
-	rb, rec := resolvertest.Wrap(consul.NewBuilder())
+	rb, rec := cctest.Wrap(consul.NewBuilder())
 	c := dial(t, svc, lb.WithDialOptions(grpc.WithResolvers(rb)))
 	waitCalls(t, c, bs, nil)
 
@@ -405,7 +408,7 @@ func TestACLs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resolvertest.Secret(limited.SecretID)
+	secrettest.Secret(limited.SecretID)
 	filtered := build(t, "consul://"+a.HTTPAddr()+"/echo", consul.WithToken(limited.SecretID))
 	filtered.Wait(t, "the ACL filter reported", func(_ []resolver.State, e []error) bool {
 		return len(e) > 0 && errors.Is(e[0], consul.ErrFilteredByACLs)
@@ -466,7 +469,7 @@ func TestOpenCloseCycles(t *testing.T) {
 	}
 	u, _ := url.Parse("consul://" + a.HTTPAddr() + "/cycle")
 	for range 200 {
-		cc := resolvertest.New()
+		cc := cctest.New()
 		r, err := consul.NewBuilder().Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -496,5 +499,5 @@ func TestConsulDNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resolvertest.Build(t, dns.NewBuilder(), target).WaitAddrs(t, "127.0.0.1:7001", "127.0.0.1:7002")
+	cctest.Build(t, dns.NewBuilder(), target).WaitAddrs(t, "127.0.0.1:7001", "127.0.0.1:7002")
 }

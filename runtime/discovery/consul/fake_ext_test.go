@@ -18,7 +18,7 @@ import (
 
 	"google.golang.org/grpc/resolver"
 
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/cctest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
 )
@@ -123,7 +123,7 @@ func (f *fakeConsul) waitQueries(t *testing.T, n int) []uint64 {
 	for range n {
 		select {
 		case <-f.queried:
-		case <-time.After(resolvertest.Timeout):
+		case <-time.After(cctest.Timeout):
 			t.Fatalf("fewer than %d queries", n)
 		}
 	}
@@ -132,9 +132,9 @@ func (f *fakeConsul) waitQueries(t *testing.T, n int) []uint64 {
 	return append([]uint64(nil), f.indexes...)
 }
 
-func build(t testing.TB, target string, opts ...consul.Option) *resolvertest.ClientConn {
+func build(t testing.TB, target string, opts ...consul.Option) *cctest.ClientConn {
 	t.Helper()
-	return resolvertest.Build(t, consul.NewBuilder(opts...), target)
+	return cctest.Build(t, consul.NewBuilder(opts...), target)
 }
 
 func fakeTarget(f *fakeConsul) string {
@@ -260,7 +260,7 @@ func TestBadTargets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = consul.NewBuilder().Build(resolver.Target{URL: *u}, resolvertest.New(), resolver.BuildOptions{})
+		_, err = consul.NewBuilder().Build(resolver.Target{URL: *u}, cctest.New(), resolver.BuildOptions{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Build(%s) = %v, want an error containing %q", tc.target, err, tc.want)
 		}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/secrettest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
@@ -53,7 +53,7 @@ func FuzzInstance(f *testing.F) {
 // FuzzTarget: a consul target never panics the parser, and a token given
 // in it never appears in the error.
 func FuzzTarget(f *testing.F) {
-	resolvertest.FuzzTarget(f, []string{
+	secrettest.FuzzTarget(f, []string{
 		"consul://127.0.0.1:8500/helloworld?tag=v2&dc=dc1",
 		"consul:///greeter?near=_agent&consistent=true",
 		"consul://h:1/a%2Fb", "consul://[::1]:8500/", "consul://u:s3cr3t-tk@h:1/x",

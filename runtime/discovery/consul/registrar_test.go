@@ -8,8 +8,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/cctest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/consulagent"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/logtest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
@@ -24,14 +25,14 @@ func TestDeregisterIsNotAWarning(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Stop)
-	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), cctest.Timeout)
 	defer cancel()
 	reg, err := Config{Address: a.HTTPAddr()}.NewRegistrar(discovery.Instance{Service: "greeter", ID: "g1", Address: "127.0.0.1:1", HealthService: "test.Greeter"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := reg.(*Registrar)
-	log := resolvertest.NewRecordingLogger()
+	log := logtest.NewLogger()
 	r.SetLogger(log)
 	if err := r.Register(ctx); err != nil {
 		t.Fatalf("Register() = %v", err)

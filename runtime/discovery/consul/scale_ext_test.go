@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc/resolver"
 
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/cctest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
 )
@@ -58,7 +58,7 @@ func BenchmarkScale(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("lb/instances=%d", n), func(b *testing.B) {
 			u, _ := url.Parse("consul://" + a.HTTPAddr() + "/scale")
-			cc := resolvertest.NewSizeCC()
+			cc := cctest.NewSizeCC()
 			r, err := consul.NewBuilder(consul.WithRateLimit(1000, 1000)).Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
 			if err != nil {
 				b.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/resolver"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/cctest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
@@ -97,10 +98,10 @@ func (f *fakeNet) waitLookups(t *testing.T, n int) {
 	}
 }
 
-func build(t *testing.T, target string, f *fakeNet, opts ...dns.Option) *resolvertest.ClientConn {
+func build(t *testing.T, target string, f *fakeNet, opts ...dns.Option) *cctest.ClientConn {
 	t.Helper()
 	opts = append(opts, dns.WithNetResolver(func(string) dns.NetResolver { return f }))
-	return resolvertest.Build(t, dns.NewBuilder(opts...), target)
+	return cctest.Build(t, dns.NewBuilder(opts...), target)
 }
 
 func TestARecordsRefresh(t *testing.T) {
@@ -171,7 +172,7 @@ func TestSRVDropsBadRecordsAndKeepsWeights(t *testing.T) {
 	s := cc.WaitAddrsInOrder(t, "10.0.0.2:9001", "[fd00::2]:9001", "10.0.0.1:9000")
 	md, ok := discovery.MetadataOf(s.Endpoints[2])
 	if !ok || md.Weight != 5 {
-		t.Errorf("metadata of %s = %+v, %v; want weight 5", resolvertest.Addrs(s)[2], md, ok)
+		t.Errorf("metadata of %s = %+v, %v; want weight 5", cctest.Addrs(s)[2], md, ok)
 	}
 }
 
@@ -180,7 +181,7 @@ func TestResolveNowIsRateLimited(t *testing.T) {
 	f := newFakeNet()
 	f.set(func(f *fakeNet) { f.hosts["svc.test"] = []string{"10.0.0.1"} })
 	u, _ := url.Parse("lbdns:///svc.test:80?refresh=1h")
-	cc := resolvertest.New()
+	cc := cctest.New()
 	r, err := dns.NewBuilder(dns.WithNetResolver(func(string) dns.NetResolver { return f }),
 		dns.WithMinResolveInterval(minInterval)).Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
 	if err != nil {
@@ -233,7 +234,7 @@ func TestBadTargets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = dns.NewBuilder().Build(resolver.Target{URL: *u}, resolvertest.New(), resolver.BuildOptions{})
+		_, err = dns.NewBuilder().Build(resolver.Target{URL: *u}, cctest.New(), resolver.BuildOptions{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Build(%s) = %v, want an error containing %q", tc.target, err, tc.want)
 		}

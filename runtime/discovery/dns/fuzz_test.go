@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/secrettest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
@@ -64,7 +64,7 @@ func lookupTarget(srv bool) target {
 
 // FuzzTarget: an lbdns target never panics the parser.
 func FuzzTarget(f *testing.F) {
-	resolvertest.FuzzTarget(f, []string{
+	secrettest.FuzzTarget(f, []string{
 		"lbdns:///greeter.internal:50051?refresh=10s",
 		"lbdns://127.0.0.1:8600/greeter.service.consul?record=srv",
 		"lbdns://8600/svc.test:80", "lbdns:///:80", "lbdns:///h:99999", "lbdns:///h?record=mx",

@@ -21,9 +21,11 @@ import (
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/cctest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/faultproxy"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/secrettest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 )
@@ -31,12 +33,12 @@ import (
 // scan checks every log line of the package's tests, the fault tests
 // (etcd stopped, cut off, a bad CA, auth without TLS) among them, for the
 // sentinel passwords below.
-var scan = &resolvertest.SecretScanner{}
+var scan = &secrettest.Scanner{}
 
 // The sentinel passwords of the tests: no log line may show them.
 var (
-	plaintextPassword = resolvertest.Secret("pw-4f1d6c")
-	tlsPassword       = resolvertest.Secret("pw-73a9e0")
+	plaintextPassword = secrettest.Secret("pw-4f1d6c")
+	tlsPassword       = secrettest.Secret("pw-73a9e0")
 )
 
 func TestMain(m *testing.M) {
@@ -90,9 +92,9 @@ func ctxT(t testing.TB) context.Context {
 
 // buildResolver builds an etcd resolver of target with a recording
 // ClientConn; it is closed when the test ends.
-func buildResolver(t testing.TB, target string, opts ...etcd.Option) *resolvertest.ClientConn {
+func buildResolver(t testing.TB, target string, opts ...etcd.Option) *cctest.ClientConn {
 	t.Helper()
-	return resolvertest.Build(t, etcd.NewBuilder(opts...), target)
+	return cctest.Build(t, etcd.NewBuilder(opts...), target)
 }
 
 func register(t testing.TB, cfg etcd.Config, registry, service, id, addr string) *etcd.Registrar {
@@ -324,7 +326,7 @@ func TestOpenCloseCycles(t *testing.T) {
 	}
 	target, _ := url.Parse("etcd://" + s.Endpoint() + "/services/cycle")
 	open := func() {
-		cc := resolvertest.New()
+		cc := cctest.New()
 		r, err := etcd.NewBuilder().Build(resolver.Target{URL: *target}, cc, resolver.BuildOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -372,7 +374,7 @@ func TestTargets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = etcd.NewBuilder().Build(resolver.Target{URL: *u}, resolvertest.New(), resolver.BuildOptions{})
+		_, err = etcd.NewBuilder().Build(resolver.Target{URL: *u}, cctest.New(), resolver.BuildOptions{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Build(%s) = %v, want an error containing %q", tc.target, err, tc.want)
 		}

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/cctest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/load"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 )
 
@@ -44,7 +44,7 @@ func TestEtcdRestart(t *testing.T) {
 	for _, id := range []string{"a", "b", "c"} {
 		startBackend(t, s.Endpoint(), "fault", id)
 	}
-	rb, rec := resolvertest.Wrap(etcd.NewBuilder())
+	rb, rec := cctest.Wrap(etcd.NewBuilder())
 	conn, err := grpc.NewClient("etcd://"+s.Endpoint()+"/services/fault",
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithResolvers(rb),

@@ -4,7 +4,7 @@ import (
 	"net/url"
 	"testing"
 
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/secrettest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
@@ -45,7 +45,7 @@ func FuzzParseValue(f *testing.F) {
 // FuzzTarget: an etcd target never panics the parser, and a password in it
 // never appears in the error.
 func FuzzTarget(f *testing.F) {
-	resolvertest.FuzzTarget(f, []string{
+	secrettest.FuzzTarget(f, []string{
 		"etcd://127.0.0.1:2379/services/greeter",
 		"etcd://user:s3cr3t-pw@127.0.0.1:2379,127.0.0.2:2379/services/greeter?prefix=/x",
 		"etcd:///greeter", "etcd://[::1]:2379//", "etcd://h:1/a/../b", "etcd://h:99999/x",

@@ -12,7 +12,7 @@ import (
 	etcdnaming "go.etcd.io/etcd/client/v3/naming/resolver"
 	"google.golang.org/grpc/resolver"
 
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/cctest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
 )
@@ -71,7 +71,7 @@ func BenchmarkScale(b *testing.B) {
 		for _, bc := range builders {
 			b.Run(fmt.Sprintf("full/%s/keys=%d", bc.name, n), func(b *testing.B) {
 				for b.Loop() {
-					cc := resolvertest.NewSizeCC()
+					cc := cctest.NewSizeCC()
 					r, err := bc.new().Build(target(bc.name), cc, resolver.BuildOptions{})
 					if err != nil {
 						b.Fatal(err)
@@ -86,7 +86,7 @@ func BenchmarkScale(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("join/lb/keys=%d", n), func(b *testing.B) {
 			rb := etcd.NewBuilder(etcd.WithResyncInterval(etcd.ResyncInterval))
-			first := resolvertest.NewSizeCC()
+			first := cctest.NewSizeCC()
 			r0, err := rb.Build(target("lb"), first, resolver.BuildOptions{})
 			if err != nil {
 				b.Fatal(err)
@@ -94,7 +94,7 @@ func BenchmarkScale(b *testing.B) {
 			defer func() { r0.Close(); discovery.CloseIdleWatches() }()
 			first.WaitLen(b, n)
 			for b.Loop() {
-				cc := resolvertest.NewSizeCC()
+				cc := cctest.NewSizeCC()
 				r, err := rb.Build(target("lb"), cc, resolver.BuildOptions{})
 				if err != nil {
 					b.Fatal(err)
@@ -105,7 +105,7 @@ func BenchmarkScale(b *testing.B) {
 		})
 		for _, bc := range builders {
 			b.Run(fmt.Sprintf("change/%s/keys=%d", bc.name, n), func(b *testing.B) {
-				cc := resolvertest.NewSizeCC()
+				cc := cctest.NewSizeCC()
 				r, err := bc.new().Build(target(bc.name), cc, resolver.BuildOptions{})
 				if err != nil {
 					b.Fatal(err)

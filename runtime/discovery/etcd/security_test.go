@@ -12,7 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/logtest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
@@ -205,7 +205,7 @@ func TestDeregisterIsNotAWarning(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := reg.(*Registrar)
-	log := resolvertest.NewRecordingLogger()
+	log := logtest.NewLogger()
 	r.SetLogger(log)
 	if err := r.Register(ctx); err != nil {
 		t.Fatalf("Register() = %v", err)

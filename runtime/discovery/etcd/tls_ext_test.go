@@ -20,8 +20,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/cctest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testpki"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
@@ -294,7 +294,7 @@ func TestPlaintextAuth(t *testing.T) {
 	_, err = etcd.Config{Endpoints: []string{"http://127.0.0.1:2379"}}.Target("greeter", "")
 	refused("Target()", err)
 	u, _ := url.Parse("etcd://127.0.0.1:2379/services/greeter")
-	_, err = etcd.NewBuilder().Build(resolver.Target{URL: *u}, resolvertest.New(), resolver.BuildOptions{})
+	_, err = etcd.NewBuilder().Build(resolver.Target{URL: *u}, cctest.New(), resolver.BuildOptions{})
 	refused("Build()", err)
 
 	for _, tc := range []struct {
@@ -486,7 +486,7 @@ func TestBadCAKeepsTheLastState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc := resolvertest.Build(t, discovery.SpecBuilder(etcd.Scheme, spec), target)
+	cc := cctest.Build(t, discovery.SpecBuilder(etcd.Scheme, spec), target)
 	cc.WaitAddrs(t, "10.0.0.1:1")
 	good := len(cc.States())
 	errsBefore := len(cc.Errors())
