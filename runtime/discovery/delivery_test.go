@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/cctest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testbackend"
 )
 
@@ -54,34 +55,16 @@ func (b *slowBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
 	return b.Balancer.UpdateClientConnState(s)
 }
 
-// hubBuilder builds resolvers of the test hub's watch of spec, and
-// records what each channel is given in rec.
+// hubBuilder builds resolvers of the test hub's watch of spec.
 type hubBuilder struct {
 	h    testHub
 	spec Spec
-	rec  *recorder
 }
 
 func (b hubBuilder) Scheme() string { return "fake" }
 
 func (b hubBuilder) Build(_ resolver.Target, cc resolver.ClientConn, opts resolver.BuildOptions) (resolver.Resolver, error) {
-	return b.h.subscribe("fake:///svc", b.spec, tee{ClientConn: cc, rec: b.rec}, opts), nil
-}
-
-// tee records what a resolver gives a real channel, and passes it on.
-type tee struct {
-	resolver.ClientConn
-	rec *recorder
-}
-
-func (t tee) UpdateState(s resolver.State) error {
-	t.rec.UpdateState(s)
-	return t.ClientConn.UpdateState(s)
-}
-
-func (t tee) ReportError(err error) {
-	t.rec.ReportError(err)
-	t.ClientConn.ReportError(err)
+	return b.h.subscribe("fake:///svc", b.spec, cc, opts), nil
 }
 
 // within runs f and fails the test if it has not returned within timeout.
@@ -128,24 +111,25 @@ func TestSlowChannelDoesNotStallTheWatch(t *testing.T) {
 	g := &gate{entered: make(chan struct{}), release: make(chan struct{})}
 	slowGate.Store(g)
 	t.Cleanup(func() { slowGate.Store(nil) })
-	dial := func(rec *recorder, policy string) *grpc.ClientConn {
+	// dial returns a channel of policy, and what its resolver gives it.
+	dial := func(policy string) (*grpc.ClientConn, *cctest.ClientConn) {
 		t.Helper()
+		rb, rec := cctest.Wrap(hubBuilder{h: h, spec: spec})
 		conn, err := grpc.NewClient("fake:///svc",
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithResolvers(hubBuilder{h: h, spec: spec, rec: rec}),
+			grpc.WithResolvers(rb),
 			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"`+policy+`":{}}]}`))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { conn.Close() })
 		within(t, "building the "+policy+" channel's resolver", conn.Connect)
-		return conn
+		return conn, rec
 	}
 	var released sync.Once
 	release := func() { released.Do(func() { close(g.release) }) }
 
-	slowRec := newRecorder()
-	dial(slowRec, slowBalancerName)
+	_, slowRec := dial(slowBalancerName)
 	t.Cleanup(release) // before the channels close
 	src.reset(t, bs[0].Addr)
 	select {
@@ -155,9 +139,8 @@ func TestSlowChannelDoesNotStallTheWatch(t *testing.T) {
 	}
 
 	// The slow channel is stuck in UpdateState from here on.
-	rec := newRecorder()
-	conn := dial(rec, "round_robin")
-	rec.waitAddrs(t, bs[0].Addr)
+	conn, rec := dial("round_robin")
+	rec.WaitAddrsInOrder(t, bs[0].Addr)
 	callReaches(t, conn, bs[0])
 
 	src.do(t, func(u Updates) error {
@@ -166,23 +149,23 @@ func TestSlowChannelDoesNotStallTheWatch(t *testing.T) {
 		u.Flush()
 		return nil
 	})
-	rec.waitAddrs(t, bs[1].Addr)
+	rec.WaitAddrsInOrder(t, bs[1].Addr)
 	callReaches(t, conn, bs[1])
 
 	src.do(t, func(u Updates) error { u.Fail(errors.New("registry down")); return nil })
-	rec.waitErr(t, "registry down")
+	rec.WaitErr(t, "registry down")
 	within(t, "the staleness timer", func() { h.clock.Advance(maxStale) })
-	rec.waitErr(t, "no good answer from the registry for 5s")
-	rec.waitAddrs(t)
+	rec.WaitErr(t, "no good answer from the registry for 5s")
+	rec.WaitAddrsInOrder(t)
 
-	if got := slowRec.addrs(); len(got) != 1 {
+	if got := slowRec.AllAddrs(); len(got) != 1 {
 		t.Fatalf("the slow channel was given %v while its balancer was blocked, want only the first state", got)
 	}
 	release()
-	slowRec.waitAddrs(t)
-	slowRec.waitErr(t, "no good answer from the registry for 5s")
+	slowRec.WaitAddrsInOrder(t)
+	slowRec.WaitErr(t, "no good answer from the registry for 5s")
 	// The newest view at once: nothing older after it, nothing in between.
-	if got, want := slowRec.addrs(), [][]string{{bs[0].Addr}, {}}; !slices.EqualFunc(got, want, slices.Equal) {
+	if got, want := slowRec.AllAddrs(), [][]string{{bs[0].Addr}, {}}; !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("the slow channel was given %v, want %v", got, want)
 	}
 }
@@ -190,15 +173,15 @@ func TestSlowChannelDoesNotStallTheWatch(t *testing.T) {
 // gatedCC is a channel whose UpdateState tells the test it began and
 // returns what the test says.
 type gatedCC struct {
-	*recorder
+	*cctest.ClientConn
 	began  chan []string
 	result chan error
 }
 
 func (c gatedCC) UpdateState(s resolver.State) error {
-	c.began <- addrsOf(s)
+	c.began <- cctest.Addrs(s)
 	err := <-c.result
-	c.recorder.UpdateState(s)
+	c.ClientConn.UpdateState(s)
 	return err
 }
 
@@ -207,7 +190,7 @@ func (c gatedCC) UpdateState(s resolver.State) error {
 // state its balancer rejected again only when the watch offers it again.
 func TestDeliveryInOrder(t *testing.T) {
 	h := newTestHub(t)
-	cc := gatedCC{recorder: newRecorder(), began: make(chan []string), result: make(chan error)}
+	cc := gatedCC{ClientConn: newRecorder(), began: make(chan []string), result: make(chan error)}
 	s := h.subscribe("fake:///svc", fakeSpec(newFakeSource(), FailurePolicy{}), cc, resolver.BuildOptions{})
 	viewOf := func(ver uint64) view {
 		st := stateOf([]resolver.Endpoint{Endpoint(fmt.Sprintf("10.0.0.%d:80", ver), Metadata{})})
@@ -248,7 +231,7 @@ func TestDeliveryInOrder(t *testing.T) {
 
 	within(t, "Close", s.Close) // waits for the delivery: nothing after it
 	want := [][]string{{"10.0.0.1:80"}, {"10.0.0.3:80"}, {"10.0.0.5:80"}, {"10.0.0.5:80"}}
-	if got := cc.addrs(); !slices.EqualFunc(got, want, slices.Equal) {
+	if got := cc.AllAddrs(); !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("the channel was given %v, want %v", got, want)
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/resolver"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/cctest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/logtest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
 )
 
@@ -83,96 +85,9 @@ func (s *fakeSource) reset(t *testing.T, addrs ...string) {
 	})
 }
 
-// recorder is a resolver.ClientConn that records the last state and every
-// error.
-type recorder struct {
-	resolver.ClientConn
-	mu      sync.Mutex
-	states  []resolver.State
-	errs    []error
-	changed chan struct{}
-}
-
-func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
-
-func (r *recorder) UpdateState(s resolver.State) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.states = append(r.states, s)
-	close(r.changed)
-	r.changed = make(chan struct{})
-	if len(s.Endpoints) == 0 {
-		return errors.New("bad resolver state")
-	}
-	return nil
-}
-
-func (r *recorder) ReportError(err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.errs = append(r.errs, err)
-	close(r.changed)
-	r.changed = make(chan struct{})
-}
-
-func (r *recorder) wait(t *testing.T, what string, cond func(states []resolver.State, errs []error) bool) {
-	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		r.mu.Lock()
-		ok, ch := cond(r.states, r.errs), r.changed
-		r.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("%s: not within %v (states %v, errors %v)", what, timeout, r.addrs(), r.errors())
-		}
-	}
-}
-
-func (r *recorder) addrs() [][]string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out [][]string
-	for _, s := range r.states {
-		out = append(out, addrsOf(s))
-	}
-	return out
-}
-
-func (r *recorder) errors() []error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.errs)
-}
-
-func addrsOf(s resolver.State) []string {
-	out := []string{}
-	for _, ep := range s.Endpoints {
-		out = append(out, ep.Addresses[0].Addr)
-	}
-	return out
-}
-
-func (r *recorder) waitAddrs(t *testing.T, want ...string) {
-	t.Helper()
-	if want == nil {
-		want = []string{}
-	}
-	r.wait(t, fmt.Sprintf("state %v", want), func(states []resolver.State, _ []error) bool {
-		return len(states) > 0 && slices.Equal(addrsOf(states[len(states)-1]), want)
-	})
-}
-
-func (r *recorder) waitErr(t *testing.T, want string) {
-	t.Helper()
-	r.wait(t, "an error containing "+want, func(_ []resolver.State, errs []error) bool {
-		return len(errs) > 0 && strings.Contains(errs[len(errs)-1].Error(), want)
-	})
-}
+// newRecorder returns a channel that records what it is given and, as
+// pick_first and round_robin do, rejects a state with no endpoint.
+func newRecorder() *cctest.ClientConn { return cctest.New(cctest.RejectEmpty()) }
 
 type testHub struct {
 	*hub
@@ -186,7 +101,7 @@ func newTestHub(t *testing.T) testHub {
 	return testHub{h, c}
 }
 
-func (h testHub) join(t *testing.T, spec Spec) *recorder {
+func (h testHub) join(t *testing.T, spec Spec) *cctest.ClientConn {
 	t.Helper()
 	rec := newRecorder()
 	s := h.subscribe("fake:///svc", spec, rec, resolver.BuildOptions{})
@@ -219,8 +134,7 @@ func TestOrderKeptDuplicatesResolvedByLowestID(t *testing.T) {
 		u.Flush()
 		return nil
 	})
-	rec.waitAddrs(t, "10.0.0.3:80", "10.0.0.1:80")
-	ep := rec.states[len(rec.states)-1].Endpoints[1]
+	ep := rec.WaitAddrsInOrder(t, "10.0.0.3:80", "10.0.0.1:80").Endpoints[1]
 	if md, _ := MetadataOf(ep); md.Weight != 2 {
 		t.Errorf("duplicate address published with weight %d, want 2 (the lowest ID, k1)", md.Weight)
 	}
@@ -234,8 +148,7 @@ func TestOrderKeptDuplicatesResolvedByLowestID(t *testing.T) {
 		u.Flush()
 		return nil
 	})
-	rec.waitAddrs(t, "10.0.0.3:80", "10.0.0.1:80", "10.0.0.9:80")
-	ep = rec.states[len(rec.states)-1].Endpoints[1]
+	ep = rec.WaitAddrsInOrder(t, "10.0.0.3:80", "10.0.0.1:80", "10.0.0.9:80").Endpoints[1]
 	if md, _ := MetadataOf(ep); md.Weight != 7 {
 		t.Errorf("after deleting k1, weight %d, want 7 (k2)", md.Weight)
 	}
@@ -246,7 +159,7 @@ func TestUnchangedPublishesNothingAndErrorsAreReportedOnce(t *testing.T) {
 	src := newFakeSource()
 	rec := h.join(t, fakeSpec(src, FailurePolicy{}))
 	src.reset(t, "10.0.0.1:80", "10.0.0.2:80")
-	rec.waitAddrs(t, "10.0.0.1:80", "10.0.0.2:80")
+	rec.WaitAddrsInOrder(t, "10.0.0.1:80", "10.0.0.2:80")
 	src.reset(t, "10.0.0.1:80", "10.0.0.2:80")
 	src.do(t, func(u Updates) error {
 		u.Put(Instance{ID: "10.0.0.1:80", Address: "10.0.0.1:80"})
@@ -255,13 +168,13 @@ func TestUnchangedPublishesNothingAndErrorsAreReportedOnce(t *testing.T) {
 	})
 	src.do(t, func(u Updates) error { u.Fail(errors.New("acl")); return nil })
 	src.do(t, func(u Updates) error { u.Fail(errors.New("acl")); return nil })
-	rec.waitErr(t, "acl")
+	rec.WaitErr(t, "acl")
 	src.reset(t, "10.0.0.3:80")
-	rec.waitAddrs(t, "10.0.0.3:80")
-	if n := len(rec.states); n != 2 {
+	rec.WaitAddrsInOrder(t, "10.0.0.3:80")
+	if n := len(rec.States()); n != 2 {
 		t.Errorf("published %d states, want 2: unchanged answers publish nothing", n)
 	}
-	if errs := rec.errors(); len(errs) != 1 {
+	if errs := rec.Errors(); len(errs) != 1 {
 		t.Errorf("errors %v, want the same error reported once", errs)
 	}
 }
@@ -275,14 +188,15 @@ func TestDroppedEntriesAreLeftOutAndNamed(t *testing.T) {
 		u.Flush()
 		return nil
 	})
-	rec.waitAddrs(t, "10.0.0.1:80")
+	rec.WaitAddrsInOrder(t, "10.0.0.1:80")
 	src.do(t, func(u Updates) error {
 		u.Reset([]Instance{{ID: "bad", Address: "999.1.1.1:80"}}, []Dropped{{ID: "worse", Reason: errors.New("bad JSON")}})
 		u.Flush()
 		return nil
 	})
-	rec.waitErr(t, "every entry (2) was dropped as invalid")
-	if got := addrsOf(rec.states[len(rec.states)-1]); !slices.Equal(got, []string{"10.0.0.1:80"}) {
+	rec.WaitErr(t, "every entry (2) was dropped as invalid")
+	states := rec.States()
+	if got := cctest.Addrs(states[len(states)-1]); !slices.Equal(got, []string{"10.0.0.1:80"}) {
 		t.Errorf("state %v after all entries went bad, want the last good one kept", got)
 	}
 }
@@ -307,7 +221,7 @@ func TestFailurePolicies(t *testing.T) {
 				src := newFakeSource()
 				rec := h.join(t, fakeSpec(src, tc.policy))
 				src.reset(t, "10.0.0.1:80")
-				rec.waitAddrs(t, "10.0.0.1:80")
+				rec.WaitAddrsInOrder(t, "10.0.0.1:80")
 				src.do(t, func(u Updates) error {
 					switch failure {
 					case "unreachable":
@@ -320,18 +234,18 @@ func TestFailurePolicies(t *testing.T) {
 					u.Flush()
 					return nil
 				})
-				rec.wait(t, "an error", func(_ []resolver.State, errs []error) bool { return len(errs) > 0 })
-				rec.waitAddrs(t, tc.now...)
+				rec.Wait(t, "an error", func(_ []resolver.State, errs []error) bool { return len(errs) > 0 })
+				rec.WaitAddrsInOrder(t, tc.now...)
 				if failure == "unreachable" {
 					// The broken watch backs off on the fake clock: the
 					// time moves on once the loop waits.
 					waitTimer(t, h.clock, func(d time.Duration) bool { return d <= fakeSpec(src, tc.policy).Backoff.Max })
 				}
 				h.clock.Advance(10 * time.Second)
-				rec.waitAddrs(t, tc.later...)
+				rec.WaitAddrsInOrder(t, tc.later...)
 				// Recovery is at once.
 				src.reset(t, "10.0.0.2:80")
-				rec.waitAddrs(t, "10.0.0.2:80")
+				rec.WaitAddrsInOrder(t, "10.0.0.2:80")
 			})
 		}
 	}
@@ -342,9 +256,9 @@ func TestNoStateYetReportsTheError(t *testing.T) {
 	spec := fakeSpec(nil, FailurePolicy{})
 	spec.New = func() (Source, error) { return nil, errors.New("no client") }
 	rec := h.join(t, spec)
-	rec.waitErr(t, "no client")
-	if len(rec.states) != 0 {
-		t.Errorf("published %v with no registry answer, want nothing", rec.addrs())
+	rec.WaitErr(t, "no client")
+	if len(rec.States()) != 0 {
+		t.Errorf("published %v with no registry answer, want nothing", rec.AllAddrs())
 	}
 }
 
@@ -355,7 +269,7 @@ func TestOneWatchSharedAndLastStateReplayed(t *testing.T) {
 	spec := fakeSpec(src, FailurePolicy{})
 	spec.New = func() (Source, error) { made.Add(1); return src, nil }
 	var subs []*subscriber
-	var recs []*recorder
+	var recs []*cctest.ClientConn
 	for range 100 {
 		rec := newRecorder()
 		subs = append(subs, h.subscribe("fake:///svc", spec, rec, resolver.BuildOptions{}))
@@ -363,7 +277,7 @@ func TestOneWatchSharedAndLastStateReplayed(t *testing.T) {
 	}
 	src.reset(t, "10.0.0.1:80")
 	for _, r := range recs {
-		r.waitAddrs(t, "10.0.0.1:80")
+		r.WaitAddrsInOrder(t, "10.0.0.1:80")
 	}
 	if n := made.Load(); n != 1 {
 		t.Errorf("100 channels made %d sources, want 1", n)
@@ -374,7 +288,7 @@ func TestOneWatchSharedAndLastStateReplayed(t *testing.T) {
 		s.Close()
 	}
 	rec := h.join(t, spec)
-	rec.waitAddrs(t, "10.0.0.1:80")
+	rec.WaitAddrsInOrder(t, "10.0.0.1:80")
 	if n := made.Load(); n != 1 {
 		t.Errorf("a channel back within the linger made a new source (%d)", n)
 	}
@@ -408,7 +322,7 @@ func TestWatchErrorsBackOffAndRetry(t *testing.T) {
 	for i, want := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 400 * time.Millisecond} {
 		src.do(t, func(Updates) error { return fmt.Errorf("lost leader %d", i) })
 		if i == 0 {
-			rec.waitErr(t, "lost leader 0")
+			rec.WaitErr(t, "lost leader 0")
 		}
 		d := nextTimer(t, h.clock)
 		if d < want/2 || d > want {
@@ -420,7 +334,7 @@ func TestWatchErrorsBackOffAndRetry(t *testing.T) {
 		h.clock.Advance(d)
 	}
 	src.reset(t, "10.0.0.2:80")
-	rec.waitAddrs(t, "10.0.0.2:80")
+	rec.WaitAddrsInOrder(t, "10.0.0.2:80")
 	if n := src.watches.Load(); n != 5 {
 		t.Errorf("Watch called %d times, want 5 (once more after each error)", n)
 	}
@@ -480,29 +394,7 @@ func parseQuery(s string) (map[string][]string, error) {
 }
 
 // testLogs holds the package's log lines: set once before any test runs.
-// (resolvertest.LogBuffer would import this package back.)
-var testLogs = &logLines{}
-
-type logLines struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	l.lines = append(l.lines, string(p))
-	l.mu.Unlock()
-	return len(p), nil
-}
-
-// Take returns what was logged since the last Take.
-func (l *logLines) Take() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := strings.Join(l.lines, "")
-	l.lines = nil
-	return s
-}
+var testLogs = &logtest.Buffer{}
 
 func TestMain(m *testing.M) {
 	grpclog.SetLoggerV2(grpclog.NewLoggerV2(testLogs, io.Discard, io.Discard)) // the first writer gets every severity
@@ -528,7 +420,7 @@ func TestDropsAreLoggedOnceAndSummarised(t *testing.T) {
 	}
 	testLogs.Take()
 	list()
-	rec.waitAddrs(t, "10.0.0.1:80")
+	rec.WaitAddrsInOrder(t, "10.0.0.1:80")
 	first := testLogs.Take()
 	if n := strings.Count(first, "dropping bad-"); n != maxDropLines {
 		t.Errorf("first listing logged %d entries one by one, want %d:\n%s", n, maxDropLines, first)
@@ -627,14 +519,14 @@ func TestMetricsGoToTheChannelsRecorder(t *testing.T) {
 		u.Flush()
 		return nil
 	})
-	rec.waitAddrs(t, "10.0.0.1:80", "10.0.0.2:80")
+	rec.WaitAddrsInOrder(t, "10.0.0.1:80", "10.0.0.2:80")
 	const labels = " fake:///svc fake:///svc"
 	m.collect(t)
 	if got := m.get("lb.discovery.staleness" + labels); got != 0 {
 		t.Errorf("staleness while the registry answers = %d ms, want 0", got)
 	}
 	src.do(t, func(u Updates) error { u.Fail(errors.New("acl")); return nil })
-	rec.waitErr(t, "acl")
+	rec.WaitErr(t, "acl")
 	h.clock.Advance(1500 * time.Millisecond)
 	if n := m.collect(t); n != 1 {
 		t.Fatalf("%d reporters registered, want 1", n)
@@ -679,10 +571,10 @@ func TestErrorKinds(t *testing.T) {
 }
 
 // rejectingCC is a channel whose balancer rejects every state.
-type rejectingCC struct{ *recorder }
+type rejectingCC struct{ *cctest.ClientConn }
 
 func (r rejectingCC) UpdateState(s resolver.State) error {
-	r.recorder.UpdateState(s)
+	r.ClientConn.UpdateState(s)
 	return errors.New("bad resolver state")
 }
 
@@ -695,7 +587,7 @@ func TestRejectedStateAsksToLookAgain(t *testing.T) {
 	s := h.subscribe("fake:///svc", fakeSpec(src, FailurePolicy{}), rejectingCC{rec}, resolver.BuildOptions{})
 	defer s.Close()
 	src.reset(t, "10.0.0.1:80")
-	rec.waitAddrs(t, "10.0.0.1:80")
+	rec.WaitAddrsInOrder(t, "10.0.0.1:80")
 	src.do(t, func(u Updates) error {
 		select {
 		case <-u.ResolveNow():
@@ -706,7 +598,7 @@ func TestRejectedStateAsksToLookAgain(t *testing.T) {
 	})
 	// The same answer again: the channel that rejected it gets it again.
 	src.reset(t, "10.0.0.1:80")
-	rec.wait(t, "the state given again", func(states []resolver.State, _ []error) bool { return len(states) == 2 })
+	rec.Wait(t, "the state given again", func(states []resolver.State, _ []error) bool { return len(states) == 2 })
 }
 
 // TestLastGoodOutlivesItsWatch: a watch stopped after its linger leaves its
@@ -737,14 +629,14 @@ func TestLastGoodOutlivesItsWatch(t *testing.T) {
 			down := Spec{Key: spec.Key, Policy: spec.Policy, Backoff: spec.Backoff,
 				New: func() (Source, error) { return nil, errors.New("registry down") }}
 			rec := h.join(t, down)
-			rec.waitErr(t, "registry down")
+			rec.WaitErr(t, "registry down")
 			if tc.want == nil {
-				if len(rec.states) != 0 && len(rec.states[len(rec.states)-1].Endpoints) != 0 {
-					t.Errorf("states %v, want no endpoints from a set older than the policy allows", rec.addrs())
+				if states := rec.States(); len(states) != 0 && len(states[len(states)-1].Endpoints) != 0 {
+					t.Errorf("states %v, want no endpoints from a set older than the policy allows", rec.AllAddrs())
 				}
 				return
 			}
-			rec.waitAddrs(t, tc.want...)
+			rec.WaitAddrsInOrder(t, tc.want...)
 		})
 	}
 }
@@ -756,13 +648,13 @@ func TestLateExpiryTimer(t *testing.T) {
 	src := newFakeSource()
 	rec := h.join(t, fakeSpec(src, FailurePolicy{MaxStaleness: 5 * time.Second}))
 	src.reset(t, "10.0.0.1:80")
-	rec.waitAddrs(t, "10.0.0.1:80")
+	rec.WaitAddrsInOrder(t, "10.0.0.1:80")
 	src.do(t, func(u Updates) error { u.Fail(errors.New("first")); return nil })
-	rec.waitErr(t, "first")
+	rec.WaitErr(t, "first")
 	h.clock.Advance(4 * time.Second)
 	src.reset(t, "10.0.0.1:80") // recovery
 	src.do(t, func(u Updates) error { u.Fail(errors.New("second")); return nil })
-	rec.waitErr(t, "second")
+	rec.WaitErr(t, "second")
 	h.mu.Lock()
 	w := h.watches[fakeSpec(src, FailurePolicy{MaxStaleness: 5 * time.Second}).Key].watch
 	h.mu.Unlock()
