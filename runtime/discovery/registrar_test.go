@@ -3,13 +3,14 @@ package discovery
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/grpclog"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/logtest"
 )
 
 func TestRegistrationStatus(t *testing.T) {
@@ -103,31 +104,13 @@ func (r *fakeRegistry) Deregister(_ context.Context, registered bool) error {
 	return nil
 }
 
-type lines struct {
-	grpclog.DepthLoggerV2
-	mu             sync.Mutex
-	infos, warning []string
-}
-
-func (l *lines) Infof(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.infos = append(l.infos, fmt.Sprintf(format, args...))
-}
-
-func (l *lines) Warningf(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.warning = append(l.warning, fmt.Sprintf(format, args...))
-}
-
 // TestLifecycle: one first attempt however often Register is called, the
 // keeper started after it with its result, Deregister waiting for the
 // keeper and then taking the instance out, once; the status and its log
 // lines (a failure Deregister caused is not a warning); Register after
 // Deregister refused.
 func TestLifecycle(t *testing.T) {
-	log := &lines{}
+	log := logtest.NewLogger()
 	r := newFakeRegistry(log)
 	r.keepErr = errors.New("keep-alive ended")
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -168,10 +151,8 @@ func TestLifecycle(t *testing.T) {
 	if !slices.Equal(r.firsts, []error{nil}) || !slices.Equal(r.deregs, []bool{true}) {
 		t.Errorf("Keep ran with %v, Deregister with %v; want once each, with nil and true", r.firsts, r.deregs)
 	}
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	if want := []string{"test: registered i1", "test: deregistered i1"}; !slices.Equal(log.infos, want) || len(log.warning) > 0 {
-		t.Errorf("logged infos %q, warnings %q; want %q and none", log.infos, log.warning, want)
+	if want := []string{"test: registered i1", "test: deregistered i1"}; !slices.Equal(log.Infos(), want) || len(log.Warnings()) > 0 {
+		t.Errorf("logged infos %q, warnings %q; want %q and none", log.Infos(), log.Warnings(), want)
 	}
 }
 
@@ -179,7 +160,7 @@ func TestLifecycle(t *testing.T) {
 // Deregister is called; its failure is no warning; and Deregister without
 // any Register tells the registry nothing was registered.
 func TestDeregisterEndsTheFirstAttempt(t *testing.T) {
-	log := &lines{}
+	log := logtest.NewLogger()
 	r := newFakeRegistry(log)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -199,11 +180,9 @@ func TestDeregisterEndsTheFirstAttempt(t *testing.T) {
 	if err := <-derr; err != nil {
 		t.Fatalf("Deregister() = %v", err)
 	}
-	log.mu.Lock()
-	if len(log.warning) > 0 {
-		t.Errorf("warnings %q: a failure Deregister caused is none", log.warning)
+	if w := log.Warnings(); len(w) > 0 {
+		t.Errorf("warnings %q: a failure Deregister caused is none", w)
 	}
-	log.mu.Unlock()
 
 	never := newFakeRegistry(log)
 	if err := never.l.Deregister(ctx); err != nil {
