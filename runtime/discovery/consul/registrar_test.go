@@ -2,15 +2,12 @@ package consul
 
 import (
 	"context"
-	"errors"
 	"os"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
-
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/cctest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/consulagent"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/logtest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/registrartest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
@@ -31,23 +28,5 @@ func TestDeregisterIsNotAWarning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := reg.(*Registrar)
-	log := logtest.NewLogger()
-	r.SetLogger(log)
-	if err := r.Register(ctx); err != nil {
-		t.Fatalf("Register() = %v", err)
-	}
-	if err := r.Deregister(ctx); err != nil {
-		t.Fatalf("Deregister() = %v", err)
-	}
-	if err := r.Status(); !errors.Is(err, ErrDeregistered) {
-		t.Errorf("Status() = %v, want ErrDeregistered", err)
-	}
-	if len(log.Warnings()) > 0 {
-		t.Errorf("warnings logged = %q, want none", log.Warnings())
-	}
-	want := []string{"consul: registered g1", "consul: deregistered g1"}
-	if diff := cmp.Diff(want, log.Infos()); diff != "" {
-		t.Errorf("infos logged (-want +got):\n%s", diff)
-	}
+	registrartest.DeregisterIsNotAWarning(t, ctx, reg.(*Registrar), ErrDeregistered, "consul: registered g1", "consul: deregistered g1")
 }

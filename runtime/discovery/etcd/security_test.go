@@ -2,7 +2,6 @@ package etcd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -12,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
-	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/logtest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/registrartest"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
@@ -204,23 +203,6 @@ func TestDeregisterIsNotAWarning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := reg.(*Registrar)
-	log := logtest.NewLogger()
-	r.SetLogger(log)
-	if err := r.Register(ctx); err != nil {
-		t.Fatalf("Register() = %v", err)
-	}
-	if err := r.Deregister(ctx); err != nil {
-		t.Fatalf("Deregister() = %v", err)
-	}
-	if err := r.Status(); !errors.Is(err, ErrDeregistered) {
-		t.Errorf("Status() = %v, want ErrDeregistered", err)
-	}
-	if len(log.Warnings()) > 0 {
-		t.Errorf("warnings logged = %q, want none", log.Warnings())
-	}
-	want := []string{"etcd: registered /services/greeter/a", "etcd: deregistered /services/greeter/a"}
-	if diff := cmp.Diff(want, log.Infos()); diff != "" {
-		t.Errorf("infos logged (-want +got):\n%s", diff)
-	}
+	registrartest.DeregisterIsNotAWarning(t, ctx, reg.(*Registrar), ErrDeregistered,
+		"etcd: registered /services/greeter/a", "etcd: deregistered /services/greeter/a")
 }
