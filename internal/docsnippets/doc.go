@@ -15,15 +15,15 @@
 //     "func _() error { ... ; return nil }" after the prelude.
 //
 // The prelude imports the packages a reader of the docs has met (context,
-// crypto/tls, net, net/http, time, grpc, grpc/credentials,
+// crypto/tls, crypto/x509, net, net/http, time, grpc, grpc/credentials,
 // grpc/credentials/insecure, the OpenTelemetry metric SDK as sdkmetric,
 // Prometheus's promhttp,
 // runtime/lb, runtime/discovery, the policy packages, and the example's
 // generated helloworld package as both pb and helloworld) and declares
 // the names the snippets use without declaring them: ctx, grpcServer (a
 // *grpc.Server), lis (a net.Listener), impl (a pb.GreeterServer), creds
-// (credentials.TransportCredentials), addr (a string) and reader (an
-// sdkmetric.Reader). In a wrapped block, unused imports and variables are
+// (credentials.TransportCredentials), addr (a string), reader (an
+// sdkmetric.Reader) and caPEM (a PEM []byte). In a wrapped block, unused imports and variables are
 // allowed (a snippet shows a call, not what is done with its result);
 // every other error fails the test, with the markdown file and line.
 package docsnippets

@@ -194,6 +194,7 @@ const prelude = `package snippet
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"net/http"
 	"time"
@@ -223,6 +224,7 @@ var (
 	creds      credentials.TransportCredentials
 	addr       string
 	reader     sdkmetric.Reader
+	caPEM      []byte
 )
 `
 
