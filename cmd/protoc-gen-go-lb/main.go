@@ -6,6 +6,10 @@
 //	protoc --go_out=. --go-grpc_out=. --go-lb_out=. path/to/file.proto
 //
 // For every file with an annotated service it writes path/to/file_lb.pb.go.
+// Outside this repository, `protoc-gen-go-lb --include DIR` first writes the
+// lb/options.proto compiled into the binary to DIR/lb/options.proto, so that
+// `protoc -I DIR` (or a buf module rooted at DIR) resolves
+// import "lb/options.proto"; see docs/getting-started.md.
 // Options are checked before anything is written; every problem is reported
 // with its file and element, through the CodeGeneratorResponse. The checks
 // make the plugin's model of the file (model.go), and the templates of
@@ -16,11 +20,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"google.golang.org/protobuf/compiler/protogen"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/pluginpb"
 
+	lbpb "github.com/protoc-gen-go-lb/protoc-gen-go-lb/proto/lb"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/templates"
 )
@@ -33,14 +39,36 @@ func main() {
 		fmt.Printf("protoc-gen-go-lb v%s\n", version)
 		return
 	}
+	if len(os.Args) == 3 && (os.Args[1] == "--include" || os.Args[1] == "-include") {
+		path, err := writeOptionsProto(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "protoc-gen-go-lb:", err)
+			os.Exit(1)
+		}
+		fmt.Println(path)
+		return
+	}
 	if len(os.Args) > 1 {
-		fmt.Fprintln(os.Stderr, "protoc-gen-go-lb: this is a protoc plugin: run it through protoc or buf, or with --version")
+		fmt.Fprintln(os.Stderr, "protoc-gen-go-lb: this is a protoc plugin: run it through protoc or buf, or with --version or --include DIR")
 		os.Exit(2)
 	}
 	// The plugin has no parameters of its own (protogen handles paths,
 	// module and M); an empty flag set rejects any other with an error.
 	var flags flag.FlagSet
 	protogen.Options{ParamFunc: flags.Set}.Run(generate)
+}
+
+// writeOptionsProto writes the embedded lb/options.proto under dir, making
+// the directories it needs, and returns the file's path.
+func writeOptionsProto(dir string) (string, error) {
+	path := filepath.Join(dir, "lb", "options.proto")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, lbpb.OptionsProto, 0o644); err != nil {
+		return "", err
+	}
+	return path, nil
 }
 
 // supportedFeatures are the CodeGeneratorResponse features the plugin
