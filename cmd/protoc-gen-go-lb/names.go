@@ -1,6 +1,9 @@
 package main
 
 import (
+	"strings"
+	"unicode"
+
 	"google.golang.org/protobuf/compiler/protogen"
 )
 
@@ -91,6 +94,7 @@ type names struct {
 	Close, Conn clientMethod
 	// Declared by protoc-gen-go-grpc, named by the generated code.
 	GRPCClient    string // <Svc>Client, which the balanced client embeds
+	GRPCClientA   string // "a" or "an", the article the comments put before GRPCClient
 	NewGRPCClient string // New<Svc>Client
 	GRPCServer    string // <Svc>Server
 	ServiceDesc   string // <Svc>_ServiceDesc
@@ -134,6 +138,7 @@ func newNames(s *protogen.Service) names {
 		Close:         free("Close"),
 		Conn:          free("Conn"),
 		GRPCClient:    n + "Client",
+		GRPCClientA:   article(n + "Client"),
 		NewGRPCClient: "New" + n + "Client",
 		GRPCServer:    n + "Server",
 		ServiceDesc:   n + "_ServiceDesc",
@@ -171,4 +176,50 @@ func checkIdents(gen *protogen.Plugin, models []*fileModel, errs *errorList) {
 			}
 		}
 	}
+}
+
+// article returns "an" for an identifier that is read starting with a
+// vowel sound (InventoryClient, HTTPClient, UpdateClient), else "a"
+// (GreeterClient, UserClient, URLClient). An initialism, two capitals at
+// the start, is read letter by letter; a word by its spelling, with the
+// usual exceptions (one, hour, a "you" sound in u-consonant-vowel).
+func article(id string) string {
+	r := []rune(id)
+	if len(r) == 0 {
+		return "a"
+	}
+	if len(r) == 1 || unicode.IsUpper(r[1]) {
+		if strings.ContainsRune("AEFHILMNORSX", unicode.ToUpper(r[0])) {
+			return "an"
+		}
+		return "a"
+	}
+	// The first word of the camel-case identifier, in lower case.
+	end := 1
+	for end < len(r) && !unicode.IsUpper(r[end]) {
+		end++
+	}
+	w := strings.ToLower(string(r[:end]))
+	vowel := func(i int) bool { return i < len(w) && strings.ContainsRune("aeiou", rune(w[i])) }
+	switch {
+	case w == "one" || w == "once" || strings.HasPrefix(w, "eu"):
+		return "a"
+	case strings.HasPrefix(w, "hour") || strings.HasPrefix(w, "honest") || strings.HasPrefix(w, "honor") || strings.HasPrefix(w, "heir"):
+		return "an"
+	case w[0] == 'u':
+		// Unit, user, usage: "you"; under, update, unordered: "un".
+		if strings.HasPrefix(w, "un") {
+			if strings.HasPrefix(w, "uni") || strings.HasPrefix(w, "unary") {
+				return "a"
+			}
+			return "an"
+		}
+		if len(w) > 2 && !vowel(1) && vowel(2) {
+			return "a"
+		}
+		return "an"
+	case vowel(0):
+		return "an"
+	}
+	return "a"
 }
