@@ -24,7 +24,9 @@ import (
 
 // ErrNoCredentials is returned by Dial when the caller chose neither
 // WithTransportCredentials nor WithInsecure: the generated clients never
-// fall back to plaintext on their own.
+// fall back to plaintext on their own. Credentials given with
+// WithDialOptions (grpc.WithTransportCredentials) do not count, and the
+// error then says so.
 var ErrNoCredentials = errors.New("lb: no transport credentials: pass lb.WithTransportCredentials(creds) or lb.WithInsecure()")
 
 // DialOption configures Dial and the generated New<Svc>BalancedClient.
@@ -129,6 +131,9 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 	case o.insecure:
 		creds = grpc.WithTransportCredentials(insecure.NewCredentials())
 	default:
+		if credentialsAmong(o.grpc) {
+			return nil, fmt.Errorf("%w: transport credentials go through those two options, not lb.WithDialOptions, where they were given", ErrNoCredentials)
+		}
 		return nil, ErrNoCredentials
 	}
 	target := o.target
@@ -219,6 +224,26 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 		}
 	}
 	return c, nil
+}
+
+// credentialsAmong reports whether opts choose transport credentials
+// (grpc.WithTransportCredentials, grpc.WithCredentialsBundle, the
+// deprecated grpc.WithInsecure), so that ErrNoCredentials can say where
+// they go. A grpc.DialOption is opaque, and every one of them is the same
+// closure type, so the question goes to grpc-go itself: NewClient refuses
+// options without credentials, and accepts them otherwise without
+// resolving or connecting (the channel starts idle). Called only on the
+// way to that error.
+func credentialsAmong(opts []grpc.DialOption) bool {
+	if len(opts) == 0 {
+		return false
+	}
+	cc, err := grpc.NewClient("passthrough:///lb-credentials-check", opts...)
+	if err != nil {
+		return false
+	}
+	cc.Close()
+	return true
 }
 
 // checkScheme returns an error if target names a scheme ("scheme:/..." or

@@ -117,8 +117,22 @@ func TestServiceConfigUnknownPolicy(t *testing.T) {
 func TestDialErrors(t *testing.T) {
 	svc := &Service{FullName: "pkg.Svc", Discovery: static.Config{Addresses: []string{"127.0.0.1:1"}}}
 	ctx := context.Background()
-	if _, err := Dial(ctx, svc); !errors.Is(err, ErrNoCredentials) {
+	if _, err := Dial(ctx, svc); !errors.Is(err, ErrNoCredentials) || strings.Contains(err.Error(), "WithDialOptions") {
 		t.Errorf("Dial without credentials = %v, want ErrNoCredentials", err)
+	}
+	// Credentials among the gRPC dial options are not Dial's: the error
+	// says where they go.
+	for _, opt := range []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{})),
+	} {
+		_, err := Dial(ctx, svc, WithDialOptions(grpc.WithUserAgent("x"), opt))
+		if !errors.Is(err, ErrNoCredentials) || !strings.Contains(err.Error(), "not lb.WithDialOptions") {
+			t.Errorf("Dial with credentials in WithDialOptions = %v, want ErrNoCredentials saying they go through lb.WithTransportCredentials or lb.WithInsecure, not lb.WithDialOptions", err)
+		}
+	}
+	if _, err := Dial(ctx, svc, WithDialOptions(grpc.WithUserAgent("x"))); !errors.Is(err, ErrNoCredentials) || strings.Contains(err.Error(), "WithDialOptions") {
+		t.Errorf("Dial with dial options but no credentials = %v, want ErrNoCredentials alone", err)
 	}
 	if _, err := Dial(ctx, svc, WithInsecure(), WithTransportCredentials(insecure.NewCredentials())); err == nil {
 		t.Error("Dial with both credentials succeeded")
