@@ -12,7 +12,7 @@ import (
 // generateFile writes the _lb.pb.go file of m: the templates' header, then
 // each service, executed into the GeneratedFile, which qualifies the
 // identifiers they name and manages the imports. A template that fails is
-// an error naming the file, and the service.
+// an error naming the file, and the service with its line and column.
 func generateFile(gen *protogen.Plugin, t *templates.Templates, m *fileModel) error {
 	g := gen.NewGeneratedFile(m.file.GeneratedFilenamePrefix+"_lb.pb.go", m.file.GoImportPath)
 	if err := t.Execute(g, "header", m); err != nil {
@@ -20,7 +20,7 @@ func generateFile(gen *protogen.Plugin, t *templates.Templates, m *fileModel) er
 	}
 	for _, s := range m.Services {
 		if err := t.Execute(g, "service", s); err != nil {
-			return fmt.Errorf("%s: %s: %w", m.Source, s.FullName, err)
+			return fmt.Errorf("%s: %w", where(s.service.Desc), err)
 		}
 		for _, id := range s.Names.declared() {
 			g.AnnotateSymbol(id, protogen.Annotation{Location: s.service.Location})

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -141,7 +142,8 @@ func TestGolden(t *testing.T) {
 
 // TestGoldenErrors runs the plugin on every testdata/errors/*.proto and
 // compares the error it returns through the CodeGeneratorResponse, which
-// must name every problem with its file and element, with the .err file.
+// must name every problem with its file, line, column and element, with
+// the .err file.
 func TestGoldenErrors(t *testing.T) {
 	protos, err := filepath.Glob("testdata/errors/*.proto")
 	if err != nil || len(protos) == 0 {
@@ -157,9 +159,10 @@ func TestGoldenErrors(t *testing.T) {
 			if len(resp.File) != 0 {
 				t.Errorf("plugin wrote %d files along with an error", len(resp.File))
 			}
+			at := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + `:[1-9][0-9]*:[1-9][0-9]*: `)
 			for _, line := range strings.Split(resp.GetError(), "\n") {
-				if !strings.HasPrefix(line, name+": ") {
-					t.Errorf("error line %q does not start with the file name %q", line, name)
+				if !at.MatchString(line) {
+					t.Errorf("error line %q does not start with %s:line:column", line, name)
 				}
 			}
 			golden(t, strings.TrimSuffix(p, ".proto")+".err", resp.GetError()+"\n")

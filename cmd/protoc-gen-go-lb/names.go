@@ -164,12 +164,12 @@ func checkIdents(gen *protogen.Plugin, models []*fileModel, errs *errorList) {
 		for _, s := range m.Services {
 			for _, meth := range s.service.Methods {
 				if meth.GoName == s.Names.GRPCClient {
-					errs.add(m.file, meth.Desc.FullName(), "the RPC is named like the %s field the balanced client embeds, which would hide it: rename the RPC", meth.GoName)
+					errs.add(meth.Desc, "the RPC is named like the %s field the balanced client embeds, which would hide it: rename the RPC", meth.GoName)
 				}
 			}
 			for _, id := range s.Names.declared() {
 				if by, ok := d[id]; ok {
-					errs.add(m.file, s.service.Desc.FullName(), "the generated identifier %s is already declared in Go package %s by %s: rename one of them", id, m.file.GoImportPath, by)
+					errs.add(s.service.Desc, "the generated identifier %s is already declared in Go package %s by %s: rename one of them", id, m.file.GoImportPath, by)
 					continue
 				}
 				d[id] = "protoc-gen-go-lb for service " + s.FullName

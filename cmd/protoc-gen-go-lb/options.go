@@ -34,12 +34,26 @@ const (
 	defaultMultiplier = 2.0
 )
 
-// errorList collects every problem of a run, each naming its file and
+// errorList collects every problem of a run, each naming its place and
 // element.
 type errorList []error
 
-func (l *errorList) add(f *protogen.File, elem protoreflect.FullName, format string, args ...any) {
-	*l = append(*l, fmt.Errorf("%s: %s: %s", f.Desc.Path(), elem, fmt.Sprintf(format, args...)))
+// add reports a problem of the service or method desc.
+func (l *errorList) add(desc protoreflect.Descriptor, format string, args ...any) {
+	*l = append(*l, fmt.Errorf("%s: %s", where(desc), fmt.Sprintf(format, args...)))
+}
+
+// where names desc as compilers do, with its file, line and column (from
+// the source info protoc and buf send), then its full name:
+// "greeter.proto:12:3: helloworld.Greeter.SayHello". Without source info,
+// the file alone.
+func where(desc protoreflect.Descriptor) string {
+	file := desc.ParentFile()
+	loc := file.SourceLocations().ByDescriptor(desc)
+	if loc.Path == nil {
+		return fmt.Sprintf("%s: %s", file.Path(), desc.FullName())
+	}
+	return fmt.Sprintf("%s:%d:%d: %s", file.Path(), loc.StartLine+1, loc.StartColumn+1, desc.FullName())
 }
 
 func (l errorList) err() error { return errors.Join(l...) }
@@ -60,12 +74,12 @@ func readFile(f *protogen.File, protoc string, errs *errorList) *fileModel {
 		if rules == nil {
 			for _, meth := range s.Methods {
 				if methodRules(meth) != nil {
-					errs.add(f, meth.Desc.FullName(), "(lb.method) needs (lb.service) on %s", s.Desc.FullName())
+					errs.add(meth.Desc, "(lb.method) needs (lb.service) on %s", s.Desc.FullName())
 				}
 			}
 			continue
 		}
-		m.Services = append(m.Services, readService(f, s, rules, errs))
+		m.Services = append(m.Services, readService(s, rules, errs))
 	}
 	if len(m.Services) == 0 {
 		return nil
@@ -78,9 +92,9 @@ func methodRules(m *protogen.Method) *lbpb.MethodRules {
 	return r
 }
 
-func readService(f *protogen.File, s *protogen.Service, rules *lbpb.ServiceRules, errs *errorList) *serviceModel {
+func readService(s *protogen.Service, rules *lbpb.ServiceRules, errs *errorList) *serviceModel {
 	name := s.Desc.FullName()
-	bad := func(format string, args ...any) { errs.add(f, name, format, args...) }
+	bad := func(format string, args ...any) { errs.add(s.Desc, format, args...) }
 	m := &serviceModel{
 		service:            s,
 		Names:              newNames(s),
@@ -115,7 +129,7 @@ func readService(f *protogen.File, s *protogen.Service, rules *lbpb.ServiceRules
 	m.Balancer = readPolicy(rules, bad)
 	checkPoolPolicy(m.PoolSize, m.Balancer, bad)
 	for _, meth := range s.Methods {
-		if mm := readMethod(f, meth, m.Balancer, errs); mm != nil {
+		if mm := readMethod(meth, m.Balancer, errs); mm != nil {
 			m.Methods = append(m.Methods, mm)
 		}
 	}
@@ -309,9 +323,8 @@ func positiveDuration(d *durationpb.Duration, what string, bad badFunc) time.Dur
 
 // readMethod returns the model of meth's settings, or nil when it has
 // none; b is the service's policy, nil when unknown.
-func readMethod(f *protogen.File, meth *protogen.Method, b *balancerModel, errs *errorList) *methodModel {
-	name := meth.Desc.FullName()
-	bad := func(format string, args ...any) { errs.add(f, name, format, args...) }
+func readMethod(meth *protogen.Method, b *balancerModel, errs *errorList) *methodModel {
+	bad := func(format string, args ...any) { errs.add(meth.Desc, format, args...) }
 	rules := methodRules(meth)
 	m := &methodModel{Name: string(meth.Desc.Name()), HashKey: rules.GetHashKey()}
 	switch meth.Desc.Options().(*descriptorpb.MethodOptions).GetIdempotencyLevel() {

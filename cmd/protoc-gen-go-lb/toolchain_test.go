@@ -149,7 +149,8 @@ func TestProtocGenerate(t *testing.T) {
 }
 
 // TestProtocReportsErrors checks that a validation error reaches the user
-// through protoc, naming the file and element, with no file written.
+// through protoc, naming the file, line, column and element, with no file
+// written.
 func TestProtocReportsErrors(t *testing.T) {
 	protoc := tool(t, "PROTOC", "protoc")
 	plugins := buildPlugins(t)
@@ -160,7 +161,7 @@ func TestProtocReportsErrors(t *testing.T) {
 	if err == nil {
 		t.Fatalf("protoc accepted errors/hash_key.proto:\n%s", b)
 	}
-	if want := `errors/hash_key.proto: errors.hashkey.Ring.Missing: (lb.method).hash_key "user": "user" is not a field of errors.hashkey.Req`; !strings.Contains(string(b), want) {
+	if want := `errors/hash_key.proto:28:3: errors.hashkey.Ring.Missing: (lb.method).hash_key "user": "user" is not a field of errors.hashkey.Req`; !strings.Contains(string(b), want) {
 		t.Errorf("protoc output lacks %q:\n%s", want, b)
 	}
 	if entries, _ := os.ReadDir(out); len(entries) != 0 {
