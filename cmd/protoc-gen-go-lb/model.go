@@ -38,7 +38,7 @@ type idents struct {
 		SupportPackage                         protogen.GoIdent // the compile-time handshake
 		Service, Method, Retry, Hedging        protogen.GoIdent
 		Connection, RetryBudget                protogen.GoIdent
-		Conn, Dial, DialOption                 protogen.GoIdent
+		Conn, Dial, DialOption, HedgeStats     protogen.GoIdent
 		WithTransportCredentials, WithInsecure protogen.GoIdent
 		ServerOptions, Register                protogen.GoIdent
 		RegisterOption, Registration           protogen.GoIdent
@@ -65,6 +65,7 @@ var goIdents = func() idents {
 	lb.Conn = lbPackage.Ident("Conn")
 	lb.Dial = lbPackage.Ident("Dial")
 	lb.DialOption = lbPackage.Ident("DialOption")
+	lb.HedgeStats = lbPackage.Ident("HedgeStats")
 	lb.WithTransportCredentials = lbPackage.Ident("WithTransportCredentials")
 	lb.WithInsecure = lbPackage.Ident("WithInsecure")
 	lb.ServerOptions = lbPackage.Ident("ServerOptions")

@@ -10,8 +10,8 @@ import (
 // This file names what the plugin declares so that the output compiles:
 // the identifiers of each service, computed once, those at package level
 // checked against every identifier protoc-gen-go, protoc-gen-go-grpc and
-// this plugin declare in the same Go package, and the lifecycle methods of
-// the balanced client, which move aside for RPCs of the same name.
+// this plugin declare in the same Go package, and the own methods of the
+// balanced client, which move aside for RPCs of the same name.
 
 // declared maps each identifier declared in a Go package to what declares
 // it ("message test.Foo", "protoc-gen-go-grpc for service test.Bar", ...).
@@ -91,7 +91,7 @@ type names struct {
 	ServerOptions string // <Svc>ServerOptions
 	Register      string // Register<Svc>BalancedServer
 	// The balanced client's own methods.
-	Close, Conn clientMethod
+	Close, Conn, HedgeStats clientMethod
 	// Declared by protoc-gen-go-grpc, named by the generated code.
 	GRPCClient    string // <Svc>Client, which the balanced client embeds
 	GRPCClientA   string // "a" or "an", the article the comments put before GRPCClient
@@ -109,9 +109,10 @@ type clientMethod struct {
 
 func newNames(s *protogen.Service) names {
 	n := s.GoName
-	// Close and Conn, or, when the service has an RPC of that name (which
-	// the embedded <Svc>Client promotes, and which must stay), the name
-	// with "LB" in front, then with "_" after it until it is free.
+	// Close, Conn and HedgeStats, or, when the service has an RPC of that
+	// name (which the embedded <Svc>Client promotes, and which must
+	// stay), the name with "LB" in front, then with "_" after it until it
+	// is free.
 	taken := map[string]bool{}
 	for _, m := range s.Methods {
 		taken[m.GoName] = true
@@ -137,6 +138,7 @@ func newNames(s *protogen.Service) names {
 		Register:      "Register" + n + "BalancedServer",
 		Close:         free("Close"),
 		Conn:          free("Conn"),
+		HedgeStats:    free("HedgeStats"),
 		GRPCClient:    n + "Client",
 		GRPCClientA:   article(n + "Client"),
 		NewGRPCClient: "New" + n + "Client",

@@ -108,6 +108,17 @@ func count(t *testing.T, c *helloworld.GreeterBalancedClient, n int) map[string]
 	return got
 }
 
+// TestHedgeStatsOfTheGeneratedClient: the hedge counts are a method of the
+// balanced client; Greeter hedges no method, so they stay zero.
+func TestHedgeStatsOfTheGeneratedClient(t *testing.T) {
+	_, addrs := startServers(t, 1)
+	c := newClient(t, staticTarget(addrs))
+	count(t, c, 5)
+	if got := c.HedgeStats(); got != (lb.HedgeStats{}) {
+		t.Errorf("HedgeStats() = %+v, want zero: Greeter hedges no method", got)
+	}
+}
+
 func TestRoundRobinSpreadsEvenly(t *testing.T) {
 	_, addrs := startServers(t, 3)
 	c := newClient(t, staticTarget(addrs))

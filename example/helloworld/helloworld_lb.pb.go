@@ -67,6 +67,10 @@ func (c *GreeterBalancedClient) Close() error { return c.conn.Close() }
 // Conn returns the client's gRPC connection.
 func (c *GreeterBalancedClient) Conn() *grpc.ClientConn { return c.conn.Conn() }
 
+// HedgeStats returns the client's hedge counts: hedges sent, won and
+// throttled by the retry budget; zero when no method hedges.
+func (c *GreeterBalancedClient) HedgeStats() lb.HedgeStats { return c.conn.HedgeStats() }
+
 // GreeterServerOptions returns the grpc.ServerOptions that helloworld.Greeter's
 // (lb.service).connection asks of its servers (keepalive enforcement
 // matching its clients' pings, connection ages); pass them to
