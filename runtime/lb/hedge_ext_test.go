@@ -211,6 +211,22 @@ func TestRetryOnlyWhatIsIdempotent(t *testing.T) {
 	}
 }
 
+// dialHedgedPair starts two backends and dials them, hedging Echo with 2
+// attempts 10 ms apart, once both have answered.
+func dialHedgedPair(t *testing.T, ctx context.Context) ([]*testbackend.Backend, *lb.Conn) {
+	t.Helper()
+	bs, addrs := testbackend.StartN(t, 2)
+	svc := hedgedService(addrs, nil)
+	svc.Methods[0].Hedging.MaxAttempts = 2
+	c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	waitCalled(t, ctx, c, bs...)
+	return bs, c
+}
+
 // TestHedgedCallReportsTheWinner: of two backends one answers 50 ms late;
 // each call is hedged after 10 ms (2 attempts) under round robin. The
 // caller's grpc.Header, grpc.Trailer and grpc.Peer all name the backend
@@ -219,18 +235,10 @@ func TestRetryOnlyWhatIsIdempotent(t *testing.T) {
 // call's error. The loser's attempt ends last (cancelled): it must not
 // write its empty header and its peer through the caller's options.
 func TestHedgedCallReportsTheWinner(t *testing.T) {
-	bs, addrs := testbackend.StartN(t, 2)
-	bs[1].Delay.Store(int64(50 * time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*resolvertest.Timeout)
 	defer cancel()
-	svc := hedgedService(addrs, nil)
-	svc.Methods[0].Hedging.MaxAttempts = 2
-	c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	waitCalled(t, ctx, c, bs...)
+	bs, c := dialHedgedPair(t, ctx)
+	bs[1].Delay.Store(int64(50 * time.Millisecond))
 	for i := range 20 {
 		var header, trailer metadata.MD
 		var p peer.Peer
@@ -257,24 +265,16 @@ func TestHedgedCallReportsTheWinner(t *testing.T) {
 // OnFinish runs once, with the error the call returns, and the trailer
 // and peer are those of the attempt whose error it is.
 func TestHedgedCallFailsWithItsOwnOutcome(t *testing.T) {
-	bs, addrs := testbackend.StartN(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
 	defer cancel()
-	svc := hedgedService(addrs, nil)
-	svc.Methods[0].Hedging.MaxAttempts = 2
-	c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	waitCalled(t, ctx, c, bs...)
+	bs, c := dialHedgedPair(t, ctx)
 	for _, b := range bs {
 		b.Fail.Store(true)
 	}
 	var trailer metadata.MD
 	var p peer.Peer
 	var finished []error
-	err = c.Invoke(ctx, "/"+testbackend.EchoService+"/Echo", wrapperspb.String("fail"), &emptypb.Empty{},
+	err := c.Invoke(ctx, "/"+testbackend.EchoService+"/Echo", wrapperspb.String("fail"), &emptypb.Empty{},
 		grpc.Trailer(&trailer), grpc.Peer(&p), grpc.OnFinish(func(err error) { finished = append(finished, err) }))
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("call on failing backends: %v, want UNAVAILABLE", err)
@@ -364,20 +364,14 @@ func TestHedgesLeaveTheOrderAlone(t *testing.T) {
 // the caller's header and trailer are left as they were (and OnFinish
 // still runs once, with the call's error).
 func TestHedgedCallWithoutStreamLeavesTheOptions(t *testing.T) {
-	bs, addrs := testbackend.StartN(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
 	defer cancel()
-	c, err := lb.Dial(ctx, hedgedService(addrs, nil), lb.WithInsecure(), lb.WithBlock())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	waitCalled(t, ctx, c, bs...)
+	_, c := dialHedgedPair(t, ctx)
 	past, stop := context.WithDeadline(ctx, time.Now().Add(-time.Second))
 	defer stop()
 	header, trailer := metadata.Pairs("kept", "1"), metadata.Pairs("kept", "1")
 	var finished []error
-	err = c.Invoke(past, "/"+testbackend.EchoService+"/Echo", wrapperspb.String("late"), &emptypb.Empty{},
+	err := c.Invoke(past, "/"+testbackend.EchoService+"/Echo", wrapperspb.String("late"), &emptypb.Empty{},
 		grpc.Header(&header), grpc.Trailer(&trailer), grpc.OnFinish(func(err error) { finished = append(finished, err) }))
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("call past its deadline: %v, want DEADLINE_EXCEEDED", err)
