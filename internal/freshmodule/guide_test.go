@@ -144,6 +144,16 @@ func TestGettingStarted(t *testing.T) {
 	if scripts == 0 {
 		t.Fatalf("%s: no <!-- run --> block", guide)
 	}
+	// The README's quick start pins the same version.
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range pinned.FindAllStringSubmatch(string(readme), -1) {
+		if m[1] != "v"+lb.Version {
+			t.Errorf("README.md: %s, want @v%s (lb.Version)", m[0], lb.Version)
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
