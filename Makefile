@@ -71,8 +71,8 @@ bench-check: ## Vet the bench module and run each benchmark once, briefly (< 1 m
 	cd bench && go test -count 1 -run . -bench . -benchtime 1x -tail.duration 2s .
 	cd bench && go test -count 1 -run '^$$' -bench '^BenchmarkTail$$/^policy=lb_p2c_ewma(#|$$)' -benchtime 1x -tail.rounds 2 -tail.duration 2s -tail.churn 500ms .
 
-.PHONY: tools
-tools: $(BUF) $(CONSUL) protoc plugins ## Install protoc, buf, consul and the plugins
+.PHONY: tools chromium
+tools: $(BUF) $(CONSUL) protoc chromium plugins ## Install protoc, buf, consul, chromium and the plugins
 
 .PHONY: plugins
 plugins:
@@ -92,6 +92,11 @@ $(CONSUL):
 protoc:
 	@command -v protoc >/dev/null || { echo "installing protoc (Debian protobuf-compiler)"; \
 		$(SUDO) apt-get install -y -q protobuf-compiler || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q protobuf-compiler; }; }
+
+# Headless Chromium for the live page's browser test (Debian's package).
+chromium:
+	@command -v chromium >/dev/null || { echo "installing chromium (Debian chromium)"; \
+		$(SUDO) apt-get install -y -q chromium || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }; }
 
 .PHONY: clean
 clean: ## Remove built plugins
