@@ -172,6 +172,19 @@ type WatchInfo struct {
 	Err error
 	// FailingSince is when that began; zero while the registry answers.
 	FailingSince time.Time
+	// ConfirmedAt is when the registry last gave or confirmed the set of
+	// instances; zero before it first did.
+	ConfirmedAt time.Time
+	// Endpoints are the instances it holds, in the registry's order, each
+	// address once, with its metadata.
+	Endpoints []InstanceInfo
+}
+
+// InstanceInfo is one instance a watch holds.
+type InstanceInfo struct {
+	ID       string
+	Address  string
+	Metadata Metadata
 }
 
 var (
@@ -210,7 +223,8 @@ func Watches() []WatchInfo {
 	out := make([]WatchInfo, 0, len(ws))
 	for _, hw := range ws {
 		hw.mu.Lock()
-		out = append(out, WatchInfo{Key: hw.key, Subscribers: len(hw.subs), Instances: hw.set.len(), Err: hw.view.err, FailingSince: hw.badSince})
+		out = append(out, WatchInfo{Key: hw.key, Subscribers: len(hw.subs), Instances: hw.set.len(), Err: hw.view.err, FailingSince: hw.badSince,
+			ConfirmedAt: hw.goodAt, Endpoints: hw.set.instances()})
 		hw.mu.Unlock()
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -294,4 +308,15 @@ func Redact(u *url.URL) string {
 		s = u.Scheme + ":" + u.Opaque
 	}
 	return s
+}
+
+// instances returns the instances s shows, in order, with their metadata.
+func (s *instanceSet) instances() []InstanceInfo {
+	out := make([]InstanceInfo, 0, len(s.byAddr))
+	for _, e := range s.order {
+		if e != nil && e.shown {
+			out = append(out, InstanceInfo{ID: e.id, Address: e.addr, Metadata: e.md})
+		}
+	}
+	return out
 }

@@ -217,6 +217,7 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 		return nil, fmt.Errorf("lb: %s: %w", svc.FullName, err)
 	}
 	c := &Conn{cc: cc, hedger: hedger}
+	trackConn(c, target, sc)
 	if o.block {
 		if err := c.waitReady(ctx, svc.FullName); err != nil {
 			c.Close()
@@ -310,7 +311,10 @@ func (c *Conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method stri
 func (c *Conn) Conn() *grpc.ClientConn { return c.cc }
 
 // Close closes the connection.
-func (c *Conn) Close() error { return c.cc.Close() }
+func (c *Conn) Close() error {
+	untrackConn(c)
+	return c.cc.Close()
+}
 
 func (c *Conn) waitReady(ctx context.Context, service string) error {
 	c.cc.Connect()

@@ -124,6 +124,7 @@ func Register(s *grpc.Server, svc *Service, desc *grpc.ServiceDesc, impl any, op
 	s.RegisterService(desc, impl)
 	st.health.SetServingStatus(svc.FullName, healthgrpc.HealthCheckResponse_SERVING)
 	st.add(r)
+	trackRegistration(r, svc, o.registry, addr, o.id)
 	if r.registrar != nil {
 		r.status = ErrNotServing
 		ctx, cancel := context.WithCancel(context.Background())
@@ -293,7 +294,9 @@ func (r *Registration) deregister(ctx context.Context) error {
 // whichever is first, and then stops the server at once. Calling it again,
 // on any Registration of the server, returns the first call's result.
 func (r *Registration) Shutdown(ctx context.Context) error {
-	return r.st.shutdown(ctx)
+	err := r.st.shutdown(ctx)
+	endRegistrations(r.st)
+	return err
 }
 
 // LastShutdown returns what the server's Shutdown measured; zero before it.
