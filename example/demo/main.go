@@ -4,8 +4,10 @@
 // backends, shuts one server down (NOT_SERVING, deregistered, graceful
 // stop) and shows its traffic moving to the others, then prints the
 // OpenTelemetry metrics the client and servers recorded (lb.WithMetrics).
-// It ends by itself: `make demo`. With -etcd it uses an etcd you run
-// instead.
+// While it runs it serves the live page (lb.DebugHandler) on a loopback
+// port and prints its address, and it keeps serving it, with the client
+// calling, for -hold after the rounds. It ends by itself: `make demo`.
+// With -etcd it uses an etcd you run instead.
 package main
 
 import (
@@ -14,7 +16,10 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
+	"net/http"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
 	"time"
@@ -33,16 +38,56 @@ const callsPerRound = 300
 
 func main() {
 	endpoint := flag.String("etcd", "", "etcd endpoint (default: start an embedded etcd on a free port)")
+	httpAddr := flag.String("http", "127.0.0.1:0", "where to serve the live page")
+	hold := flag.Duration("hold", 30*time.Second, "how long to keep serving the live page, the client calling, after the rounds (Ctrl-C ends it)")
 	flag.Parse()
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second+*hold)
 	defer cancel()
-	if err := run(ctx, os.Stdout, *endpoint); err != nil {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
+	if err := runWith(ctx, os.Stdout, *endpoint, livePage{Addr: *httpAddr, Hold: *hold}); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
+// livePage is where and how long the demo serves the live page.
+type livePage struct {
+	// Addr is the listen address; empty: no page.
+	Addr string
+	// Hold is how long the page stays up after the rounds, with the client
+	// calling; the demo ends early, without an error, when ctx does.
+	Hold time.Duration
+	// Check, if set, is called with the page's URL once all three servers
+	// took calls ("up") and once one of them shut down ("after shutdown").
+	Check func(ctx context.Context, url, stage string) error
+}
+
 func run(ctx context.Context, w io.Writer, endpoint string) error {
+	return runWith(ctx, w, endpoint, livePage{})
+}
+
+func runWith(ctx context.Context, w io.Writer, endpoint string, page livePage) error {
+	pageURL := ""
+	if page.Addr != "" {
+		lis, err := net.Listen("tcp", page.Addr)
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/debug/lb/", http.StripPrefix("/debug/lb", lb.DebugHandler()))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(lis)
+		defer srv.Close()
+		pageURL = "http://" + lis.Addr().String() + "/debug/lb/"
+		fmt.Fprintf(w, "live page: %s\n", pageURL)
+	}
+	check := func(stage string) error {
+		if page.Check == nil || pageURL == "" {
+			return nil
+		}
+		return page.Check(ctx, pageURL, stage)
+	}
 	if endpoint == "" {
 		dir, err := os.MkdirTemp("", "lb-demo-etcd")
 		if err != nil {
@@ -99,6 +144,9 @@ func run(ctx context.Context, w io.Writer, endpoint string) error {
 	if err := round(ctx, w, client, "all three up"); err != nil {
 		return err
 	}
+	if err := check("up"); err != nil {
+		return err
+	}
 	stopped := servers[0]
 	servers = servers[1:]
 	fmt.Fprintf(w, "shutting down %s (NOT_SERVING, deregistered from etcd, graceful stop)\n", stopped.Addr)
@@ -110,7 +158,34 @@ func run(ctx context.Context, w io.Writer, endpoint string) error {
 	if err := round(ctx, w, client, "after stopping "+stopped.Addr); err != nil {
 		return err
 	}
-	return printMetrics(ctx, w, reader)
+	if err := check("after shutdown"); err != nil {
+		return err
+	}
+	if err := printMetrics(ctx, w, reader); err != nil {
+		return err
+	}
+	if pageURL != "" && page.Hold > 0 {
+		fmt.Fprintf(w, "serving the live page at %s for %v, the client calling (Ctrl-C ends it)\n", pageURL, page.Hold)
+		hold(ctx, client, page.Hold)
+	}
+	return nil
+}
+
+// hold calls through c ten times a second for d, or until ctx ends, so
+// that the live page shows calls moving.
+func hold(ctx context.Context, c *helloworld.GreeterBalancedClient, d time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			c.SayHello(ctx, &helloworld.HelloRequest{Name: "demo"})
+		}
+	}
 }
 
 // printMetrics prints a summary of the metrics this module records (lb.*)
