@@ -15,6 +15,7 @@ import (
 	channelzpb "google.golang.org/grpc/channelz/grpc_channelz_v1"
 	channelzservice "google.golang.org/grpc/channelz/service" // turns channelz on
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/describe"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
@@ -22,7 +23,8 @@ import (
 // (its instances with their metadata, how long ago the registry confirmed
 // them, the last error, the failure policy), every balanced client that
 // Dial opened and that is not closed (its policy and config, each
-// instance's connectivity state and calls from grpc-go's channelz), and
+// instance's connectivity state and calls from grpc-go's channelz, and
+// what its policy keeps of it, through package describe), and
 // every server registration (status, re-registrations, the last shutdown
 // report). It serves an HTML page that works without JavaScript and
 // refreshes itself with it, and the same data as JSON at ?format=json or
@@ -106,6 +108,9 @@ type debugEndpoint struct {
 	Address string     `json:"address"`
 	State   string     `json:"state"`
 	Calls   debugCalls `json:"calls"`
+	// Policy is what the client's policy keeps of the instance ("latency
+	// 1.2ms, in flight 3", "weight 5"); empty when it keeps nothing.
+	Policy string `json:"policy,omitempty"`
 }
 
 type debugRegistration struct {
@@ -147,6 +152,10 @@ type liveConn struct {
 	target    string // without user info and query
 	policy    string
 	config    string
+	// internalStreams is how many streams grpc-go keeps open on each
+	// READY connection besides calls: the client-side health check's
+	// Watch, and the ORCA load report stream when the config asks for one.
+	internalStreams int64
 }
 
 type liveRegistration struct {
@@ -168,6 +177,15 @@ func trackConn(c *Conn, target, sc string) {
 		for name, cfg := range parsed.LoadBalancingConfig[0] {
 			lc.policy, lc.config = name, string(cfg)
 		}
+	}
+	var streams struct {
+		HealthCheckConfig json.RawMessage `json:"healthCheckConfig"`
+	}
+	if json.Unmarshal([]byte(sc), &streams) == nil && streams.HealthCheckConfig != nil {
+		lc.internalStreams++
+	}
+	if strings.Contains(strings.ReplaceAll(sc, " ", ""), `"enableOobLoadReport":true`) {
+		lc.internalStreams++
 	}
 	live.mu.Lock()
 	defer live.mu.Unlock()
@@ -261,7 +279,7 @@ func takeSnapshot(ctx context.Context, now time.Time) debugSnapshot {
 		if i := taken[lc.rawTarget]; i < len(chs) {
 			taken[lc.rawTarget] = i + 1
 			c.State, c.Calls = stateAndCalls(chs[i].GetData())
-			c.Instances = subchannelsOf(ctx, chs[i])
+			c.Instances = subchannelsOf(ctx, chs[i], lc.internalStreams)
 		}
 		snap.Clients = append(snap.Clients, c)
 	}
@@ -396,9 +414,18 @@ func channelzChannels(ctx context.Context) map[string][]*channelzpb.Channel {
 }
 
 // subchannelsOf returns ch's subchannels, one per connection to an
-// instance, by address.
-func subchannelsOf(ctx context.Context, ch *channelzpb.Channel) []debugEndpoint {
+// instance, by address, with what the channel's policy keeps of each.
+//
+// channelz counts on a subchannel every stream grpc-go opens on it, its
+// own too: the health check's Watch (and ORCA's load report stream) stay
+// in flight as long as the connection is READY, so every instance would
+// show a call in flight at rest. internal of them are taken off the calls
+// in flight of a READY subchannel. A server without the health service
+// ends the Watch at once (UNIMPLEMENTED, counted as failed): its instance
+// then shows one call in flight less than it has, never less than 0.
+func subchannelsOf(ctx context.Context, ch *channelzpb.Channel, internal int64) []debugEndpoint {
 	out := []debugEndpoint{}
+	policy := describe.Channel(ch.GetRef().GetChannelId())
 	for _, ref := range ch.GetSubchannelRef() {
 		resp, err := channelz().GetSubchannel(ctx, &channelzpb.GetSubchannelRequest{SubchannelId: ref.GetSubchannelId()})
 		if err != nil {
@@ -407,6 +434,13 @@ func subchannelsOf(ctx context.Context, ch *channelzpb.Channel) []debugEndpoint 
 		data := resp.GetSubchannel().GetData()
 		e := debugEndpoint{Address: data.GetTarget()}
 		e.State, e.Calls = stateAndCalls(data)
+		if e.State == "READY" {
+			e.Calls.InFlight = max(e.Calls.InFlight-internal, 0)
+		}
+		e.Policy = policy[e.Address]
+		if base, _, ok := strings.Cut(e.Address, "#"); ok && e.Policy == "" {
+			e.Policy = policy[base] // a copy lb_pool made of the address
+		}
 		out = append(out, e)
 	}
 	slices.SortStableFunc(out, func(a, b debugEndpoint) int { return strings.Compare(a.Address, b.Address) })

@@ -48,7 +48,9 @@ type debugClientJSON struct {
 		Calls   struct {
 			Started   int64 `json:"started"`
 			Succeeded int64 `json:"succeeded"`
+			InFlight  int64 `json:"inFlight"`
 		} `json:"calls"`
+		Policy string `json:"policy"`
 	} `json:"instances"`
 }
 
@@ -176,5 +178,69 @@ func TestDebugHandler(t *testing.T) {
 	}
 	if st, rep := regStatus(got); st != "shut down" || !rep {
 		t.Errorf("after Shutdown: status %q, report %v; want shut down with a report", st, rep)
+	}
+}
+
+// TestDebugHandlerPolicyColumn: with client-side health checking on (the
+// default), each instance of a client at rest shows no call in flight (the
+// health check's stream is not one) and what its policy keeps of it.
+func TestDebugHandlerPolicyColumn(t *testing.T) {
+	tests := []struct {
+		name       string
+		balancer   lb.Balancer
+		wantPolicy string // every instance's policy column starts with it
+	}{
+		{"lb_least_request", lb.LeastRequest{}, "in flight 0"},
+		{"lb_p2c_ewma", lb.P2CEWMA{}, "latency "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bs, addrs := testbackend.StartN(t, 3)
+			ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+			defer cancel()
+			svc := &lb.Service{FullName: testbackend.EchoService, Name: "debugpolicy", Balancer: tt.balancer, Discovery: static.Config{}}
+			target := "static:///" + strings.Join(addrs, ",")
+			c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock(), lb.WithTarget(target))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			waitCalled(t, ctx, c, bs...)
+
+			srv := httptest.NewServer(lb.DebugHandler())
+			defer srv.Close()
+			var got debugJSON
+			if err := json.Unmarshal([]byte(getDebug(t, srv.URL+"/?format=json")), &got); err != nil {
+				t.Fatal(err)
+			}
+			var client *debugClientJSON
+			for i := range got.Clients {
+				if got.Clients[i].Target == target {
+					client = &got.Clients[i]
+				}
+			}
+			if client == nil {
+				t.Fatalf("clients = %+v, want one of target %s", got.Clients, target)
+			}
+			if client.Policy != tt.name {
+				t.Errorf("policy = %q, want %q", client.Policy, tt.name)
+			}
+			if len(client.Instances) != 3 {
+				t.Fatalf("client instances = %+v, want 3", client.Instances)
+			}
+			t.Logf("instances: %+v", client.Instances)
+			for _, in := range client.Instances {
+				if in.Calls.InFlight != 0 {
+					t.Errorf("instance %s: in flight = %d at rest, want 0", in.Address, in.Calls.InFlight)
+				}
+				if !strings.HasPrefix(in.Policy, tt.wantPolicy) {
+					t.Errorf("instance %s: policy column = %q, want %q...", in.Address, in.Policy, tt.wantPolicy)
+				}
+			}
+			page := getDebug(t, srv.URL+"/")
+			if !strings.Contains(page, "<th>policy</th>") || !strings.Contains(page, tt.wantPolicy) {
+				t.Errorf("the page shows no policy column with %q", tt.wantPolicy)
+			}
+		})
 	}
 }

@@ -44,8 +44,8 @@ td.n { text-align: right; }
 <section id="clients">{{range .Clients}}
 <h3>{{.Target}}</h3>
 <p class="meta">policy {{.Policy}} {{.Config}} · channel <span class="{{.State}}">{{.State}}</span> · calls {{.Calls.Started}} started, {{.Calls.Succeeded}} succeeded, {{.Calls.Failed}} failed, {{.Calls.InFlight}} in flight</p>
-<table class="client-instances"><tr><th>address</th><th>state</th><th>started</th><th>succeeded</th><th>failed</th><th>in flight</th></tr>{{range .Instances}}
-<tr class="subchannel" data-address="{{.Address}}"><td>{{.Address}}</td><td class="{{.State}}">{{.State}}</td><td class="n">{{.Calls.Started}}</td><td class="n">{{.Calls.Succeeded}}</td><td class="n">{{.Calls.Failed}}</td><td class="n">{{.Calls.InFlight}}</td></tr>{{end}}
+<table class="client-instances"><tr><th>address</th><th>state</th><th>started</th><th>succeeded</th><th>failed</th><th>in flight</th><th>policy</th></tr>{{range .Instances}}
+<tr class="subchannel" data-address="{{.Address}}"><td>{{.Address}}</td><td class="{{.State}}">{{.State}}</td><td class="n">{{.Calls.Started}}</td><td class="n">{{.Calls.Succeeded}}</td><td class="n">{{.Calls.Failed}}</td><td class="n">{{.Calls.InFlight}}</td><td class="policy">{{.Policy}}</td></tr>{{end}}
 </table>{{else}}
 <p class="meta">no balanced client open</p>{{end}}
 </section>
@@ -85,11 +85,11 @@ td.n { text-align: right; }
     return rows(cs, function (c) {
       return "<h3>" + e(c.target) + "</h3><p class=\"meta\">policy " + e(c.policy) + " " + e(c.config) + ' · channel <span class="' + e(c.state) + '">' + e(c.state) +
         "</span> · calls " + c.calls.started + " started, " + c.calls.succeeded + " succeeded, " + c.calls.failed + " failed, " + c.calls.inFlight + " in flight</p>" +
-        '<table class="client-instances"><tr><th>address</th><th>state</th><th>started</th><th>succeeded</th><th>failed</th><th>in flight</th></tr>' +
+        '<table class="client-instances"><tr><th>address</th><th>state</th><th>started</th><th>succeeded</th><th>failed</th><th>in flight</th><th>policy</th></tr>' +
         rows(c.instances, function (i) {
           return '<tr class="subchannel" data-address="' + e(i.address) + '"><td>' + e(i.address) + '</td><td class="' + e(i.state) + '">' + e(i.state) +
             '</td><td class="n">' + i.calls.started + '</td><td class="n">' + i.calls.succeeded + '</td><td class="n">' + i.calls.failed +
-            '</td><td class="n">' + i.calls.inFlight + "</td></tr>";
+            '</td><td class="n">' + i.calls.inFlight + '</td><td class="policy">' + e(i.policy || "") + "</td></tr>";
         }) + "</table>";
     });
   }

@@ -47,6 +47,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
 
@@ -265,6 +266,11 @@ type state struct {
 	inflight atomic.Int64
 	total    *atomic.Int64
 	done     func(balancer.DoneInfo) // finish, made once
+}
+
+// Describe shows the endpoint's calls in flight on the live page.
+func (s *state) Describe(resolver.Endpoint) string {
+	return fmt.Sprintf("in flight %d", s.inflight.Load())
 }
 
 func (s *state) finish(balancer.DoneInfo) {

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/fastrand"
@@ -126,6 +127,11 @@ type counter struct {
 
 // Init makes the Done of the endpoint's calls.
 func (c *counter) Init() { c.done = func(balancer.DoneInfo) { c.inflight.Add(-1) } }
+
+// Describe shows the endpoint's calls in flight on the live page.
+func (c *counter) Describe(resolver.Endpoint) string {
+	return fmt.Sprintf("in flight %d", c.inflight.Load())
+}
 
 // child is what a pick reads of an endpoint.
 type child struct {

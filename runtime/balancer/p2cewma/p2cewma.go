@@ -71,6 +71,7 @@ import (
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	estats "google.golang.org/grpc/experimental/stats"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
 
@@ -266,6 +267,17 @@ func (s *stats) Init() {
 		s.done[k] = func(di balancer.DoneInfo) { s.finishTimed(k, di) }
 	}
 	s.done[TimedSlots] = s.finishUntimed
+}
+
+// Describe shows the endpoint's numbers on the live page: the latency
+// average and the calls in flight, whose product (+1) is its score.
+func (s *stats) Describe(resolver.Endpoint) string {
+	n := s.inflight.Load()
+	v := math.Float64frombits(s.ewma.Load())
+	if v == 0 {
+		return fmt.Sprintf("latency no sample yet, in flight %d", n)
+	}
+	return fmt.Sprintf("latency %v, in flight %d", time.Duration(v).Round(time.Microsecond), n)
 }
 
 // time takes a free slot for a call picked now (reading the clock only if

@@ -30,10 +30,12 @@ package weighted
 import (
 	"math/bits"
 	"math/rand/v2"
+	"strconv"
 	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/experimental/balancer/weight"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/fastrand"
@@ -59,12 +61,24 @@ func (Config) BalancerName() string { return Name }
 // BalancerConfig returns {}.
 func (Config) BalancerConfig() any { return struct{}{} }
 
+// state is an endpoint's: nothing but what the live page shows.
+type state struct{}
+
+// Describe shows the endpoint's weight on the live page, as the registry
+// gave it (unset weights take the mean of the set ones).
+func (*state) Describe(ep resolver.Endpoint) string {
+	if w := weight.FromEndpoint(ep).Weight; w > 0 {
+		return "weight " + strconv.FormatUint(uint64(w), 10)
+	}
+	return "weight unset"
+}
+
 type builder struct{}
 
 func (builder) Name() string { return Name }
 
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	return ready.NewBalancer(cc, opts, func(children []ready.Child[struct{}], _ serviceconfig.LoadBalancingConfig) balancer.Picker {
+	return ready.NewBalancer(cc, opts, func(children []ready.Child[state], _ serviceconfig.LoadBalancingConfig) balancer.Picker {
 		weights := make([]uint32, len(children))
 		for i, c := range children {
 			weights[i] = weight.FromEndpoint(c.Endpoint).Weight

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/describe"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/parent"
 )
 
@@ -55,7 +56,35 @@ func NewBalancerAll[S any](cc balancer.ClientConn, opts balancer.BuildOptions, n
 func newBalancer[S any](cc balancer.ClientConn, opts balancer.BuildOptions, newPicker NewPicker[S], all bool) *readyBalancer[S] {
 	b := &readyBalancer[S]{ClientConn: cc, newPicker: newPicker, all: all, states: map[string]*S{}}
 	b.child = endpointsharding.NewBalancer(b, opts, balancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
+	if _, ok := any(new(S)).(Describer); ok {
+		if id, ok := describe.ChannelID(opts); ok {
+			b.endpoints = map[string]resolver.Endpoint{}
+			b.stopDescribing = describe.Register(id, b.describe)
+		}
+	}
 	return b
+}
+
+// Describer is what *S implements to show an endpoint's state on the live
+// page (lb.DebugHandler): "score 1.2ms", "in flight 3", "weight 5". It
+// reads what the state keeps, only when the page asks, from another
+// goroutine than the calls': atomics, or the endpoint.
+type Describer interface {
+	Describe(ep resolver.Endpoint) string
+}
+
+// describe returns the descriptions of the endpoints, by address, for
+// package describe.
+func (b *readyBalancer[S]) describe() map[string]string {
+	b.mu.Lock()
+	states := maps.Clone(b.states)
+	endpoints := maps.Clone(b.endpoints)
+	b.mu.Unlock()
+	out := make(map[string]string, len(states))
+	for addr, st := range states {
+		out[addr] = any(st).(Describer).Describe(endpoints[addr])
+	}
+	return out
 }
 
 // Reporter reports a policy's numbers of each endpoint (a score, calls in
@@ -101,12 +130,14 @@ type readyBalancer[S any] struct {
 	newPicker           NewPicker[S]
 	all                 bool // pass every child, not only the READY ones
 
-	stopReporting func()                         // nil unless a Reporter reports the states
-	reported      *atomic.Pointer[map[string]*S] // what it reports: a copy of states; nil without a Reporter
+	stopReporting  func()                         // nil unless a Reporter reports the states
+	reported       *atomic.Pointer[map[string]*S] // what it reports: a copy of states; nil without a Reporter
+	stopDescribing func()                         // nil unless *S is a Describer and the channel has a channelz ID
 
-	mu     sync.Mutex
-	cfg    serviceconfig.LoadBalancingConfig
-	states map[string]*S // by the endpoint's first address, without a pool copy's suffix
+	mu        sync.Mutex // guards the fields below
+	cfg       serviceconfig.LoadBalancingConfig
+	states    map[string]*S                // by the endpoint's first address, without a pool copy's suffix
+	endpoints map[string]resolver.Endpoint // the same keys, for a Describer; nil without one
 }
 
 func (b *readyBalancer[S]) UpdateClientConnState(s balancer.ClientConnState) error {
@@ -130,6 +161,9 @@ func (b *readyBalancer[S]) ExitIdle() { b.child.ExitIdle() }
 func (b *readyBalancer[S]) Close() {
 	if b.stopReporting != nil {
 		b.stopReporting()
+	}
+	if b.stopDescribing != nil {
+		b.stopDescribing()
 	}
 	b.child.Close()
 }
@@ -182,6 +216,12 @@ func (b *readyBalancer[S]) UpdateState(s balancer.State) {
 	for addr := range b.states {
 		if _, ok := byAddr[addr]; !ok {
 			delete(b.states, addr)
+		}
+	}
+	if b.endpoints != nil {
+		clear(b.endpoints)
+		for _, c := range group {
+			b.endpoints[c.Endpoint.Addresses[0].Addr] = c.Endpoint
 		}
 	}
 	if b.reported != nil {
