@@ -238,6 +238,7 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 				st.total = &total
 				st.done = st.finish
 			}
+			st.share.Store(math.Float64bits(float64(tbl.owned[i]) / float64(len(tbl.slots))))
 			p.children[i] = child{picker: c.Picker, ready: c.Ready(), st: st,
 				wait: c.Connectivity == connectivity.Connecting || c.Connectivity == connectivity.Idle}
 			if c.Ready() {
@@ -266,11 +267,13 @@ type state struct {
 	inflight atomic.Int64
 	total    *atomic.Int64
 	done     func(balancer.DoneInfo) // finish, made once
+	share    atomic.Uint64           // float64 bits: the share of the table's slots it holds, set with each picker
 }
 
-// Describe shows the endpoint's calls in flight on the live page.
+// Describe shows the endpoint's share of the table (the share of keys it
+// owns) and its calls in flight on the live page.
 func (s *state) Describe(resolver.Endpoint) string {
-	return fmt.Sprintf("in flight %d", s.inflight.Load())
+	return fmt.Sprintf("table %.1f%%, in flight %d", 100*math.Float64frombits(s.share.Load()), s.inflight.Load())
 }
 
 func (s *state) finish(balancer.DoneInfo) {

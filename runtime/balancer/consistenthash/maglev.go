@@ -14,6 +14,7 @@ import (
 // it alone, so every client of a fleet builds the same table.
 type table struct {
 	slots []uint16 // backend index per slot, in names' order
+	owned []int    // how many slots each backend holds, in names' order
 }
 
 // newTable fills a table of size slots (a prime, at least len(names)) for
@@ -30,6 +31,7 @@ func newTable(names []string, size int) *table {
 		skip[i] = mix(h)%(m-1) + 1
 	}
 	slots := make([]uint16, size)
+	owned := make([]int, n)
 	taken := make([]bool, size)
 	// step moves backend i to the next slot of its permutation
 	// (offset + j*skip) mod m, without a division.
@@ -44,9 +46,10 @@ func newTable(names []string, size int) *table {
 				step(i)
 			}
 			slots[pos[i]], taken[pos[i]] = uint16(i), true
+			owned[i]++
 			step(i)
 			if filled++; filled == size {
-				return &table{slots: slots}
+				return &table{slots: slots, owned: owned}
 			}
 		}
 	}

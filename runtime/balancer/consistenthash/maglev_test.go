@@ -3,9 +3,12 @@ package consistenthash
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
+	"slices"
 	"testing"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/hashspread"
+	"google.golang.org/grpc/resolver"
 )
 
 // spread hashes keys keys over a table of the backends names and returns
@@ -138,5 +141,24 @@ func BenchmarkNewTable(b *testing.B) {
 				newTable(names, DefaultTableSize)
 			}
 		})
+	}
+}
+
+// TestTableCountsItsSlots: the slots a table says each backend holds (what
+// the live page shows as its share) are the slots that name it.
+func TestTableCountsItsSlots(t *testing.T) {
+	names := []string{"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"}
+	tbl := newTable(names, 65537)
+	counted := make([]int, len(names))
+	for _, i := range tbl.slots {
+		counted[i]++
+	}
+	if !slices.Equal(counted, tbl.owned) {
+		t.Errorf("owned %v, counted in the slots %v", tbl.owned, counted)
+	}
+	st := &state{}
+	st.share.Store(math.Float64bits(float64(tbl.owned[0]) / float64(len(tbl.slots))))
+	if got, want := st.Describe(resolver.Endpoint{}), "table 25.0%, in flight 0"; got != want {
+		t.Errorf("Describe() = %q, want %q", got, want)
 	}
 }
