@@ -172,17 +172,17 @@ func trackConn(c *Conn, target, sc string) {
 	lc := &liveConn{rawTarget: c.cc.Target(), target: redactTarget(target)}
 	var parsed struct {
 		LoadBalancingConfig []map[string]json.RawMessage `json:"loadBalancingConfig"`
+		HealthCheckConfig   json.RawMessage              `json:"healthCheckConfig"`
 	}
-	if json.Unmarshal([]byte(sc), &parsed) == nil && len(parsed.LoadBalancingConfig) > 0 {
-		for name, cfg := range parsed.LoadBalancingConfig[0] {
-			lc.policy, lc.config = name, string(cfg)
+	if json.Unmarshal([]byte(sc), &parsed) == nil {
+		if len(parsed.LoadBalancingConfig) > 0 {
+			for name, cfg := range parsed.LoadBalancingConfig[0] {
+				lc.policy, lc.config = name, string(cfg)
+			}
 		}
-	}
-	var streams struct {
-		HealthCheckConfig json.RawMessage `json:"healthCheckConfig"`
-	}
-	if json.Unmarshal([]byte(sc), &streams) == nil && streams.HealthCheckConfig != nil {
-		lc.internalStreams++
+		if parsed.HealthCheckConfig != nil {
+			lc.internalStreams++
+		}
 	}
 	if strings.Contains(strings.ReplaceAll(sc, " ", ""), `"enableOobLoadReport":true`) {
 		lc.internalStreams++

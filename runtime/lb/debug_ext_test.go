@@ -54,6 +54,29 @@ type debugClientJSON struct {
 	} `json:"instances"`
 }
 
+// getDebugJSON returns the page's JSON at url.
+func getDebugJSON(t *testing.T, url string) debugJSON {
+	t.Helper()
+	var got debugJSON
+	if err := json.Unmarshal([]byte(getDebug(t, url)), &got); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// clientOf returns the client of target on the page; it fails the test if
+// there is none.
+func clientOf(t *testing.T, got debugJSON, target string) *debugClientJSON {
+	t.Helper()
+	for i := range got.Clients {
+		if got.Clients[i].Target == target {
+			return &got.Clients[i]
+		}
+	}
+	t.Fatalf("clients = %+v, want one of target %s", got.Clients, target)
+	return nil
+}
+
 func getDebug(t *testing.T, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -112,19 +135,8 @@ func TestDebugHandler(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	var got debugJSON
-	if err := json.Unmarshal([]byte(getDebug(t, srv.URL+"/debug/lb/json")), &got); err != nil {
-		t.Fatal(err)
-	}
-	var client *debugClientJSON
-	for i := range got.Clients {
-		if got.Clients[i].Target == target {
-			client = &got.Clients[i]
-		}
-	}
-	if client == nil {
-		t.Fatalf("clients = %+v, want one of target %s", got.Clients, target)
-	}
+	got := getDebugJSON(t, srv.URL+"/debug/lb/json")
+	client := clientOf(t, got, target)
 	if client.Policy != "lb_round_robin" && !strings.Contains(client.Policy, "round_robin") {
 		t.Errorf("policy = %q, want round robin", client.Policy)
 	}
@@ -172,10 +184,7 @@ func TestDebugHandler(t *testing.T) {
 	if err := reg.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	got = debugJSON{}
-	if err := json.Unmarshal([]byte(getDebug(t, srv.URL+"/debug/lb/?format=json")), &got); err != nil {
-		t.Fatal(err)
-	}
+	got = getDebugJSON(t, srv.URL+"/debug/lb/?format=json")
 	if st, rep := regStatus(got); st != "shut down" || !rep {
 		t.Errorf("after Shutdown: status %q, report %v; want shut down with a report", st, rep)
 	}
@@ -209,19 +218,8 @@ func TestDebugHandlerPolicyColumn(t *testing.T) {
 
 			srv := httptest.NewServer(lb.DebugHandler())
 			defer srv.Close()
-			var got debugJSON
-			if err := json.Unmarshal([]byte(getDebug(t, srv.URL+"/?format=json")), &got); err != nil {
-				t.Fatal(err)
-			}
-			var client *debugClientJSON
-			for i := range got.Clients {
-				if got.Clients[i].Target == target {
-					client = &got.Clients[i]
-				}
-			}
-			if client == nil {
-				t.Fatalf("clients = %+v, want one of target %s", got.Clients, target)
-			}
+			got := getDebugJSON(t, srv.URL+"/?format=json")
+			client := clientOf(t, got, target)
 			if client.Policy != tt.name {
 				t.Errorf("policy = %q, want %q", client.Policy, tt.name)
 			}
