@@ -189,6 +189,20 @@ func Share(t testing.TB, conn grpc.ClientConnInterface, callers, n int, all []*B
 	return float64(of.Calls.Load()-beforeOf) / float64(total()-before)
 }
 
+// HeldInFlight is Share for a backend held that answers each call after
+// hold: it returns held's share, its calls, how long they all took, and its
+// calls in flight on average, a lower bound (each of its calls took hold
+// or more).
+func HeldInFlight(t testing.TB, conn grpc.ClientConnInterface, callers, n int, all []*Backend, held *Backend, hold time.Duration) (inFlight, share float64, calls int64, took time.Duration) {
+	t.Helper()
+	before := held.Calls.Load()
+	start := time.Now()
+	share = Share(t, conn, callers, n, all, held)
+	took = time.Since(start)
+	calls = held.Calls.Load() - before
+	return float64(calls) * hold.Seconds() / took.Seconds(), share, calls, took
+}
+
 // StartN starts n backends and returns them with their addresses.
 func StartN(t testing.TB, n int) ([]*Backend, []string) {
 	t.Helper()

@@ -34,14 +34,7 @@ func TestHeldCallsSteerNewOnes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	before := bs[2].Calls.Load()
-	start := time.Now()
-	share := testbackend.Share(t, c, 4, 2000, bs, bs[2])
-	took := time.Since(start)
-	held := bs[2].Calls.Load() - before
-	// Each of its calls took hold or more: a lower bound of its calls in
-	// flight on average.
-	inFlight := float64(held) * hold.Seconds() / took.Seconds()
+	inFlight, share, held, took := testbackend.HeldInFlight(t, c, 4, 2000, bs, bs[2], hold)
 	t.Logf("backend holding calls 100 ms: %d of 2,000 calls (%.1f%%) in %v, %.2f in flight on average", held, 100*share, took, inFlight)
 	if inFlight > 2 {
 		t.Errorf("the backend holding calls had %.2f of the 4 callers' calls in flight on average (%d calls of %v in %v), want at most 2", inFlight, held, hold, took)
