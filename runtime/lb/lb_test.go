@@ -590,20 +590,9 @@ func TestShutdownTakesEveryService(t *testing.T) {
 	waitStatus(t, b, func(err error) bool { return err == nil })
 
 	// A monitoring tool's raw Watch stream.
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
 	defer cancel()
-	watch, err := healthpb.NewHealthClient(cc).Watch(ctx, &healthpb.HealthCheckRequest{Service: "pkg.Svc"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m, err := watch.Recv(); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("Watch: %v, %v; want SERVING", m, err)
-	}
+	_, watch := watchServing(t, ctx, addr, "pkg.Svc")
 
 	// A context that never ends: the drain deadline still applies, and
 	// the open stream does not make Shutdown wait for it.
@@ -631,6 +620,27 @@ func TestShutdownTakesEveryService(t *testing.T) {
 	}
 }
 
+// watchServing opens a raw health Watch of service at addr, as a
+// monitoring tool does, and returns it once it said SERVING, with its
+// client; the connection closes when the test ends.
+func watchServing(t *testing.T, ctx context.Context, addr, service string) (healthpb.HealthClient, healthpb.Health_WatchClient) {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	hc := healthpb.NewHealthClient(cc)
+	watch, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := watch.Recv(); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Watch(%q): %v, %v; want SERVING", service, m, err)
+	}
+	return hc, watch
+}
+
 // TestShutdownWholeServer: the whole server's health, service "" (what
 // Kubernetes' gRPC probe, grpc-health-probe and most load balancers check),
 // goes NOT_SERVING with the services when Shutdown begins: a Check while
@@ -649,21 +659,9 @@ func TestShutdownWholeServer(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- r.Serve(lis) }()
 	waitStatus(t, r, func(err error) bool { return err == nil })
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
 	defer cancel()
-	hc := healthpb.NewHealthClient(cc)
-	watch, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: ""})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m, err := watch.Recv(); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf(`Watch(""): %v, %v; want SERVING`, m, err)
-	}
+	hc, watch := watchServing(t, ctx, addr, "")
 	type recv struct {
 		status healthpb.HealthCheckResponse_ServingStatus
 		err    error
