@@ -38,11 +38,13 @@ import (
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/consistenthash"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/leastrequest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/outlier"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pickfirst"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/random"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/ringhash"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/roundrobin"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/slowstart"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/weighted"
 
 	"google.golang.org/grpc/codes"
@@ -86,6 +88,15 @@ type Service struct {
 	RetryBudget *RetryBudget
 	// DisableHealthCheck turns client-side health checking off.
 	DisableHealthCheck bool
+	// OutlierEjection takes instances that fail calls out of rotation for
+	// a while, under any policy; nil: none.
+	OutlierEjection *OutlierEjection
+	// SlowStart ramps the share of an instance new to the fleet; nil:
+	// none. Not under PickFirst, ConsistentHash or RingHash.
+	SlowStart *SlowStart
+	// Streams are the service's streaming methods (client, server or
+	// bidi), by name: P2CEWMA does not take their durations for latency.
+	Streams []string
 	// Methods holds the methods that have settings.
 	Methods []Method
 }
@@ -200,4 +211,17 @@ type (
 	// Weights.Passing or Meta "weight", etcd metadata "weight", SRV
 	// weights). ORCAWeightedRoundRobin weighs by load reports instead.
 	WeightedRoundRobin = weighted.Config
+)
+
+// The layers a service may put around its policy (see layers.go).
+type (
+	// OutlierEjection is outlier.Config: instances that fail calls are
+	// taken out of what the policy picks from, for a while.
+	OutlierEjection = outlier.Config
+	// FailurePercentage is outlier.FailurePercentage: ejection by the
+	// share of failed calls in an interval.
+	FailurePercentage = outlier.FailurePercentage
+	// SlowStart is slowstart.Config: an instance new to the fleet takes a
+	// share that ramps up over a window.
+	SlowStart = slowstart.Config
 )
