@@ -4,7 +4,7 @@
 //
 //	// in a balancer's Build, with the channel's BuildOptions
 //	if id, ok := describe.ChannelID(opts); ok {
-//		unregister := describe.Register(id, func() map[string]string { ... })
+//		unregister := describe.Register(id, Name, func() map[string]string { ... })
 //		// call unregister in Close
 //	}
 //
@@ -16,8 +16,7 @@
 package describe
 
 import (
-	"maps"
-	"strconv"
+		"strconv"
 	"strings"
 	"sync"
 
@@ -29,53 +28,78 @@ import (
 type Func func() map[string]string
 
 // registry holds the describers of the balancers built and not closed, by
-// the channelz ID of their channel. A channel has more than one while
-// grpc-go switches its policy gracefully; the newest describes it.
+// the channelz ID of their channel, each under its layer: the policy, and
+// each parent around it (lb_outlier's "ejected until …", lb_slow_start's
+// "warming (37%)"). A layer has more than one describer while grpc-go
+// switches the channel's policy gracefully; the newest describes it.
 var registry = struct {
 	mu        sync.Mutex // guards byChannel
-	byChannel map[int64][]*Func
-}{byChannel: map[int64][]*Func{}}
+	byChannel map[int64][]*entry
+}{byChannel: map[int64][]*entry{}}
+
+type entry struct {
+	layer string
+	f     Func
+}
 
 // Register makes f describe the endpoints of the channel whose channelz ID
-// is id, until the returned func is called.
-func Register(id int64, f Func) (unregister func()) {
-	p := &f
+// is id, as the layer named layer (a policy's name), until the returned
+// func is called.
+func Register(id int64, layer string, f Func) (unregister func()) {
+	p := &entry{layer: layer, f: f}
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
 	registry.byChannel[id] = append(registry.byChannel[id], p)
 	return sync.OnceFunc(func() {
 		registry.mu.Lock()
 		defer registry.mu.Unlock()
-		fs := registry.byChannel[id]
-		for i, q := range fs {
+		es := registry.byChannel[id]
+		for i, q := range es {
 			if q == p {
-				fs = append(fs[:i:i], fs[i+1:]...)
+				es = append(es[:i:i], es[i+1:]...)
 				break
 			}
 		}
-		if len(fs) == 0 {
+		if len(es) == 0 {
 			delete(registry.byChannel, id)
 		} else {
-			registry.byChannel[id] = fs
+			registry.byChannel[id] = es
 		}
 	})
 }
 
 // Channel returns the descriptions of the endpoints of the channel whose
-// channelz ID is id, by address; nil when no balancer of it describes its
-// endpoints.
+// channelz ID is id, by address: each layer's text, the layers in the
+// order they were first registered (the outermost parent first, as
+// grpc-go builds them), joined by ", ". nil when no balancer of the
+// channel describes its endpoints.
 func Channel(id int64) map[string]string {
 	registry.mu.Lock()
-	fs := registry.byChannel[id]
-	var f Func
-	if len(fs) > 0 {
-		f = *fs[len(fs)-1]
+	var order []string
+	newest := map[string]Func{}
+	for _, e := range registry.byChannel[id] {
+		if _, ok := newest[e.layer]; !ok {
+			order = append(order, e.layer)
+		}
+		newest[e.layer] = e.f
 	}
 	registry.mu.Unlock()
-	if f == nil {
+	if len(order) == 0 {
 		return nil
 	}
-	return maps.Clone(f())
+	out := map[string]string{}
+	for _, layer := range order {
+		for addr, text := range newest[layer]() {
+			switch {
+			case text == "":
+			case out[addr] == "":
+				out[addr] = text
+			default:
+				out[addr] += ", " + text
+			}
+		}
+	}
+	return out
 }
 
 // ChannelID returns the channelz ID of the channel a balancer is built

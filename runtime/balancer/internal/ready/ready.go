@@ -59,7 +59,7 @@ func newBalancer[S any](cc balancer.ClientConn, opts balancer.BuildOptions, newP
 	if _, ok := any(new(S)).(Describer); ok {
 		if id, ok := describe.ChannelID(opts); ok {
 			b.endpoints = map[string]resolver.Endpoint{}
-			b.stopDescribing = describe.Register(id, b.describe)
+			b.stopDescribing = describe.Register(id, "policy", b.describe)
 		}
 	}
 	return b
