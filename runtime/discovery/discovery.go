@@ -64,7 +64,9 @@ package discovery
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"time"
 
 	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/experimental/balancer/weight"
@@ -144,20 +146,44 @@ type Metadata struct {
 	Zone string
 	// Version is the version of the instance's software.
 	Version string
+	// RegisteredAt is when the instance was first registered, by its
+	// registrar's clock (Lifecycle.RegisteredAt); zero means unknown.
+	// lb_slow_start counts an instance's age from it. Registries hold it
+	// under "registered_at" (FormatTime).
+	RegisteredAt time.Time
 	// Custom holds every other key.
 	Custom map[string]string
 }
 
 // IsZero reports whether m holds nothing.
 func (m Metadata) IsZero() bool {
-	return m.Weight == 0 && m.Zone == "" && m.Version == "" && len(m.Custom) == 0
+	return m.Weight == 0 && m.Zone == "" && m.Version == "" && m.RegisteredAt.IsZero() && len(m.Custom) == 0
 }
 
 // Equal reports whether m and o are the same. attributes.Attributes.Equal
 // calls it, so an unchanged instance set does not churn connections.
 func (m Metadata) Equal(o any) bool {
 	om, ok := o.(Metadata)
-	return ok && m.Weight == om.Weight && m.Zone == om.Zone && m.Version == om.Version && maps.Equal(m.Custom, om.Custom)
+	return ok && m.Weight == om.Weight && m.Zone == om.Zone && m.Version == om.Version &&
+		m.RegisteredAt.Equal(om.RegisteredAt) && maps.Equal(m.Custom, om.Custom)
+}
+
+// FormatTime writes a registration time as the registries hold it: RFC
+// 3339 with nanoseconds, in UTC.
+func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// ParseTime reads a registration time that FormatTime wrote, or any RFC
+// 3339 time of the years 1-9999, in UTC.
+func ParseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("not an RFC 3339 time: %w", err)
+	}
+	t = t.UTC()
+	if y := t.Year(); y < 1 || y > 9999 {
+		return time.Time{}, fmt.Errorf("year %d is not in 1-9999", y)
+	}
+	return t, nil
 }
 
 type metadataKey struct{}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/grpclog"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
 )
 
 // RegistrationCounter is implemented by Registrars that count how many
@@ -125,8 +128,39 @@ type Lifecycle struct {
 	wg     sync.WaitGroup // Register's first attempt, then the keeper
 
 	mu           sync.Mutex
-	started      bool // guarded by mu: Register was called
-	deregistered bool // guarded by mu: Deregister was called
+	started      bool      // guarded by mu: Register was called
+	deregistered bool      // guarded by mu: Deregister was called
+	registeredAt time.Time // guarded by mu: RegisteredAt's last answer
+	stamped      bool      // guarded by mu: registeredAt is the first registration's
+}
+
+// registrarClock is the clock of RegisteredAt; a test's Fake.
+var registrarClock clock.Clock = clock.Real
+
+// RegisteredAt is the registration time a backend writes in each attempt's
+// metadata (Metadata.RegisteredAt): now, until an attempt succeeds
+// (Report(nil)); from then on the time of that attempt, kept for as long
+// as the Registrar lives, when the registry loses the instance and it is
+// put back (an etcd lease lost and granted again, a Consul agent
+// restarted): the instance is as warm as it was, and its clients do not
+// ramp it up again. Each attempt asks once, before it writes.
+func (l *Lifecycle) RegisteredAt() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.stamped {
+		l.registeredAt = registrarClock.Now().UTC().Round(0)
+	}
+	return l.registeredAt
+}
+
+// stamp keeps the registration time of the attempt that just succeeded.
+func (l *Lifecycle) stamp() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.stamped && l.registeredAt.IsZero() {
+		l.registeredAt = registrarClock.Now().UTC().Round(0)
+	}
+	l.stamped = true
 }
 
 // Init sets l up for r: pkg and name say what the log lines are about
@@ -150,6 +184,9 @@ func (l *Lifecycle) Report(err error) {
 		// A failure that Deregister caused: the status becomes
 		// ErrDeregistered instead.
 		return
+	}
+	if err == nil {
+		l.stamp()
 	}
 	if !l.SetStatus(err) {
 		return

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/logtest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/internal/clock"
 )
 
 func TestRegistrationStatus(t *testing.T) {
@@ -190,5 +191,37 @@ func TestDeregisterEndsTheFirstAttempt(t *testing.T) {
 	}
 	if !slices.Equal(never.deregs, []bool{false}) {
 		t.Errorf("Deregister without Register told the registry %v, want [false]", never.deregs)
+	}
+}
+
+// TestRegisteredAt: the registration time is the time of each attempt until
+// one succeeds, then that attempt's, through losing the registration and
+// getting it back.
+func TestRegisteredAt(t *testing.T) {
+	start := time.Date(2030, 1, 2, 3, 4, 5, 6, time.FixedZone("x", 3600))
+	c := clock.NewFake(start)
+	old := registrarClock
+	registrarClock = c
+	t.Cleanup(func() { registrarClock = old })
+
+	var l Lifecycle
+	l.Init(nil, "test", "i1", logtest.NewLogger(), errTestDeregistered)
+	if got := l.RegisteredAt(); !got.Equal(start) || got.Location() != time.UTC {
+		t.Fatalf("RegisteredAt() before any attempt = %v, want %v in UTC", got, start)
+	}
+	l.Report(errors.New("unreachable"))
+	c.Advance(time.Second)
+	first := l.RegisteredAt() // the attempt that succeeds
+	if want := start.Add(time.Second); !first.Equal(want) {
+		t.Fatalf("RegisteredAt() after a failed attempt = %v, want %v", first, want)
+	}
+	c.Advance(time.Second)
+	l.Report(nil)
+	for _, step := range []error{errors.New("lease lost"), nil} {
+		c.Advance(time.Minute)
+		if got := l.RegisteredAt(); !got.Equal(first) {
+			t.Fatalf("RegisteredAt() after Report(%v) = %v, want the first registration's %v", step, got, first)
+		}
+		l.Report(step)
 	}
 }
