@@ -42,6 +42,14 @@ type Backend struct {
 	// Fail makes EchoService calls fail with UNAVAILABLE (after counting
 	// their key).
 	Fail atomic.Bool
+	// FailCode, when not OK, makes FailPercent% of EchoService calls fail
+	// with it, spread evenly (a call fails when the share of failures so
+	// far is below FailPercent), after counting their key.
+	FailCode    atomic.Uint32
+	FailPercent atomic.Int64
+	// Echoes counts the EchoService calls received, failed ones included.
+	Echoes atomic.Int64
+	failed atomic.Int64 // calls FailCode failed
 
 	server *grpc.Server
 	health *health.Server
@@ -87,8 +95,13 @@ func (b *Backend) echo(_ any, stream grpc.ServerStream) error {
 	b.mu.Lock()
 	b.keys[string(req.GetValue())]++
 	b.mu.Unlock()
+	n := b.Echoes.Add(1)
 	if b.Fail.Load() {
 		return status.Error(codes.Unavailable, "testbackend: failing on purpose")
+	}
+	if code := codes.Code(b.FailCode.Load()); code != codes.OK && b.failed.Load()*100 < n*b.FailPercent.Load() {
+		b.failed.Add(1)
+		return status.Error(code, "testbackend: failing on purpose")
 	}
 	if d := b.Delay.Load(); d > 0 {
 		select { // the backend's own slowness, not a wait in the test

@@ -3,9 +3,13 @@ package lb
 import (
 	"fmt"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/consistenthash"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/hedge"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/outlier"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pickfirst"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pool"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/ringhash"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/slowstart"
 )
 
 // A service's policy sits in a tree of parent policies, each a package
@@ -18,8 +22,15 @@ import (
 //	(subset)    next: which instances this client connects to at all, a
 //	            per-client choice made before anything is measured.
 //	(locality)  next: which level (own zone, region, rest) a call goes to.
-//	(ejection)  next: which instances are out for now, from the calls'
-//	            outcomes (each pick's Done), just above what picks.
+//	lb_outlier  which instances are out for now, from the outcomes of
+//	            the calls (each pick's Done): each attempt of a hedged call
+//	            counts for the instance it went to. It tells the policy
+//	            through the health of its subchannels, which every policy
+//	            reads.
+//	lb_slow_start
+//	            thins the picks of an instance new to the fleet, so that
+//	            its share ramps up; under the ejection, which sees every
+//	            call that goes out.
 //	lb_pool     several connections to each address: it hands the policy
 //	            each instance's copies as endpoints, and the policy keeps
 //	            one state per address for all of them.
@@ -30,6 +41,12 @@ import (
 // out and costs nothing.
 var layers = []layer{
 	{name: hedge.Name, wraps: hedges},
+	{name: outlier.Name, wraps: ejects, config: func(svc *Service) map[string]any {
+		return svc.OutlierEjection.BalancerConfig().(map[string]any)
+	}},
+	{name: slowstart.Name, wraps: rampsUp, config: func(svc *Service) map[string]any {
+		return svc.SlowStart.BalancerConfig().(map[string]any)
+	}},
 	{name: pool.Name, wraps: pooled, config: func(svc *Service) map[string]any {
 		return map[string]any{"size": svc.PoolSize}
 	}},
@@ -78,6 +95,29 @@ func hedges(svc *Service, _ string) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// ejects: the service declares outlier ejection.
+func ejects(svc *Service, _ string) (bool, error) {
+	if svc.OutlierEjection == nil {
+		return false, nil
+	}
+	return true, svc.OutlierEjection.Validate()
+}
+
+// rampsUp: the service declares slow start, under a policy that spreads
+// calls by something a ramp may thin.
+func rampsUp(svc *Service, policy string) (bool, error) {
+	if svc.SlowStart == nil {
+		return false, nil
+	}
+	switch policy {
+	case pickfirst.Name:
+		return false, fmt.Errorf("slow start under pick_first: every call goes to one instance, there is no share to ramp")
+	case consistenthash.Name, ringhash.Name:
+		return false, fmt.Errorf("slow start under %s: a ramp would move keys between instances", policy)
+	}
+	return true, svc.SlowStart.Validate()
 }
 
 // pooled: a pool of more than one connection, under a policy that
