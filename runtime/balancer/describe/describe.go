@@ -16,7 +16,7 @@
 package describe
 
 import (
-		"strconv"
+	"strconv"
 	"strings"
 	"sync"
 

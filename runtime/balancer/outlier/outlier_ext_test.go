@@ -366,9 +366,9 @@ func TestEjectionAndHealth(t *testing.T) {
 // TestConfigErrors: a config out of range is refused, naming the setting.
 func TestConfigErrors(t *testing.T) {
 	for js, want := range map[string]string{
-		`{"consecutiveFailures":-1,"childPolicy":[{"round_robin":{}}]}`:                   "nothing would eject",
-		`{"maxEjectedPercent":101,"childPolicy":[{"round_robin":{}}]}`:                    "max ejected percent 101",
-		`{"interval":"soon","childPolicy":[{"round_robin":{}}]}`:                          `interval "soon"`,
+		`{"consecutiveFailures":-1,"childPolicy":[{"round_robin":{}}]}`:                    "nothing would eject",
+		`{"maxEjectedPercent":101,"childPolicy":[{"round_robin":{}}]}`:                     "max ejected percent 101",
+		`{"interval":"soon","childPolicy":[{"round_robin":{}}]}`:                           `interval "soon"`,
 		`{"failureCodes":["OK"],"childPolicy":[{"round_robin":{}}]}`:                       "failure code OK",
 		`{"failurePercentage":{"threshold":120},"childPolicy":[{"round_robin":{}}]}`:       "threshold 120",
 		`{"childPolicy":[{"no_such_policy":{}}]}`:                                          "no registered policy",
