@@ -151,3 +151,4 @@ func TestUpdatesKeepWhatWasLearned(t *testing.T) {
 		t.Error("the sixth backend got no call while it was in the list")
 	}
 }
+

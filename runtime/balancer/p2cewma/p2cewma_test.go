@@ -612,3 +612,67 @@ func TestUntimedFailuresArePenalised(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamsAreNotLatencies: a stream of a method in Config.Streams that
+// lasts 2 s leaves its endpoint's latency unsampled (a first call is
+// always timed otherwise: the 2 s would become the endpoint's average, and
+// one sequential caller would send it nothing until its next probe), is
+// never a probe, counts in flight while it lasts, and counts
+// FailurePenalty when it fails.
+func TestStreamsAreNotLatencies(t *testing.T) {
+	const watch = "/pkg.Svc/Watch"
+	c := useClock(t)
+	for _, listed := range []bool{true, false} {
+		children := newChildren(1)
+		p := newPicker(children, DefaultDecay, DefaultProbe)
+		if listed {
+			p.streams = map[string]bool{watch: true}
+		}
+		st := children[0].st
+		res, err := p.Pick(balancer.PickInfo{FullMethodName: watch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.inflight.Load() != 1 {
+			t.Errorf("listed %v: a stream in flight counts %d, want 1", listed, st.inflight.Load())
+		}
+		c.Advance(2 * time.Second)
+		res.Done(balancer.DoneInfo{BytesSent: true, BytesReceived: true})
+		got := time.Duration(math.Float64frombits(st.ewma.Load()))
+		switch {
+		case listed && got != 0:
+			t.Errorf("a listed stream of 2 s set the latency average to %v, want no sample", got)
+		case !listed && got != 2*time.Second:
+			t.Errorf("an unlisted stream of 2 s set the average to %v, want 2s (else the test could not tell)", got)
+		}
+		if st.inflight.Load() != 0 {
+			t.Errorf("listed %v: %d in flight after the stream's Done, want 0", listed, st.inflight.Load())
+		}
+	}
+
+	// A failing stream counts the penalty; a stream is never a probe.
+	children := newChildren(2)
+	p := newPicker(children, DefaultDecay, DefaultProbe)
+	p.streams = map[string]bool{watch: true}
+	c.Advance(time.Hour) // both due for a probe
+	lastRead.Store(c.Nanotime())
+	res, err := p.Pick(balancer.PickInfo{FullMethodName: watch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range children {
+		if n := taken(ch.st); n != 0 {
+			t.Errorf("child %d: the stream, due for a probe, took %d timed slots, want none", i, n)
+		}
+	}
+	res.Done(balancer.DoneInfo{Err: status.Error(codes.Unavailable, "gone"), BytesSent: true})
+	var penalized int
+	for _, ch := range children {
+		if time.Duration(math.Float64frombits(ch.st.ewma.Load())) == FailurePenalty {
+			penalized++
+		}
+	}
+	if penalized != 1 {
+		t.Errorf("a failed stream penalized %d endpoints, want 1", penalized)
+	}
+}
