@@ -228,7 +228,7 @@ func (x RegistryFailure_Mode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RegistryFailure_Mode.Descriptor instead.
 func (RegistryFailure_Mode) EnumDescriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{2, 0}
+	return file_lb_options_proto_rawDescGZIP(), []int{5, 0}
 }
 
 // RecordType is the kind of lookup.
@@ -283,7 +283,7 @@ func (x DNS_RecordType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DNS_RecordType.Descriptor instead.
 func (DNS_RecordType) EnumDescriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{5, 0}
+	return file_lb_options_proto_rawDescGZIP(), []int{8, 0}
 }
 
 // What happens to a call without a key.
@@ -338,7 +338,7 @@ func (x ConsistentHash_MissingKey) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConsistentHash_MissingKey.Descriptor instead.
 func (ConsistentHash_MissingKey) EnumDescriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{9, 0}
+	return file_lb_options_proto_rawDescGZIP(), []int{12, 0}
 }
 
 // ServiceRules is how a service's instances are found and balanced.
@@ -389,7 +389,20 @@ type ServiceRules struct {
 	Connection *Connection `protobuf:"bytes,22,opt,name=connection,proto3" json:"connection,omitempty"`
 	// The budget of the methods' retries and hedges. On by default (with its
 	// defaults) as soon as a method retries or hedges.
-	RetryBudget   *RetryBudget `protobuf:"bytes,23,opt,name=retry_budget,json=retryBudget,proto3" json:"retry_budget,omitempty"`
+	RetryBudget *RetryBudget `protobuf:"bytes,23,opt,name=retry_budget,json=retryBudget,proto3" json:"retry_budget,omitempty"`
+	// Takes an instance that fails calls out of rotation for a while, under
+	// every policy: calls go to the others until its ejection ends. Health
+	// checks see an instance that says it is down; this sees one that says it
+	// is up and fails anyway (a dependency down behind it, a bad deploy).
+	// Default: off; `outlier_ejection {}` turns it on with every default.
+	OutlierEjection *OutlierEjection `protobuf:"bytes,30,opt,name=outlier_ejection,json=outlierEjection,proto3" json:"outlier_ejection,omitempty"`
+	// Ramps the share of calls of an instance new to the fleet over a
+	// window, so that a cold instance (empty caches, a JIT, a pool to fill)
+	// is not sent its full share at once. Default: off. Under ROUND_ROBIN,
+	// RANDOM, WEIGHTED_ROUND_ROBIN, LEAST_REQUEST and P2C_EWMA; refused under
+	// PICK_FIRST (every call goes to one instance: there is nothing to ramp),
+	// RING_HASH and CONSISTENT_HASH (a ramp would move keys).
+	SlowStart     *SlowStart `protobuf:"bytes,31,opt,name=slow_start,json=slowStart,proto3" json:"slow_start,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -532,6 +545,20 @@ func (x *ServiceRules) GetRetryBudget() *RetryBudget {
 	return nil
 }
 
+func (x *ServiceRules) GetOutlierEjection() *OutlierEjection {
+	if x != nil {
+		return x.OutlierEjection
+	}
+	return nil
+}
+
+func (x *ServiceRules) GetSlowStart() *SlowStart {
+	if x != nil {
+		return x.SlowStart
+	}
+	return nil
+}
+
 type isServiceRules_PolicyParams interface {
 	isServiceRules_PolicyParams()
 }
@@ -566,6 +593,269 @@ func (*ServiceRules_WeightedRoundRobin) isServiceRules_PolicyParams() {}
 
 func (*ServiceRules_ConsistentHash) isServiceRules_PolicyParams() {}
 
+// OutlierEjection ejects instances that fail calls (gRFC A50's outlier
+// detection, with Envoy's defaults): by failures in a row, by the share of
+// failed calls in an interval, or both. An ejected instance comes back
+// after its ejection time; the n-th ejection in a row lasts n times
+// base_ejection_time (jittered, at most max_ejection_time), and the count
+// goes down by one every interval the instance stays in. Composition:
+// hedging, then ejection, then slow start, then the pool, then the policy.
+type OutlierEjection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ejects an instance after this many failed calls in a row. Default 5
+	// (Envoy's and Finagle's): an instance failing every call costs at most
+	// 5 calls (and those in flight), while one failing one call in ten at
+	// random reaches 5 in a row once in 100,000 calls. Not with
+	// `disable_consecutive_failures`.
+	ConsecutiveFailures uint32 `protobuf:"varint,1,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	// Turns ejection by failures in a row off; `failure_percentage` is then
+	// required (else nothing would eject).
+	DisableConsecutiveFailures bool `protobuf:"varint,2,opt,name=disable_consecutive_failures,json=disableConsecutiveFailures,proto3" json:"disable_consecutive_failures,omitempty"`
+	// Ejects by the share of failed calls in an interval. Default: off.
+	FailurePercentage *FailurePercentage `protobuf:"bytes,3,opt,name=failure_percentage,json=failurePercentage,proto3" json:"failure_percentage,omitempty"`
+	// How often the failure percentage is judged and each instance's count
+	// of ejections in a row decays by one. Default 10s (Envoy's and gRFC
+	// A50's); must be positive.
+	Interval *durationpb.Duration `protobuf:"bytes,4,opt,name=interval,proto3" json:"interval,omitempty"`
+	// The length of a first ejection; the n-th in a row lasts n times as
+	// long, jittered. Default 30s (Envoy's and gRFC A50's); must be positive.
+	BaseEjectionTime *durationpb.Duration `protobuf:"bytes,5,opt,name=base_ejection_time,json=baseEjectionTime,proto3" json:"base_ejection_time,omitempty"`
+	// The longest an ejection lasts (base_ejection_time if that is longer).
+	// Default 300s (Envoy's and gRFC A50's); must be positive.
+	MaxEjectionTime *durationpb.Duration `protobuf:"bytes,6,opt,name=max_ejection_time,json=maxEjectionTime,proto3" json:"max_ejection_time,omitempty"`
+	// The most of the instances ejected at once, in percent: 1-100, default
+	// 10 (Envoy's), so that a fault of the clients' own cannot empty the
+	// fleet. At least one instance may be ejected when there are two or
+	// more; never all of them.
+	MaxEjectedPercent uint32 `protobuf:"varint,7,opt,name=max_ejected_percent,json=maxEjectedPercent,proto3" json:"max_ejected_percent,omitempty"`
+	// The status codes that count as a failure of the instance, by name like
+	// `retryable_codes` ("UNAVAILABLE", ...); OK is refused. Default
+	// UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, DATA_LOSS and
+	// RESOURCE_EXHAUSTED: what a server, or the connection to it, says of
+	// itself (a backend that stalls shows as its callers' deadlines running
+	// out). The caller's own errors (INVALID_ARGUMENT, NOT_FOUND,
+	// PERMISSION_DENIED, ...) do not count by default.
+	FailureCodes  []string `protobuf:"bytes,8,rep,name=failure_codes,json=failureCodes,proto3" json:"failure_codes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutlierEjection) Reset() {
+	*x = OutlierEjection{}
+	mi := &file_lb_options_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutlierEjection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutlierEjection) ProtoMessage() {}
+
+func (x *OutlierEjection) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_options_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutlierEjection.ProtoReflect.Descriptor instead.
+func (*OutlierEjection) Descriptor() ([]byte, []int) {
+	return file_lb_options_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *OutlierEjection) GetConsecutiveFailures() uint32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *OutlierEjection) GetDisableConsecutiveFailures() bool {
+	if x != nil {
+		return x.DisableConsecutiveFailures
+	}
+	return false
+}
+
+func (x *OutlierEjection) GetFailurePercentage() *FailurePercentage {
+	if x != nil {
+		return x.FailurePercentage
+	}
+	return nil
+}
+
+func (x *OutlierEjection) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *OutlierEjection) GetBaseEjectionTime() *durationpb.Duration {
+	if x != nil {
+		return x.BaseEjectionTime
+	}
+	return nil
+}
+
+func (x *OutlierEjection) GetMaxEjectionTime() *durationpb.Duration {
+	if x != nil {
+		return x.MaxEjectionTime
+	}
+	return nil
+}
+
+func (x *OutlierEjection) GetMaxEjectedPercent() uint32 {
+	if x != nil {
+		return x.MaxEjectedPercent
+	}
+	return 0
+}
+
+func (x *OutlierEjection) GetFailureCodes() []string {
+	if x != nil {
+		return x.FailureCodes
+	}
+	return nil
+}
+
+// FailurePercentage ejects an instance whose share of failed calls in an
+// interval reaches a threshold.
+type FailurePercentage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The share of failed calls, in percent, at which an instance is
+	// ejected: 1-100, default 20. A healthy backend fails far less, a gray
+	// one far more.
+	Threshold uint32 `protobuf:"varint,1,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// The fewest calls an instance needs in an interval to be judged, so that
+	// a quiet instance is not ejected on three calls. Default 20.
+	MinimumRequests uint32 `protobuf:"varint,2,opt,name=minimum_requests,json=minimumRequests,proto3" json:"minimum_requests,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FailurePercentage) Reset() {
+	*x = FailurePercentage{}
+	mi := &file_lb_options_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailurePercentage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailurePercentage) ProtoMessage() {}
+
+func (x *FailurePercentage) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_options_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailurePercentage.ProtoReflect.Descriptor instead.
+func (*FailurePercentage) Descriptor() ([]byte, []int) {
+	return file_lb_options_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FailurePercentage) GetThreshold() uint32 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *FailurePercentage) GetMinimumRequests() uint32 {
+	if x != nil {
+		return x.MinimumRequests
+	}
+	return 0
+}
+
+// SlowStart ramps an instance new to the fleet (Envoy's slow start): at age
+// t it takes max(min_weight_percent / 100, (t / window)^(1 / aggression))
+// of a warm instance's share of calls, until t reaches window. Instances
+// there when the client starts are warm.
+type SlowStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long the ramp lasts. Required; must be positive. About the time an
+	// instance takes to warm up.
+	Window *durationpb.Duration `protobuf:"bytes,1,opt,name=window,proto3" json:"window,omitempty"`
+	// The shape of the ramp: 1 (default) is linear, above 1 gives a new
+	// instance more early on, below 1 less. Must be positive.
+	Aggression float64 `protobuf:"fixed64,2,opt,name=aggression,proto3" json:"aggression,omitempty"`
+	// The floor of the ramp, in percent of a warm instance's share: a new
+	// instance takes at least this much from the start, so that it is not
+	// starved of the calls that warm it. 1-100, default 10.
+	MinWeightPercent float64 `protobuf:"fixed64,3,opt,name=min_weight_percent,json=minWeightPercent,proto3" json:"min_weight_percent,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SlowStart) Reset() {
+	*x = SlowStart{}
+	mi := &file_lb_options_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlowStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlowStart) ProtoMessage() {}
+
+func (x *SlowStart) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_options_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlowStart.ProtoReflect.Descriptor instead.
+func (*SlowStart) Descriptor() ([]byte, []int) {
+	return file_lb_options_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SlowStart) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *SlowStart) GetAggression() float64 {
+	if x != nil {
+		return x.Aggression
+	}
+	return 0
+}
+
+func (x *SlowStart) GetMinWeightPercent() float64 {
+	if x != nil {
+		return x.MinWeightPercent
+	}
+	return 0
+}
+
 // Connection is how long connections live and how a dead peer is noticed.
 type Connection struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -594,7 +884,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_lb_options_proto_msgTypes[1]
+	mi := &file_lb_options_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -606,7 +896,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[1]
+	mi := &file_lb_options_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -619,7 +909,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{1}
+	return file_lb_options_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Connection) GetKeepaliveTime() *durationpb.Duration {
@@ -675,7 +965,7 @@ type RegistryFailure struct {
 
 func (x *RegistryFailure) Reset() {
 	*x = RegistryFailure{}
-	mi := &file_lb_options_proto_msgTypes[2]
+	mi := &file_lb_options_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +977,7 @@ func (x *RegistryFailure) String() string {
 func (*RegistryFailure) ProtoMessage() {}
 
 func (x *RegistryFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[2]
+	mi := &file_lb_options_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +990,7 @@ func (x *RegistryFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryFailure.ProtoReflect.Descriptor instead.
 func (*RegistryFailure) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{2}
+	return file_lb_options_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RegistryFailure) GetMode() RegistryFailure_Mode {
@@ -742,7 +1032,7 @@ type Discovery struct {
 
 func (x *Discovery) Reset() {
 	*x = Discovery{}
-	mi := &file_lb_options_proto_msgTypes[3]
+	mi := &file_lb_options_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +1044,7 @@ func (x *Discovery) String() string {
 func (*Discovery) ProtoMessage() {}
 
 func (x *Discovery) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[3]
+	mi := &file_lb_options_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +1057,7 @@ func (x *Discovery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Discovery.ProtoReflect.Descriptor instead.
 func (*Discovery) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{3}
+	return file_lb_options_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Discovery) GetBackend() isDiscovery_Backend {
@@ -852,7 +1142,7 @@ type Static struct {
 
 func (x *Static) Reset() {
 	*x = Static{}
-	mi := &file_lb_options_proto_msgTypes[4]
+	mi := &file_lb_options_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1154,7 @@ func (x *Static) String() string {
 func (*Static) ProtoMessage() {}
 
 func (x *Static) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[4]
+	mi := &file_lb_options_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1167,7 @@ func (x *Static) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Static.ProtoReflect.Descriptor instead.
 func (*Static) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{4}
+	return file_lb_options_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Static) GetAddresses() []string {
@@ -908,7 +1198,7 @@ type DNS struct {
 
 func (x *DNS) Reset() {
 	*x = DNS{}
-	mi := &file_lb_options_proto_msgTypes[5]
+	mi := &file_lb_options_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1210,7 @@ func (x *DNS) String() string {
 func (*DNS) ProtoMessage() {}
 
 func (x *DNS) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[5]
+	mi := &file_lb_options_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1223,7 @@ func (x *DNS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNS.ProtoReflect.Descriptor instead.
 func (*DNS) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{5}
+	return file_lb_options_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DNS) GetHost() string {
@@ -1006,7 +1296,7 @@ type Etcd struct {
 
 func (x *Etcd) Reset() {
 	*x = Etcd{}
-	mi := &file_lb_options_proto_msgTypes[6]
+	mi := &file_lb_options_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1308,7 @@ func (x *Etcd) String() string {
 func (*Etcd) ProtoMessage() {}
 
 func (x *Etcd) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[6]
+	mi := &file_lb_options_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1321,7 @@ func (x *Etcd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Etcd.ProtoReflect.Descriptor instead.
 func (*Etcd) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{6}
+	return file_lb_options_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Etcd) GetEndpoints() []string {
@@ -1129,7 +1419,7 @@ type Consul struct {
 
 func (x *Consul) Reset() {
 	*x = Consul{}
-	mi := &file_lb_options_proto_msgTypes[7]
+	mi := &file_lb_options_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1431,7 @@ func (x *Consul) String() string {
 func (*Consul) ProtoMessage() {}
 
 func (x *Consul) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[7]
+	mi := &file_lb_options_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1444,7 @@ func (x *Consul) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consul.ProtoReflect.Descriptor instead.
 func (*Consul) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{7}
+	return file_lb_options_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Consul) GetAddress() string {
@@ -1254,7 +1544,7 @@ type RingHash struct {
 
 func (x *RingHash) Reset() {
 	*x = RingHash{}
-	mi := &file_lb_options_proto_msgTypes[8]
+	mi := &file_lb_options_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1556,7 @@ func (x *RingHash) String() string {
 func (*RingHash) ProtoMessage() {}
 
 func (x *RingHash) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[8]
+	mi := &file_lb_options_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1569,7 @@ func (x *RingHash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingHash.ProtoReflect.Descriptor instead.
 func (*RingHash) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{8}
+	return file_lb_options_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RingHash) GetMinRingSize() uint64 {
@@ -1316,7 +1606,7 @@ type ConsistentHash struct {
 
 func (x *ConsistentHash) Reset() {
 	*x = ConsistentHash{}
-	mi := &file_lb_options_proto_msgTypes[9]
+	mi := &file_lb_options_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1618,7 @@ func (x *ConsistentHash) String() string {
 func (*ConsistentHash) ProtoMessage() {}
 
 func (x *ConsistentHash) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[9]
+	mi := &file_lb_options_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1631,7 @@ func (x *ConsistentHash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsistentHash.ProtoReflect.Descriptor instead.
 func (*ConsistentHash) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{9}
+	return file_lb_options_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConsistentHash) GetTableSize() uint64 {
@@ -1383,7 +1673,7 @@ type P2CEWMA struct {
 
 func (x *P2CEWMA) Reset() {
 	*x = P2CEWMA{}
-	mi := &file_lb_options_proto_msgTypes[10]
+	mi := &file_lb_options_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1685,7 @@ func (x *P2CEWMA) String() string {
 func (*P2CEWMA) ProtoMessage() {}
 
 func (x *P2CEWMA) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[10]
+	mi := &file_lb_options_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1698,7 @@ func (x *P2CEWMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use P2CEWMA.ProtoReflect.Descriptor instead.
 func (*P2CEWMA) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{10}
+	return file_lb_options_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *P2CEWMA) GetDecay() *durationpb.Duration {
@@ -1436,7 +1726,7 @@ type LeastRequest struct {
 
 func (x *LeastRequest) Reset() {
 	*x = LeastRequest{}
-	mi := &file_lb_options_proto_msgTypes[11]
+	mi := &file_lb_options_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1738,7 @@ func (x *LeastRequest) String() string {
 func (*LeastRequest) ProtoMessage() {}
 
 func (x *LeastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[11]
+	mi := &file_lb_options_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1751,7 @@ func (x *LeastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeastRequest.ProtoReflect.Descriptor instead.
 func (*LeastRequest) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{11}
+	return file_lb_options_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LeastRequest) GetChoiceCount() uint32 {
@@ -1495,7 +1785,7 @@ type WeightedRoundRobin struct {
 
 func (x *WeightedRoundRobin) Reset() {
 	*x = WeightedRoundRobin{}
-	mi := &file_lb_options_proto_msgTypes[12]
+	mi := &file_lb_options_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1797,7 @@ func (x *WeightedRoundRobin) String() string {
 func (*WeightedRoundRobin) ProtoMessage() {}
 
 func (x *WeightedRoundRobin) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[12]
+	mi := &file_lb_options_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1810,7 @@ func (x *WeightedRoundRobin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedRoundRobin.ProtoReflect.Descriptor instead.
 func (*WeightedRoundRobin) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{12}
+	return file_lb_options_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WeightedRoundRobin) GetEnableOobLoadReport() bool {
@@ -1604,7 +1894,7 @@ type MethodRules struct {
 
 func (x *MethodRules) Reset() {
 	*x = MethodRules{}
-	mi := &file_lb_options_proto_msgTypes[13]
+	mi := &file_lb_options_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1906,7 @@ func (x *MethodRules) String() string {
 func (*MethodRules) ProtoMessage() {}
 
 func (x *MethodRules) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[13]
+	mi := &file_lb_options_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1919,7 @@ func (x *MethodRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MethodRules.ProtoReflect.Descriptor instead.
 func (*MethodRules) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{13}
+	return file_lb_options_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MethodRules) GetTimeout() *durationpb.Duration {
@@ -1689,7 +1979,7 @@ type Hedging struct {
 
 func (x *Hedging) Reset() {
 	*x = Hedging{}
-	mi := &file_lb_options_proto_msgTypes[14]
+	mi := &file_lb_options_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +1991,7 @@ func (x *Hedging) String() string {
 func (*Hedging) ProtoMessage() {}
 
 func (x *Hedging) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[14]
+	mi := &file_lb_options_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +2004,7 @@ func (x *Hedging) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hedging.ProtoReflect.Descriptor instead.
 func (*Hedging) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{14}
+	return file_lb_options_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Hedging) GetMaxAttempts() uint32 {
@@ -1749,7 +2039,7 @@ type RetryBudget struct {
 
 func (x *RetryBudget) Reset() {
 	*x = RetryBudget{}
-	mi := &file_lb_options_proto_msgTypes[15]
+	mi := &file_lb_options_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +2051,7 @@ func (x *RetryBudget) String() string {
 func (*RetryBudget) ProtoMessage() {}
 
 func (x *RetryBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[15]
+	mi := &file_lb_options_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +2064,7 @@ func (x *RetryBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
 func (*RetryBudget) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{15}
+	return file_lb_options_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RetryBudget) GetMaxTokens() uint32 {
@@ -1818,7 +2108,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_lb_options_proto_msgTypes[16]
+	mi := &file_lb_options_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +2120,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[16]
+	mi := &file_lb_options_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +2133,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{16}
+	return file_lb_options_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Retry) GetMaxAttempts() uint32 {
@@ -1922,7 +2212,7 @@ var File_lb_options_proto protoreflect.FileDescriptor
 
 const file_lb_options_proto_rawDesc = "" +
 	"\n" +
-	"\x10lb/options.proto\x12\x02lb\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\x97\x05\n" +
+	"\x10lb/options.proto\x12\x02lb\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\x85\x06\n" +
 	"\fServiceRules\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\tdiscovery\x18\x02 \x01(\v2\r.lb.DiscoveryR\tdiscovery\x12\"\n" +
@@ -1940,8 +2230,29 @@ const file_lb_options_proto_rawDesc = "" +
 	"\n" +
 	"connection\x18\x16 \x01(\v2\x0e.lb.ConnectionR\n" +
 	"connection\x122\n" +
-	"\fretry_budget\x18\x17 \x01(\v2\x0f.lb.RetryBudgetR\vretryBudgetB\x0f\n" +
-	"\rpolicy_params\"\xfe\x02\n" +
+	"\fretry_budget\x18\x17 \x01(\v2\x0f.lb.RetryBudgetR\vretryBudget\x12>\n" +
+	"\x10outlier_ejection\x18\x1e \x01(\v2\x13.lb.OutlierEjectionR\x0foutlierEjection\x12,\n" +
+	"\n" +
+	"slow_start\x18\x1f \x01(\v2\r.lb.SlowStartR\tslowStartB\x0f\n" +
+	"\rpolicy_params\"\xe8\x03\n" +
+	"\x0fOutlierEjection\x121\n" +
+	"\x14consecutive_failures\x18\x01 \x01(\rR\x13consecutiveFailures\x12@\n" +
+	"\x1cdisable_consecutive_failures\x18\x02 \x01(\bR\x1adisableConsecutiveFailures\x12D\n" +
+	"\x12failure_percentage\x18\x03 \x01(\v2\x15.lb.FailurePercentageR\x11failurePercentage\x125\n" +
+	"\binterval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12G\n" +
+	"\x12base_ejection_time\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10baseEjectionTime\x12E\n" +
+	"\x11max_ejection_time\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0fmaxEjectionTime\x12.\n" +
+	"\x13max_ejected_percent\x18\a \x01(\rR\x11maxEjectedPercent\x12#\n" +
+	"\rfailure_codes\x18\b \x03(\tR\ffailureCodes\"\\\n" +
+	"\x11FailurePercentage\x12\x1c\n" +
+	"\tthreshold\x18\x01 \x01(\rR\tthreshold\x12)\n" +
+	"\x10minimum_requests\x18\x02 \x01(\rR\x0fminimumRequests\"\x8c\x01\n" +
+	"\tSlowStart\x121\n" +
+	"\x06window\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12\x1e\n" +
+	"\n" +
+	"aggression\x18\x02 \x01(\x01R\n" +
+	"aggression\x12,\n" +
+	"\x12min_weight_percent\x18\x03 \x01(\x01R\x10minWeightPercent\"\xfe\x02\n" +
 	"\n" +
 	"Connection\x12@\n" +
 	"\x0ekeepalive_time\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\rkeepaliveTime\x12F\n" +
@@ -2089,84 +2400,94 @@ func file_lb_options_proto_rawDescGZIP() []byte {
 }
 
 var file_lb_options_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_lb_options_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_lb_options_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_lb_options_proto_goTypes = []any{
 	(Policy)(0),                         // 0: lb.Policy
 	(RegistryFailure_Mode)(0),           // 1: lb.RegistryFailure.Mode
 	(DNS_RecordType)(0),                 // 2: lb.DNS.RecordType
 	(ConsistentHash_MissingKey)(0),      // 3: lb.ConsistentHash.MissingKey
 	(*ServiceRules)(nil),                // 4: lb.ServiceRules
-	(*Connection)(nil),                  // 5: lb.Connection
-	(*RegistryFailure)(nil),             // 6: lb.RegistryFailure
-	(*Discovery)(nil),                   // 7: lb.Discovery
-	(*Static)(nil),                      // 8: lb.Static
-	(*DNS)(nil),                         // 9: lb.DNS
-	(*Etcd)(nil),                        // 10: lb.Etcd
-	(*Consul)(nil),                      // 11: lb.Consul
-	(*RingHash)(nil),                    // 12: lb.RingHash
-	(*ConsistentHash)(nil),              // 13: lb.ConsistentHash
-	(*P2CEWMA)(nil),                     // 14: lb.P2CEWMA
-	(*LeastRequest)(nil),                // 15: lb.LeastRequest
-	(*WeightedRoundRobin)(nil),          // 16: lb.WeightedRoundRobin
-	(*MethodRules)(nil),                 // 17: lb.MethodRules
-	(*Hedging)(nil),                     // 18: lb.Hedging
-	(*RetryBudget)(nil),                 // 19: lb.RetryBudget
-	(*Retry)(nil),                       // 20: lb.Retry
-	(*durationpb.Duration)(nil),         // 21: google.protobuf.Duration
-	(*descriptorpb.ServiceOptions)(nil), // 22: google.protobuf.ServiceOptions
-	(*descriptorpb.MethodOptions)(nil),  // 23: google.protobuf.MethodOptions
+	(*OutlierEjection)(nil),             // 5: lb.OutlierEjection
+	(*FailurePercentage)(nil),           // 6: lb.FailurePercentage
+	(*SlowStart)(nil),                   // 7: lb.SlowStart
+	(*Connection)(nil),                  // 8: lb.Connection
+	(*RegistryFailure)(nil),             // 9: lb.RegistryFailure
+	(*Discovery)(nil),                   // 10: lb.Discovery
+	(*Static)(nil),                      // 11: lb.Static
+	(*DNS)(nil),                         // 12: lb.DNS
+	(*Etcd)(nil),                        // 13: lb.Etcd
+	(*Consul)(nil),                      // 14: lb.Consul
+	(*RingHash)(nil),                    // 15: lb.RingHash
+	(*ConsistentHash)(nil),              // 16: lb.ConsistentHash
+	(*P2CEWMA)(nil),                     // 17: lb.P2CEWMA
+	(*LeastRequest)(nil),                // 18: lb.LeastRequest
+	(*WeightedRoundRobin)(nil),          // 19: lb.WeightedRoundRobin
+	(*MethodRules)(nil),                 // 20: lb.MethodRules
+	(*Hedging)(nil),                     // 21: lb.Hedging
+	(*RetryBudget)(nil),                 // 22: lb.RetryBudget
+	(*Retry)(nil),                       // 23: lb.Retry
+	(*durationpb.Duration)(nil),         // 24: google.protobuf.Duration
+	(*descriptorpb.ServiceOptions)(nil), // 25: google.protobuf.ServiceOptions
+	(*descriptorpb.MethodOptions)(nil),  // 26: google.protobuf.MethodOptions
 }
 var file_lb_options_proto_depIdxs = []int32{
-	7,  // 0: lb.ServiceRules.discovery:type_name -> lb.Discovery
+	10, // 0: lb.ServiceRules.discovery:type_name -> lb.Discovery
 	0,  // 1: lb.ServiceRules.policy:type_name -> lb.Policy
-	12, // 2: lb.ServiceRules.ring_hash:type_name -> lb.RingHash
-	14, // 3: lb.ServiceRules.p2c_ewma:type_name -> lb.P2CEWMA
-	15, // 4: lb.ServiceRules.least_request:type_name -> lb.LeastRequest
-	16, // 5: lb.ServiceRules.weighted_round_robin:type_name -> lb.WeightedRoundRobin
-	13, // 6: lb.ServiceRules.consistent_hash:type_name -> lb.ConsistentHash
-	6,  // 7: lb.ServiceRules.on_registry_failure:type_name -> lb.RegistryFailure
-	5,  // 8: lb.ServiceRules.connection:type_name -> lb.Connection
-	19, // 9: lb.ServiceRules.retry_budget:type_name -> lb.RetryBudget
-	21, // 10: lb.Connection.keepalive_time:type_name -> google.protobuf.Duration
-	21, // 11: lb.Connection.keepalive_timeout:type_name -> google.protobuf.Duration
-	21, // 12: lb.Connection.max_connection_age:type_name -> google.protobuf.Duration
-	21, // 13: lb.Connection.max_connection_age_grace:type_name -> google.protobuf.Duration
-	21, // 14: lb.Connection.max_connection_idle:type_name -> google.protobuf.Duration
-	1,  // 15: lb.RegistryFailure.mode:type_name -> lb.RegistryFailure.Mode
-	21, // 16: lb.RegistryFailure.max_staleness:type_name -> google.protobuf.Duration
-	8,  // 17: lb.Discovery.static:type_name -> lb.Static
-	9,  // 18: lb.Discovery.dns:type_name -> lb.DNS
-	10, // 19: lb.Discovery.etcd:type_name -> lb.Etcd
-	11, // 20: lb.Discovery.consul:type_name -> lb.Consul
-	2,  // 21: lb.DNS.record:type_name -> lb.DNS.RecordType
-	21, // 22: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
-	21, // 23: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
-	21, // 24: lb.Consul.grace:type_name -> google.protobuf.Duration
-	21, // 25: lb.Consul.check_interval:type_name -> google.protobuf.Duration
-	21, // 26: lb.Consul.deregister_critical_after:type_name -> google.protobuf.Duration
-	21, // 27: lb.Consul.ttl:type_name -> google.protobuf.Duration
-	3,  // 28: lb.ConsistentHash.missing_key:type_name -> lb.ConsistentHash.MissingKey
-	21, // 29: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
-	21, // 30: lb.P2CEWMA.probe:type_name -> google.protobuf.Duration
-	21, // 31: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
-	21, // 32: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
-	21, // 33: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
-	21, // 34: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
-	21, // 35: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
-	20, // 36: lb.MethodRules.retry:type_name -> lb.Retry
-	18, // 37: lb.MethodRules.hedging:type_name -> lb.Hedging
-	21, // 38: lb.Hedging.delay:type_name -> google.protobuf.Duration
-	21, // 39: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
-	21, // 40: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
-	22, // 41: lb.service:extendee -> google.protobuf.ServiceOptions
-	23, // 42: lb.method:extendee -> google.protobuf.MethodOptions
-	4,  // 43: lb.service:type_name -> lb.ServiceRules
-	17, // 44: lb.method:type_name -> lb.MethodRules
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	43, // [43:45] is the sub-list for extension type_name
-	41, // [41:43] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	15, // 2: lb.ServiceRules.ring_hash:type_name -> lb.RingHash
+	17, // 3: lb.ServiceRules.p2c_ewma:type_name -> lb.P2CEWMA
+	18, // 4: lb.ServiceRules.least_request:type_name -> lb.LeastRequest
+	19, // 5: lb.ServiceRules.weighted_round_robin:type_name -> lb.WeightedRoundRobin
+	16, // 6: lb.ServiceRules.consistent_hash:type_name -> lb.ConsistentHash
+	9,  // 7: lb.ServiceRules.on_registry_failure:type_name -> lb.RegistryFailure
+	8,  // 8: lb.ServiceRules.connection:type_name -> lb.Connection
+	22, // 9: lb.ServiceRules.retry_budget:type_name -> lb.RetryBudget
+	5,  // 10: lb.ServiceRules.outlier_ejection:type_name -> lb.OutlierEjection
+	7,  // 11: lb.ServiceRules.slow_start:type_name -> lb.SlowStart
+	6,  // 12: lb.OutlierEjection.failure_percentage:type_name -> lb.FailurePercentage
+	24, // 13: lb.OutlierEjection.interval:type_name -> google.protobuf.Duration
+	24, // 14: lb.OutlierEjection.base_ejection_time:type_name -> google.protobuf.Duration
+	24, // 15: lb.OutlierEjection.max_ejection_time:type_name -> google.protobuf.Duration
+	24, // 16: lb.SlowStart.window:type_name -> google.protobuf.Duration
+	24, // 17: lb.Connection.keepalive_time:type_name -> google.protobuf.Duration
+	24, // 18: lb.Connection.keepalive_timeout:type_name -> google.protobuf.Duration
+	24, // 19: lb.Connection.max_connection_age:type_name -> google.protobuf.Duration
+	24, // 20: lb.Connection.max_connection_age_grace:type_name -> google.protobuf.Duration
+	24, // 21: lb.Connection.max_connection_idle:type_name -> google.protobuf.Duration
+	1,  // 22: lb.RegistryFailure.mode:type_name -> lb.RegistryFailure.Mode
+	24, // 23: lb.RegistryFailure.max_staleness:type_name -> google.protobuf.Duration
+	11, // 24: lb.Discovery.static:type_name -> lb.Static
+	12, // 25: lb.Discovery.dns:type_name -> lb.DNS
+	13, // 26: lb.Discovery.etcd:type_name -> lb.Etcd
+	14, // 27: lb.Discovery.consul:type_name -> lb.Consul
+	2,  // 28: lb.DNS.record:type_name -> lb.DNS.RecordType
+	24, // 29: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
+	24, // 30: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
+	24, // 31: lb.Consul.grace:type_name -> google.protobuf.Duration
+	24, // 32: lb.Consul.check_interval:type_name -> google.protobuf.Duration
+	24, // 33: lb.Consul.deregister_critical_after:type_name -> google.protobuf.Duration
+	24, // 34: lb.Consul.ttl:type_name -> google.protobuf.Duration
+	3,  // 35: lb.ConsistentHash.missing_key:type_name -> lb.ConsistentHash.MissingKey
+	24, // 36: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
+	24, // 37: lb.P2CEWMA.probe:type_name -> google.protobuf.Duration
+	24, // 38: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
+	24, // 39: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
+	24, // 40: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
+	24, // 41: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
+	24, // 42: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
+	23, // 43: lb.MethodRules.retry:type_name -> lb.Retry
+	21, // 44: lb.MethodRules.hedging:type_name -> lb.Hedging
+	24, // 45: lb.Hedging.delay:type_name -> google.protobuf.Duration
+	24, // 46: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
+	24, // 47: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
+	25, // 48: lb.service:extendee -> google.protobuf.ServiceOptions
+	26, // 49: lb.method:extendee -> google.protobuf.MethodOptions
+	4,  // 50: lb.service:type_name -> lb.ServiceRules
+	20, // 51: lb.method:type_name -> lb.MethodRules
+	52, // [52:52] is the sub-list for method output_type
+	52, // [52:52] is the sub-list for method input_type
+	50, // [50:52] is the sub-list for extension type_name
+	48, // [48:50] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_lb_options_proto_init() }
@@ -2181,21 +2502,21 @@ func file_lb_options_proto_init() {
 		(*ServiceRules_WeightedRoundRobin)(nil),
 		(*ServiceRules_ConsistentHash)(nil),
 	}
-	file_lb_options_proto_msgTypes[3].OneofWrappers = []any{
+	file_lb_options_proto_msgTypes[6].OneofWrappers = []any{
 		(*Discovery_Static)(nil),
 		(*Discovery_Dns)(nil),
 		(*Discovery_Etcd)(nil),
 		(*Discovery_Consul)(nil),
 	}
-	file_lb_options_proto_msgTypes[7].OneofWrappers = []any{}
-	file_lb_options_proto_msgTypes[13].OneofWrappers = []any{}
+	file_lb_options_proto_msgTypes[10].OneofWrappers = []any{}
+	file_lb_options_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lb_options_proto_rawDesc), len(file_lb_options_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 2,
 			NumServices:   0,
 		},
