@@ -4,9 +4,11 @@ import (
 	"go/parser"
 	"go/token"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/pluginpb"
 
 	lbpb "github.com/protoc-gen-go-lb/protoc-gen-go-lb/proto/lb"
@@ -27,6 +29,19 @@ func FuzzOptions(f *testing.F) {
 	seed(&lbpb.ServiceRules{Discovery: static}, &lbpb.MethodRules{})
 	seed(&lbpb.ServiceRules{Discovery: static, Policy: lbpb.Policy_CONSISTENT_HASH, PoolSize: 4}, &lbpb.MethodRules{HashKey: "id", WaitForReady: true})
 	seed(&lbpb.ServiceRules{Name: "bad name", Policy: 99}, &lbpb.MethodRules{Hedging: &lbpb.Hedging{MaxAttempts: 9}})
+	seed(&lbpb.ServiceRules{Discovery: static, Policy: lbpb.Policy_P2C_EWMA,
+		OutlierEjection: &lbpb.OutlierEjection{
+			DisableConsecutiveFailures: true,
+			FailurePercentage:          &lbpb.FailurePercentage{Threshold: 30},
+			Interval:                   durationpb.New(5 * time.Second),
+			FailureCodes:               []string{"INTERNAL", "UNAVAILABLE"},
+		},
+		SlowStart: &lbpb.SlowStart{Window: durationpb.New(time.Minute), Aggression: 2, MinWeightPercent: 5},
+	}, &lbpb.MethodRules{})
+	seed(&lbpb.ServiceRules{Discovery: static, Policy: lbpb.Policy_RING_HASH,
+		OutlierEjection: &lbpb.OutlierEjection{ConsecutiveFailures: 1 << 31, FailureCodes: []string{"OK"}},
+		SlowStart:       &lbpb.SlowStart{Aggression: -1},
+	}, &lbpb.MethodRules{})
 	f.Fuzz(func(t *testing.T, service, method []byte) {
 		srules, mrules := &lbpb.ServiceRules{}, &lbpb.MethodRules{}
 		if proto.Unmarshal(service, srules) != nil || proto.Unmarshal(method, mrules) != nil {

@@ -38,6 +38,8 @@ type idents struct {
 		SupportPackage                         protogen.GoIdent // the compile-time handshake
 		Service, Method, Retry, Hedging        protogen.GoIdent
 		Connection, RetryBudget                protogen.GoIdent
+		OutlierEjection, FailurePercentage     protogen.GoIdent
+		SlowStart                              protogen.GoIdent
 		Conn, Dial, DialOption, HedgeStats     protogen.GoIdent
 		WithTransportCredentials, WithInsecure protogen.GoIdent
 		ServerOptions, Register                protogen.GoIdent
@@ -62,6 +64,9 @@ var goIdents = func() idents {
 	lb.Hedging = lbPackage.Ident("Hedging")
 	lb.Connection = lbPackage.Ident("Connection")
 	lb.RetryBudget = lbPackage.Ident("RetryBudget")
+	lb.OutlierEjection = lbPackage.Ident("OutlierEjection")
+	lb.FailurePercentage = lbPackage.Ident("FailurePercentage")
+	lb.SlowStart = lbPackage.Ident("SlowStart")
 	lb.Conn = lbPackage.Ident("Conn")
 	lb.Dial = lbPackage.Ident("Dial")
 	lb.DialOption = lbPackage.Ident("DialOption")
@@ -107,7 +112,12 @@ type serviceModel struct {
 	Connection         *connectionModel // nil: grpc-go's defaults
 	RetryBudget        *budgetModel     // nil: the runtime's default
 	DisableHealthCheck bool
-	Methods            []*methodModel // the methods with settings
+	OutlierEjection    *outlierModel   // nil: no ejection
+	SlowStart          *slowStartModel // nil: no ramp
+	// Streams are the names of the service's streaming methods (client,
+	// server or bidi), in declaration order.
+	Streams []string
+	Methods []*methodModel // the methods with settings
 	idents
 }
 
@@ -175,6 +185,28 @@ type budgetModel struct {
 	MaxTokens  uint32
 	TokenRatio float64
 	Disabled   bool
+}
+
+// outlierModel is (lb.service).outlier_ejection, as an lb.OutlierEjection;
+// a zero field is the runtime's default.
+type outlierModel struct {
+	ConsecutiveFailures                         int // -1: that mode is off
+	FailurePercentage                           *failurePercentageModel
+	Interval, BaseEjectionTime, MaxEjectionTime time.Duration
+	MaxEjectedPercent                           int
+	FailureCodes                                []protogen.GoIdent // codes.Unavailable, ...
+}
+
+// failurePercentageModel is outlier_ejection.failure_percentage, as an
+// lb.FailurePercentage.
+type failurePercentageModel struct {
+	Threshold, MinimumRequests int
+}
+
+// slowStartModel is (lb.service).slow_start, as an lb.SlowStart.
+type slowStartModel struct {
+	Window                       time.Duration
+	Aggression, MinWeightPercent float64
 }
 
 // balancerModel is the service's policy: the Config of its package, with

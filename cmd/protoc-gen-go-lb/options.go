@@ -128,7 +128,12 @@ func readService(s *protogen.Service, rules *lbpb.ServiceRules, errs *errorList)
 	checkPoolSize(m.PoolSize, bad)
 	m.Balancer = readPolicy(rules, bad)
 	checkPoolPolicy(m.PoolSize, m.Balancer, bad)
+	m.OutlierEjection = readOutlier(rules.GetOutlierEjection(), bad)
+	m.SlowStart = readSlowStart(rules.GetSlowStart(), m.Balancer, bad)
 	for _, meth := range s.Methods {
+		if meth.Desc.IsStreamingClient() || meth.Desc.IsStreamingServer() {
+			m.Streams = append(m.Streams, string(meth.Desc.Name()))
+		}
 		if mm := readMethod(meth, m.Balancer, errs); mm != nil {
 			m.Methods = append(m.Methods, mm)
 		}
@@ -424,9 +429,8 @@ func readRetry(r *lbpb.Retry, idempotent bool, bad badFunc) *retryModel {
 		names = []string{"UNAVAILABLE"}
 	}
 	for _, n := range names {
-		var c codes.Code
-		if err := c.UnmarshalJSON([]byte(strconv.Quote(n))); err != nil || c == codes.OK {
-			bad(pre+"retryable_codes: %q is not a gRPC status code name other than OK (e.g. UNAVAILABLE)", n)
+		c, ok := parseCode(n, pre+"retryable_codes", bad)
+		if !ok {
 			continue
 		}
 		if c != codes.Unavailable && !idempotent {
@@ -435,6 +439,17 @@ func readRetry(r *lbpb.Retry, idempotent bool, bad badFunc) *retryModel {
 		m.RetryableCodes = append(m.RetryableCodes, codesPackage.Ident(c.String()))
 	}
 	return m
+}
+
+// parseCode returns the status code named n ("UNAVAILABLE"), reporting
+// it under what when it names none, or OK.
+func parseCode(n, what string, bad badFunc) (codes.Code, bool) {
+	var c codes.Code
+	if err := c.UnmarshalJSON([]byte(strconv.Quote(n))); err != nil || c == codes.OK {
+		bad("%s: %q is not a gRPC status code name other than OK (e.g. UNAVAILABLE)", what, n)
+		return 0, false
+	}
+	return c, true
 }
 
 // checkFieldPath reports whether path names a singular scalar field of

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"maps"
 	"math"
 	"reflect"
 	"regexp"
@@ -31,15 +33,21 @@ import (
 // writes. The templates need nothing new.
 var policies = []*policy{
 	{enum: lbpb.Policy_PICK_FIRST, pkg: "pickfirst", oneInstance: true,
-		noPool: "pick_first calls one transport of one instance; choose a policy that spreads calls"},
+		noPool:      "pick_first calls one transport of one instance; choose a policy that spreads calls",
+		noSlowStart: "every call goes to one instance, so there is nothing to ramp"},
 	{enum: lbpb.Policy_ROUND_ROBIN, pkg: "roundrobin"},
 	{enum: lbpb.Policy_RANDOM, pkg: "random"},
 	{enum: lbpb.Policy_P2C_EWMA, pkg: "p2cewma", params: "p2c_ewma", config: p2cEWMAConfig},
 	{enum: lbpb.Policy_LEAST_REQUEST, pkg: "leastrequest", params: "least_request", config: leastRequestConfig},
-	{enum: lbpb.Policy_RING_HASH, pkg: "ringhash", params: "ring_hash", config: ringHashConfig, hashes: true, oneInstance: true},
+	{enum: lbpb.Policy_RING_HASH, pkg: "ringhash", params: "ring_hash", config: ringHashConfig, hashes: true, oneInstance: true,
+		noSlowStart: noRampForKeys},
 	{enum: lbpb.Policy_WEIGHTED_ROUND_ROBIN, pkg: "weighted", params: "weighted_round_robin", config: weightedConfig},
-	{enum: lbpb.Policy_CONSISTENT_HASH, pkg: "consistenthash", params: "consistent_hash", config: consistentHashConfig, hashes: true, oneInstance: true},
+	{enum: lbpb.Policy_CONSISTENT_HASH, pkg: "consistenthash", params: "consistent_hash", config: consistentHashConfig, hashes: true, oneInstance: true,
+		noSlowStart: noRampForKeys},
 }
+
+// noRampForKeys is why the hashing policies take no slow start.
+const noRampForKeys = "each key belongs to one instance, and a ramp would move keys off a new instance and back as it warms"
 
 // defaultPolicy is the policy of a service that names none.
 const defaultPolicy = lbpb.Policy_ROUND_ROBIN
@@ -66,6 +74,9 @@ type policy struct {
 	// noPool says why a pool of connections to each instance does not
 	// apply; "" when it does.
 	noPool string
+	// noSlowStart says why (lb.service).slow_start does not apply; ""
+	// when it does.
+	noSlowStart string
 }
 
 // policyConfig is what a policy's parameters come to.
@@ -165,16 +176,14 @@ func checkPoolPolicy(size uint32, m *balancerModel, bad badFunc) {
 	}
 }
 
-// word is a word of a message, which may be a setting's JSON name.
-var word = regexp.MustCompile(`[A-Za-z][A-Za-z0-9]*`)
-
 // runtimeErrors reports the errors of a runtime Config's Validate in the
 // terms of the options. The runtime names a setting by its name in the
 // service config's JSON ("ring_hash_experimental: minRingSize 5000 is
-// more than maxRingSize 100"), which is the JSON name of the option that
-// sets it (names maps one to the other), so the report names the option
-// under prefix: "(lb.service).ring_hash.min_ring_size 5000 is more than
-// max_ring_size 100".
+// more than maxRingSize 100") or in words ("outlier: max ejected percent
+// 150 is not in 1-100"); names maps those names to the options that set
+// them, relative to prefix, so the report names the option:
+// "(lb.service).ring_hash.min_ring_size 5000 is more than max_ring_size
+// 100".
 func runtimeErrors(err error, policy, prefix string, names map[string]string, bad badFunc) {
 	if err == nil {
 		return
@@ -183,26 +192,40 @@ func runtimeErrors(err error, policy, prefix string, names map[string]string, ba
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		errs = j.Unwrap()
 	}
+	setting := settingNames(names)
 	for _, err := range errs {
 		msg := strings.TrimPrefix(err.Error(), policy+": ")
-		start := true
-		msg = word.ReplaceAllStringFunc(msg, func(w string) string {
-			first := start
-			start = false
-			switch name, ok := names[w]; {
-			case !ok:
-				return w
-			case first && strings.HasPrefix(msg, w):
-				return prefix + "." + name
-			default:
-				return name
-			}
-		})
+		if setting != nil {
+			named := setting.FindStringIndex(msg)
+			first := true
+			msg = setting.ReplaceAllStringFunc(msg, func(w string) string {
+				if first && named[0] == 0 {
+					first = false
+					return prefix + "." + names[w]
+				}
+				return names[w]
+			})
+		}
 		if !strings.HasPrefix(msg, prefix+".") {
 			msg = prefix + ": " + msg
 		}
 		bad("%s", msg)
 	}
+}
+
+// settingNames matches the names of names as whole words, the longest
+// first ("failure percentage threshold" before "threshold"); nil for none.
+func settingNames(names map[string]string) *regexp.Regexp {
+	if len(names) == 0 {
+		return nil
+	}
+	keys := slices.SortedFunc(maps.Keys(names), func(a, b string) int {
+		return cmp.Or(cmp.Compare(len(b), len(a)), strings.Compare(a, b))
+	})
+	for i, k := range keys {
+		keys[i] = regexp.QuoteMeta(k)
+	}
+	return regexp.MustCompile(`\b(?:` + strings.Join(keys, "|") + `)\b`)
 }
 
 // The parameters of each policy, read into its Config.

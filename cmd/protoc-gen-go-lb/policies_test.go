@@ -73,7 +73,7 @@ func TestPolicyFields(t *testing.T) {
 }
 
 func TestRuntimeErrors(t *testing.T) {
-	names := map[string]string{"minRingSize": "min_ring_size", "maxRingSize": "max_ring_size"}
+	names := map[string]string{"minRingSize": "min_ring_size", "maxRingSize": "max_ring_size", "min ring size": "min_ring_size", "ring size": "ring_size"}
 	for _, tc := range []struct {
 		err  error
 		want []string
@@ -87,6 +87,10 @@ func TestRuntimeErrors(t *testing.T) {
 			[]string{"(lb.service).ring_hash: odd max_ring_size"}},
 		{errors.Join(errors.New("ring_hash_experimental: minRingSize 0 is bad"), errors.New("ring_hash_experimental: maxRingSize 0 is bad")),
 			[]string{"(lb.service).ring_hash.min_ring_size 0 is bad", "(lb.service).ring_hash.max_ring_size 0 is bad"}},
+		// Settings named in words, the longest name first; a name within
+		// a word is left alone.
+		{errors.New("ring_hash_experimental: min ring size 5 is less than ring size 6 (min ring sizes)"),
+			[]string{"(lb.service).ring_hash.min_ring_size 5 is less than ring_size 6 (min ring sizes)"}},
 	} {
 		var got []string
 		runtimeErrors(tc.err, "ring_hash_experimental", "(lb.service).ring_hash", names, func(format string, args ...any) {
