@@ -787,8 +787,12 @@ func (x *FailurePercentage) GetMinimumRequests() uint32 {
 
 // SlowStart ramps an instance new to the fleet (Envoy's slow start): at age
 // t it takes max(min_weight_percent / 100, (t / window)^(1 / aggression))
-// of a warm instance's share of calls, until t reaches window. Instances
-// there when the client starts are warm.
+// of a warm instance's share of calls, until t reaches window. Its age
+// counts from its registration when the registry says when that was (etcd
+// and Consul, registered by the generated server), so every client ramps
+// it alike, a restarted one included; else from when the client first sees
+// it ready. Nothing ramps while no instance is warm (a fleet started at
+// once).
 type SlowStart struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How long the ramp lasts. Required; must be positive. About the time an
