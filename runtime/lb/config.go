@@ -109,6 +109,25 @@ func ServiceConfig(svc *Service) (string, error) {
 		return "", fmt.Errorf("lb: %s: the balancing policy is a nil %T", svc.FullName, b)
 	}
 	name, cfg := b.BalancerName(), b.BalancerConfig()
+	if len(svc.Streams) > 0 {
+		// p2c_ewma does not take a stream's duration for a latency.
+		var p P2CEWMA
+		ok := true
+		switch v := b.(type) {
+		case P2CEWMA:
+			p = v
+		case *P2CEWMA:
+			p = *v
+		default:
+			ok = false
+		}
+		if ok && p.Streams == nil {
+			for _, m := range svc.Streams {
+				p.Streams = append(p.Streams, "/"+svc.FullName+"/"+m)
+			}
+			cfg = p.BalancerConfig()
+		}
+	}
 	if err := checkRegistered(name); err != nil {
 		return "", fmt.Errorf("lb: %s: %w", svc.FullName, err)
 	}

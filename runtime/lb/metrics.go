@@ -2,6 +2,7 @@ package lb
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -11,7 +12,9 @@ import (
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/stats/opentelemetry"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/outlier"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/slowstart"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
@@ -25,7 +28,7 @@ const meterName = "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 // WithMetrics turns them on. Give them to opentelemetry.MetricsOptions
 // (Metrics: opentelemetry.DefaultMetrics().Add(lb.ChannelMetrics...))
 // when you wire grpc-go's OpenTelemetry yourself.
-var ChannelMetrics = append(append([]string(nil), discovery.MetricNames...), p2cewma.MetricNames...)
+var ChannelMetrics = slices.Concat(discovery.MetricNames, p2cewma.MetricNames, outlier.MetricNames, slowstart.MetricNames)
 
 type metricsOption struct{ mp metric.MeterProvider }
 
@@ -39,7 +42,10 @@ func (m metricsOption) applyRegister(o *registerOptions) { o.metrics = m.mp }
 // metrics (package google.golang.org/grpc/stats/opentelemetry:
 // grpc.client.attempt.*, grpc.client.call.duration), grpc-go's and this
 // module's channel metrics (ChannelMetrics: the discovery watch's
-// lb.discovery.*, the policies' signals such as lb.p2c_ewma.score), and
+// lb.discovery.*, the policies' signals such as lb.p2c_ewma.score, the
+// outlier ejection's lb.outlier.ejections (by mode), lb.outlier.ejected
+// and lb.outlier.ejection_time, and slow start's lb.slow_start.warming
+// and lb.slow_start.weight), and
 // the client's own: lb.client.picks (calls sent to each instance),
 // lb.client.retries, lb.client.hedges (sent, won) and
 // lb.client.retry_budget.exhausted.
