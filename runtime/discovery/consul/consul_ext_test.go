@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -236,7 +237,8 @@ func startLoad(t testing.TB, c *lb.Conn) *load.Load {
 
 // TestAgentRestart stops the agent for 10 s under load and starts it again
 // (a dev agent forgets every registration): no call fails, the resolver
-// recovers, and the registrars register again by themselves.
+// recovers, and the registrars register again by themselves, with the
+// registration times of their first registration.
 func TestAgentRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10 s outage")
@@ -245,9 +247,15 @@ func TestAgentRestart(t *testing.T) {
 	svc := testService(a.HTTPAddr(), consul.Config{})
 	bs := []*backend{startBackend(t, svc), startBackend(t, svc), startBackend(t, svc)}
 	cc := build(t, "consul://"+a.HTTPAddr()+"/echo")
-	cc.WaitAddrs(t, sortedAddrs(bs)...)
+	st := cc.WaitAddrs(t, sortedAddrs(bs)...)
+	for _, ep := range st.Endpoints {
+		if md, _ := discovery.MetadataOf(ep); md.RegisteredAt.IsZero() || time.Since(md.RegisteredAt) > time.Minute {
+			t.Errorf("%s registered at %v, want a recent time", ep.Addresses[0].Addr, md.RegisteredAt)
+		}
+	}
 	c := dial(t, svc)
 	waitCalls(t, c, bs, nil)
+	before := registeredAts(t, a.HTTPAddr())
 
 	l := startLoad(t, c)
 	a.Stop()
@@ -263,6 +271,9 @@ func TestAgentRestart(t *testing.T) {
 	}
 	waitPassing(t, a.HTTPAddr(), 3)
 	recovered := time.Since(restarted)
+	if after := registeredAts(t, a.HTTPAddr()); !maps.Equal(after, before) || len(after) != 3 {
+		t.Errorf("registration times after the restart %v, want those before it %v", after, before)
+	}
 	calls, failed, _ := l.Stop()
 	t.Logf("agent down 10s: %d calls, %d failed; registrations back and passing %v after the restart", calls, failed, recovered)
 	if failed != 0 {
@@ -274,6 +285,27 @@ func TestAgentRestart(t *testing.T) {
 		}
 	}
 	waitCalls(t, c, bs, nil)
+}
+
+// registeredAts returns the Meta registered_at of each instance of echo,
+// by service ID.
+func registeredAts(t testing.TB, agent string) map[string]string {
+	t.Helper()
+	c, err := api.NewClient(&api.Config{Address: agent, Token: os.Getenv("CONSUL_HTTP_TOKEN")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	entries, _, err := c.Health().Service("echo", "", false, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, e := range entries {
+		out[e.Service.ID] = e.Service.Meta["registered_at"]
+	}
+	return out
 }
 
 // waitPassing polls Consul (another process: there is no event to wait on)

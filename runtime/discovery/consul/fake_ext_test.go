@@ -231,15 +231,15 @@ func equal(a, b []uint64) bool {
 }
 
 // TestBadEntriesAndWeights: an instance whose address cannot be dialled is
-// dropped, the others served; a weight that is not a number is ignored and
-// its instance kept.
+// dropped, the others served; a weight that is not a number, or a
+// registration time that is not a time, is ignored and its instance kept.
 func TestBadEntriesAndWeights(t *testing.T) {
-	f := newFake(t, reply{index: 3, ports: []int{1, 2}, meta: map[string]string{"weight": "heavy", "zone": "z1"}, badAddr: true})
+	f := newFake(t, reply{index: 3, ports: []int{1, 2}, meta: map[string]string{"weight": "heavy", "zone": "z1", "registered_at": "monday"}, badAddr: true})
 	cc := build(t, fakeTarget(f), consul.WithRateLimit(1000, 10))
 	s := cc.WaitAddrs(t, "10.0.0.1:1", "10.0.0.1:2")
 	md, ok := discovery.MetadataOf(s.Endpoints[0])
-	if !ok || md.Weight != 0 || md.Zone != "z1" {
-		t.Errorf("metadata %+v, %v; want zone z1 and no weight", md, ok)
+	if !ok || md.Weight != 0 || md.Zone != "z1" || !md.RegisteredAt.IsZero() || md.Custom["registered_at"] != "" {
+		t.Errorf("metadata %+v, %v; want zone z1, no weight and no registration time", md, ok)
 	}
 }
 

@@ -67,6 +67,9 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 		Port:    port,
 		Meta:    meta(inst.Metadata),
 	}
+	// Each attempt writes the Lifecycle's registration time, unless the
+	// instance came with one.
+	stampMeta := inst.Metadata.RegisteredAt.IsZero()
 	if inst.Metadata.Weight > 0 {
 		reg.Weights = &api.AgentWeights{Passing: int(inst.Metadata.Weight), Warning: 1}
 	}
@@ -81,7 +84,7 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 		TLSServerName:                  c.TLSServerName,
 		TLSSkipVerify:                  c.TLSSkipVerify,
 	})
-	r := &Registrar{client: client, transport: cfg.Transport, reg: reg, ttl: c.TTL}
+	r := &Registrar{client: client, transport: cfg.Transport, reg: reg, ttl: c.TTL, md: inst.Metadata, stampMeta: stampMeta}
 	if c.TTL > 0 {
 		r.ttlCheck = inst.ID + ":ttl"
 		reg.Checks = append(reg.Checks, &api.AgentServiceCheck{
@@ -113,8 +116,14 @@ func meta(md discovery.Metadata) map[string]string {
 	if md.Version != "" {
 		m["version"] = md.Version
 	}
+	if !md.RegisteredAt.IsZero() {
+		m[registeredAtKey] = discovery.FormatTime(md.RegisteredAt)
+	}
 	return m
 }
+
+// registeredAtKey is the service Meta key of Metadata.RegisteredAt.
+const registeredAtKey = "registered_at"
 
 // Registrar keeps one instance registered with a Consul agent: it registers
 // it again whenever the agent no longer knows it, and passes its TTL check
@@ -127,6 +136,8 @@ type Registrar struct {
 	reg       *api.AgentServiceRegistration
 	ttl       time.Duration
 	ttlCheck  string
+	md        discovery.Metadata // the instance's, for each attempt's Meta
+	stampMeta bool               // md has no registration time: each attempt adds the Lifecycle's
 }
 
 // registryCalls is the Consul side of a Registrar, which its Lifecycle
@@ -146,7 +157,15 @@ func (g *registryCalls) Keep(ctx context.Context, _ error) { (*Registrar)(g).kee
 func (r *Registrar) register(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
-	err := r.client.Agent().ServiceRegisterOpts(r.reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx))
+	reg := r.reg
+	if r.stampMeta {
+		md := r.md
+		md.RegisteredAt = r.RegisteredAt()
+		c := *r.reg
+		c.Meta = meta(md)
+		reg = &c
+	}
+	err := r.client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx))
 	if err != nil {
 		err = fmt.Errorf("consul: register %s: %w", r.reg.ID, err)
 	}

@@ -171,7 +171,7 @@ type source struct {
 	index     uint64
 	hint      string                // added to ErrNoInstances reports
 	warn      *discovery.LogLimiter // the bad weights logged, rate-limited
-	badWeight map[string]string     // instance ID -> the bad weight logged
+	badWeight map[string]string     // instance ID -> the bad weight logged; ID + "\x00registered_at" -> the bad time logged
 }
 
 // Close closes the client's idle connections.
@@ -259,8 +259,8 @@ func entryID(e *api.ServiceEntry) string {
 }
 
 // instance returns the instance of one health entry: the service address,
-// else the node address, and the metadata. A bad weight is logged once and
-// ignored: the instance is kept.
+// else the node address, and the metadata. A bad weight or registration
+// time is logged once and ignored: the instance is kept.
 func (s *source) instance(e *api.ServiceEntry, logged map[string]string) (discovery.Instance, error) {
 	if e.Service == nil {
 		return discovery.Instance{}, errors.New("entry without a service")
@@ -291,8 +291,20 @@ func (s *source) instance(e *api.ServiceEntry, logged map[string]string) (discov
 		// what is left of it.
 		md.Weight = uint32(min(uint64(e.Service.Weights.Passing), math.MaxUint32))
 	}
+	if at := e.Service.Meta[registeredAtKey]; at != "" {
+		t, err := discovery.ParseTime(at)
+		if err != nil {
+			key := id + "\x00" + registeredAtKey
+			s.badWeight[key] = at
+			if logged[key] != at {
+				s.warn.Warningf("consul: %s: instance %s: ignoring meta %s %q: %v", s.t.service, id, registeredAtKey, at, err)
+			}
+		} else {
+			md.RegisteredAt = t
+		}
+	}
 	for k, v := range e.Service.Meta {
-		if k != "weight" && k != "zone" && k != "version" {
+		if k != "weight" && k != "zone" && k != "version" && k != registeredAtKey {
 			if md.Custom == nil {
 				md.Custom = map[string]string{}
 			}
