@@ -177,7 +177,7 @@ func trackConn(c *Conn, target, sc string) {
 	if json.Unmarshal([]byte(sc), &parsed) == nil {
 		if len(parsed.LoadBalancingConfig) > 0 {
 			for name, cfg := range parsed.LoadBalancingConfig[0] {
-				lc.policy, lc.config = name, string(cfg)
+				lc.policy, lc.config = policyChain(name, cfg), string(cfg)
 			}
 		}
 		if parsed.HealthCheckConfig != nil {
@@ -192,6 +192,24 @@ func trackConn(c *Conn, target, sc string) {
 	live.seq++
 	lc.seq = live.seq
 	live.conns[c] = lc
+}
+
+// policyChain names the policy of a loadBalancingConfig entry with the
+// layers around it, the outermost first: "lb_outlier > round_robin".
+func policyChain(name string, cfg json.RawMessage) string {
+	chain := name
+	for range 8 { // layers.go has fewer
+		var parent struct {
+			ChildPolicy []map[string]json.RawMessage `json:"childPolicy"`
+		}
+		if json.Unmarshal(cfg, &parent) != nil || len(parent.ChildPolicy) == 0 || len(parent.ChildPolicy[0]) != 1 {
+			break
+		}
+		for n, c := range parent.ChildPolicy[0] {
+			chain, cfg = chain+" > "+n, c
+		}
+	}
+	return chain
 }
 
 // untrackConn removes c from the page.

@@ -3,6 +3,8 @@ package lb_test
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -127,5 +129,37 @@ func TestEjectionCountsEachHedge(t *testing.T) {
 	grayCalls(t, c, 2, 400)
 	if got := bad.Echoes.Load() - before; got != 0 {
 		t.Errorf("the failing backend got %d of 400 calls' attempts after 400 calls: not ejected", got)
+	}
+}
+
+// TestLivePageShowsEjection: the live page names the client's policy with
+// its layers, and shows an ejected instance as "ejected until ...".
+func TestLivePageShowsEjection(t *testing.T) {
+	bs, addrs := testbackend.StartN(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	svc := &lb.Service{FullName: testbackend.EchoService, Name: "debugejection", Discovery: static.Config{}, OutlierEjection: &lb.OutlierEjection{}}
+	target := "static:///" + strings.Join(addrs, ",")
+	c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock(), lb.WithTarget(target))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	bs[1].Fail.Store(true)
+	grayCalls(t, c, 2, 200)
+	srv := httptest.NewServer(lb.DebugHandler())
+	defer srv.Close()
+	client := clientOf(t, getDebugJSON(t, srv.URL+"/?format=json"), target)
+	if want := "lb_outlier > round_robin"; client.Policy != want {
+		t.Errorf("policy = %q, want %q", client.Policy, want)
+	}
+	for _, in := range client.Instances {
+		ejected := strings.HasPrefix(in.Policy, "ejected until ")
+		if ejected != (in.Address == bs[1].Addr) {
+			t.Errorf("instance %s: policy column %q; the failing one is %s", in.Address, in.Policy, bs[1].Addr)
+		}
+	}
+	if page := getDebug(t, srv.URL+"/"); !strings.Contains(page, "ejected until ") {
+		t.Error("the page shows no ejection")
 	}
 }
