@@ -163,3 +163,31 @@ func TestLivePageShowsEjection(t *testing.T) {
 		t.Error("the page shows no ejection")
 	}
 }
+
+// TestOutlierMetrics: an ejection is counted by mode, its length recorded,
+// and the instances out now reported, through lb.WithMetrics.
+func TestOutlierMetrics(t *testing.T) {
+	bs, addrs := testbackend.StartN(t, 3)
+	reader, mp := newMeterProvider(t)
+	svc := &lb.Service{FullName: testbackend.EchoService, Discovery: static.Config{Addresses: addrs}, OutlierEjection: &lb.OutlierEjection{}}
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock(), lb.WithMetrics(mp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	bs[0].Fail.Store(true)
+	grayCalls(t, c, 2, 200)
+	m := collect(t, reader)
+	if got := m.byLabel("lb.outlier.ejections", "lb.outlier.mode"); got[outlier.ModeConsecutive] != 1 || len(got) != 1 {
+		t.Errorf("lb.outlier.ejections by mode = %v, want one %s", got, outlier.ModeConsecutive)
+	}
+	if got := m.sum("lb.outlier.ejection_time"); got != 1 {
+		t.Errorf("lb.outlier.ejection_time has %v samples, want 1", got)
+	}
+	if got := m.sum("lb.outlier.ejected"); got != 1 {
+		t.Errorf("lb.outlier.ejected = %v, want 1", got)
+	}
+	m.checkLabels(t, "")
+}
