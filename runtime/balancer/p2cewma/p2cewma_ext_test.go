@@ -151,4 +151,3 @@ func TestUpdatesKeepWhatWasLearned(t *testing.T) {
 		t.Error("the sixth backend got no call while it was in the list")
 	}
 }
-
