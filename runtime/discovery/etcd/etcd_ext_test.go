@@ -224,14 +224,14 @@ func TestCompactionWhileWatchBroken(t *testing.T) {
 
 // TestLeaseExpiresDuringPartition cuts a registrar's path to etcd: its key
 // expires with the lease; after healing the instance registers again, with
-// exactly one key.
+// exactly one key, and the registration time of its first registration.
 func TestLeaseExpiresDuringPartition(t *testing.T) {
 	s := startEtcd(t)
 	c := rawClient(t, s.Endpoint())
 	p := startProxy(t, s.Endpoint())
 	watch := c.Watch(ctxT(t), "/services/part/", clientv3.WithPrefix())
 	reg := register(t, etcd.Config{TTL: etcd.MinTTL}, p.Addr(), "part", "x", "10.0.0.1:1")
-	next := func(want mvccpb.Event_EventType) {
+	next := func(want mvccpb.Event_EventType) (value string) {
 		t.Helper()
 		select {
 		case wr := <-watch:
@@ -239,12 +239,17 @@ func TestLeaseExpiresDuringPartition(t *testing.T) {
 				if ev.Type != want || string(ev.Kv.Key) != reg.Key() {
 					t.Fatalf("event %v %s, want %v %s", ev.Type, ev.Kv.Key, want, reg.Key())
 				}
+				value = string(ev.Kv.Value)
 			}
 		case <-time.After(timeout):
 			t.Fatalf("no %v event within %v", want, timeout)
 		}
+		return value
 	}
-	next(clientv3.EventTypePut)
+	first := next(clientv3.EventTypePut)
+	if !strings.Contains(first, `"registered_at":"`) {
+		t.Errorf("value %s has no registered_at", first)
+	}
 	p.Cut()
 	next(clientv3.EventTypeDelete) // the lease expired
 	if reg.Status() == nil {
@@ -253,7 +258,9 @@ func TestLeaseExpiresDuringPartition(t *testing.T) {
 		t.Log("registrar still believes it is registered")
 	}
 	p.Heal()
-	next(clientv3.EventTypePut)
+	if again := next(clientv3.EventTypePut); again != first {
+		t.Errorf("value registered again = %s, want the first one, %s (the same registration time)", again, first)
+	}
 	resp, err := c.Get(ctxT(t), "/services/part/", clientv3.WithPrefix())
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("keys after healing = %v, %v; want exactly 1", resp.Kvs, err)

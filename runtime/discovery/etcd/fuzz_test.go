@@ -19,6 +19,8 @@ func FuzzParseValue(f *testing.F) {
 		`{"Op":1,"Addr":"10.0.0.1:1"}`,
 		`{"Addr":"10.0.0.1:1","Metadata":{"weight":"3"}}`,
 		`{"Addr":"10.0.0.1:1","Metadata":{"weight":-1}}`,
+		`{"Addr":"10.0.0.1:1","Metadata":{"registered_at":"2030-01-02T03:04:05.000000006+01:00"}}`,
+		`{"Addr":"10.0.0.1:1","Metadata":{"registered_at":"0001-01-01T00:00:00+01:00"}}`,
 		`{"Addr":"10.0.0.1:1","Metadata":"flat"}`,
 		`{`, "", "  10.0.0.2:80\n",
 	} {

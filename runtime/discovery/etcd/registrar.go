@@ -43,7 +43,8 @@ func (c Config) NewRegistrar(inst discovery.Instance, registry string) (discover
 		endpoints: t.endpoints,
 		sec:       t.sec,
 		key:       t.prefix + "/" + inst.ID,
-		value:     encodeValue(inst, c.PlainValue),
+		inst:      inst,
+		plain:     c.PlainValue,
 		ttl:       ttl,
 	}
 	r.Init((*registryCalls)(r), "etcd", r.key, logger, ErrDeregistered)
@@ -64,7 +65,8 @@ type Registrar struct {
 	endpoints []string
 	sec       security
 	key       string
-	value     string
+	inst      discovery.Instance // its value, with the registration time of each attempt
+	plain     bool               // the value is the address alone
 	ttl       time.Duration
 
 	mu           sync.Mutex
@@ -159,7 +161,7 @@ func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, error) {
 	r.mu.Lock()
 	r.lease = g.ID
 	r.mu.Unlock()
-	if _, err := c.Put(ctx, r.key, r.value, clientv3.WithLease(g.ID)); err != nil {
+	if _, err := c.Put(ctx, r.key, r.value(), clientv3.WithLease(g.ID)); err != nil {
 		err = fmt.Errorf("etcd: put %s: %w", r.key, err)
 		r.Report(err)
 		// Within ctx still (Register returns within its caller's
@@ -176,6 +178,16 @@ func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, error) {
 	}
 	r.Report(nil)
 	return g.ID, nil
+}
+
+// value is the key's value for an attempt: the instance, with the
+// Lifecycle's registration time unless the instance came with one.
+func (r *Registrar) value() string {
+	inst := r.inst
+	if inst.Metadata.RegisteredAt.IsZero() {
+		inst.Metadata.RegisteredAt = r.RegisteredAt()
+	}
+	return encodeValue(inst, r.plain)
 }
 
 // keep keeps the lease alive, draining its responses, and registers again

@@ -3,6 +3,7 @@ package etcd
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -24,11 +25,14 @@ const (
 	weightKey  = "weight"
 	zoneKey    = "zone"
 	versionKey = "version"
+	// registeredAtKey holds Metadata.RegisteredAt, as discovery.FormatTime
+	// writes it.
+	registeredAtKey = "registered_at"
 )
 
 // parseValue reads one instance from a value in either format. A bad
-// weight does not make the value invalid: it is left out of md and said in
-// warn, for the caller to log.
+// weight or registration time does not make the value invalid: it is left
+// out of md and said in warn, for the caller to log.
 func parseValue(v []byte) (addr string, md discovery.Metadata, warn, err error) {
 	if len(v) > MaxValueSize {
 		return "", md, nil, fmt.Errorf("%w: %d bytes, more than %d", ErrValue, len(v), MaxValueSize)
@@ -57,22 +61,31 @@ func parseValue(v []byte) (addr string, md discovery.Metadata, warn, err error) 
 	return addr, md, warn, nil
 }
 
-// parseMetadata reads the metadata; a bad weight is left out and said in
-// warn.
+// parseMetadata reads the metadata; a bad weight or registration time is
+// left out and said in warn.
 func parseMetadata(m any) (md discovery.Metadata, warn error) {
 	fields, ok := m.(map[string]any)
 	if !ok {
 		return md, nil // absent, or a shape we do not read
 	}
+	var weightWarn, timeWarn error
 	for k, v := range fields {
 		switch k {
 		case weightKey:
 			w, err := parseWeight(v)
 			if err != nil {
-				warn = fmt.Errorf("ignoring metadata weight %v: %v", v, err)
+				weightWarn = fmt.Errorf("ignoring metadata weight %v: %v", v, err)
 				continue
 			}
 			md.Weight = w
+		case registeredAtKey:
+			s, _ := v.(string)
+			t, err := discovery.ParseTime(s)
+			if err != nil {
+				timeWarn = fmt.Errorf("ignoring metadata %s %v: %v", registeredAtKey, v, err)
+				continue
+			}
+			md.RegisteredAt = t
 		case zoneKey:
 			md.Zone = fmt.Sprint(v)
 		case versionKey:
@@ -89,7 +102,7 @@ func parseMetadata(m any) (md discovery.Metadata, warn error) {
 			}
 		}
 	}
-	return md, warn
+	return md, errors.Join(weightWarn, timeWarn) // in this order, whatever the map's
 }
 
 func parseWeight(v any) (uint32, error) {
@@ -132,6 +145,9 @@ func encodeValue(inst discovery.Instance, plain bool) string {
 		}
 		if md.Version != "" {
 			ev.Metadata[versionKey] = md.Version
+		}
+		if !md.RegisteredAt.IsZero() {
+			ev.Metadata[registeredAtKey] = discovery.FormatTime(md.RegisteredAt)
 		}
 	}
 	b, _ := json.Marshal(ev) // strings and numbers only: cannot fail

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -24,6 +25,8 @@ func TestParseValue(t *testing.T) {
 		{name: "JSON without Op", value: `{"Addr":"h.local:2"}`, addr: "h.local:2"},
 		{name: "metadata", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":3,"zone":"z","version":"1.2","team":"core","n":5}}`,
 			addr: "10.0.0.1:1", md: discovery.Metadata{Weight: 3, Zone: "z", Version: "1.2", Custom: map[string]string{"team": "core", "n": "5"}}},
+		{name: "registration time", value: `{"Addr":"10.0.0.1:1","Metadata":{"registered_at":"2030-01-02T04:04:05.000000006+01:00"}}`,
+			addr: "10.0.0.1:1", md: discovery.Metadata{RegisteredAt: time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)}},
 		{name: "string weight", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":"7"}}`, addr: "10.0.0.1:1", md: discovery.Metadata{Weight: 7}},
 		{name: "non-map metadata is ignored", value: `{"Addr":"10.0.0.1:1","Metadata":"x"}`, addr: "10.0.0.1:1"},
 		{name: "bad JSON", value: `{"Addr":`, wantErr: "bad JSON"},
@@ -36,6 +39,8 @@ func TestParseValue(t *testing.T) {
 		{name: "negative weight", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":-1,"zone":"z"}}`, addr: "10.0.0.1:1", md: discovery.Metadata{Zone: "z"}, wantWarn: "weight -1"},
 		{name: "fractional weight", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":1.5}}`, addr: "10.0.0.1:1", wantWarn: "weight 1.5"},
 		{name: "word weight", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":"heavy"}}`, addr: "10.0.0.1:1", wantWarn: "weight heavy"},
+		{name: "bad registration time", value: `{"Addr":"10.0.0.1:1","Metadata":{"registered_at":"monday","zone":"z"}}`, addr: "10.0.0.1:1", md: discovery.Metadata{Zone: "z"}, wantWarn: "registered_at monday"},
+		{name: "numeric registration time", value: `{"Addr":"10.0.0.1:1","Metadata":{"registered_at":1700000000}}`, addr: "10.0.0.1:1", wantWarn: "registered_at 1.7e+09"},
 		{name: "10 KB", value: "10.0.0.1:1" + strings.Repeat(" ", 10240), wantErr: "10250 bytes"},
 	} {
 		addr, md, warn, err := parseValue([]byte(tc.value))
@@ -58,7 +63,8 @@ func TestParseValue(t *testing.T) {
 }
 
 func TestEncodeValueRoundTrips(t *testing.T) {
-	inst := discovery.Instance{Address: "10.0.0.1:1", Metadata: discovery.Metadata{Weight: 2, Zone: "z", Version: "v", Custom: map[string]string{"k": "v"}}}
+	inst := discovery.Instance{Address: "10.0.0.1:1", Metadata: discovery.Metadata{Weight: 2, Zone: "z", Version: "v",
+		RegisteredAt: time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC), Custom: map[string]string{"k": "v"}}}
 	for _, plain := range []bool{false, true} {
 		addr, md, _, err := parseValue([]byte(encodeValue(inst, plain)))
 		if err != nil || addr != inst.Address {
