@@ -1,8 +1,11 @@
 // Command demo runs an embedded etcd, three greeter servers that register
 // themselves in it through the generated helper, and a balanced client that
 // finds them there. It prints how the client's calls spread over the
-// backends, shuts one server down (NOT_SERVING, deregistered, graceful
-// stop) and shows its traffic moving to the others, then prints the
+// backends; turns one backend bad (it answers INTERNAL while its health
+// stays SERVING) and shows the client eject it after 5 failed calls and
+// take it back once it recovers; shuts one server down (NOT_SERVING,
+// deregistered, graceful stop) and shows its traffic moving to the
+// others; then prints the
 // OpenTelemetry metrics the client and servers recorded (lb.WithMetrics).
 // While it runs it serves the live page (lb.DebugHandler) on a loopback
 // port and prints its address, and it keeps serving it, with the client
@@ -41,7 +44,7 @@ func main() {
 	httpAddr := flag.String("http", "127.0.0.1:0", "where to serve the live page")
 	hold := flag.Duration("hold", 30*time.Second, "how long to keep serving the live page, the client calling, after the rounds (Ctrl-C ends it)")
 	flag.Parse()
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second+*hold)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second+*hold)
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
@@ -147,6 +150,9 @@ func runWith(ctx context.Context, w io.Writer, endpoint string, page livePage) e
 	if err := check("up"); err != nil {
 		return err
 	}
+	if err := gray(ctx, w, client, servers[2]); err != nil {
+		return err
+	}
 	stopped := servers[0]
 	servers = servers[1:]
 	fmt.Fprintf(w, "shutting down %s (NOT_SERVING, deregistered from etcd, graceful stop)\n", stopped.Addr)
@@ -169,6 +175,48 @@ func runWith(ctx context.Context, w io.Writer, endpoint string, page livePage) e
 		hold(ctx, client, page.Hold)
 	}
 	return nil
+}
+
+// maxGrayFailures is how many calls the gray round may fail: the 5 in a
+// row that eject the bad backend (outlier_ejection's default), with one
+// call in flight at a time.
+const maxGrayFailures = 5
+
+// gray turns bad's calls into INTERNAL errors while its health stays
+// SERVING, shows the client eject it, then lets it recover and shows it
+// back once its ejection (3 s, declared in helloworld.proto) is over.
+func gray(ctx context.Context, w io.Writer, c *helloworld.GreeterBalancedClient, bad *greeter.Instance) error {
+	fmt.Fprintf(w, "turning %s bad: it answers INTERNAL, its health stays SERVING\n", bad.Addr)
+	bad.Impl.Bad.Store(true)
+	counts, failed := calls(ctx, c, callsPerRound)
+	printRound(w, "one backend bad", counts, failed)
+	if failed > maxGrayFailures {
+		return fmt.Errorf("%d calls failed with one backend bad, want at most %d: it was not ejected", failed, maxGrayFailures)
+	}
+	if counts[bad.Addr] != 0 {
+		return fmt.Errorf("the bad backend answered %d calls", counts[bad.Addr])
+	}
+	fmt.Fprintf(w, "%s recovers; the client takes it back when its ejection ends\n", bad.Addr)
+	bad.Impl.Bad.Store(false)
+	start := time.Now()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		reply, err := c.SayHello(ctx, &helloworld.HelloRequest{Name: "demo"})
+		if err == nil && reply.GetBackend() == bad.Addr {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("a call failed while %s was out: %w", bad.Addr, err)
+		}
+	}
+	fmt.Fprintf(w, "  %s took a call again %v after it recovered\n", bad.Addr, time.Since(start).Round(10*time.Millisecond))
+	return round(ctx, w, c, "after "+bad.Addr+" recovered")
 }
 
 // hold calls through c ten times a second for d, or until ctx ends, so
@@ -240,11 +288,21 @@ func printMetrics(ctx context.Context, w io.Writer, r *sdkmetric.ManualReader) e
 	return nil
 }
 
-// round makes callsPerRound calls and prints the count per backend.
+// round makes callsPerRound calls and prints the count per backend; it
+// fails if a call does.
 func round(ctx context.Context, w io.Writer, c *helloworld.GreeterBalancedClient, title string) error {
-	counts := map[string]int{}
-	failed := 0
-	for range callsPerRound {
+	counts, failed := calls(ctx, c, callsPerRound)
+	printRound(w, title, counts, failed)
+	if failed > 0 {
+		return fmt.Errorf("%d calls failed", failed)
+	}
+	return ctx.Err()
+}
+
+// calls makes n calls and returns the count per backend and of failures.
+func calls(ctx context.Context, c *helloworld.GreeterBalancedClient, n int) (counts map[string]int, failed int) {
+	counts = map[string]int{}
+	for range n {
 		reply, err := c.SayHello(ctx, &helloworld.HelloRequest{Name: "demo"})
 		if err != nil {
 			failed++
@@ -252,13 +310,13 @@ func round(ctx context.Context, w io.Writer, c *helloworld.GreeterBalancedClient
 		}
 		counts[reply.GetBackend()]++
 	}
+	return counts, failed
+}
+
+func printRound(w io.Writer, title string, counts map[string]int, failed int) {
 	fmt.Fprintf(w, "%d calls, %s:\n", callsPerRound, title)
 	for _, b := range slices.Sorted(maps.Keys(counts)) {
 		fmt.Fprintf(w, "  %-21s %4d %s\n", b, counts[b], strings.Repeat("#", counts[b]/5))
 	}
 	fmt.Fprintf(w, "  failed                %4d\n", failed)
-	if failed > 0 {
-		return fmt.Errorf("%d calls failed", failed)
-	}
-	return ctx.Err()
 }

@@ -11,25 +11,47 @@ import (
 
 func TestMain(m *testing.M) { resolvertest.VerifyTestMain(m) }
 
-// TestDemo runs the demo: 300 calls over three backends, then over the two
-// left after one shuts down, with no failed call.
+// TestDemo runs the demo: 300 calls over three backends; with one of them
+// bad, at most the 5 failed calls that eject it and none answered by it;
+// all three again once it recovered; then over the two left after one
+// shuts down, with no failed call.
 func TestDemo(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 	var out strings.Builder
 	if err := run(ctx, &out, ""); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	rounds := strings.Split(out.String(), "shutting down")
-	if len(rounds) != 2 {
-		t.Fatalf("demo output has no shutdown:\n%s", out.String())
+	// Each round: its title, then a line per backend that answered, then
+	// "failed".
+	rounds := map[string]string{}
+	for _, r := range strings.Split(out.String(), "300 calls, ")[1:] {
+		title, body, _ := strings.Cut(r, ":\n")
+		body, _, _ = strings.Cut(body, "  failed")
+		rounds[strings.Fields(title)[0]+" "+strings.Fields(title)[1]] = body
 	}
 	backends := func(s string) int { return strings.Count(s, "  127.0.0.1:") }
-	if got := backends(rounds[0]); got != 3 {
-		t.Errorf("first round reached %d backends, want 3:\n%s", got, out.String())
+	for _, want := range []struct {
+		round    string
+		backends int
+	}{{"all three", 3}, {"one backend", 2}, {"after stopping", 2}} {
+		body, ok := rounds[want.round]
+		if !ok {
+			t.Fatalf("the demo has no round %q:\n%s", want.round, out.String())
+		}
+		if got := backends(body); got != want.backends {
+			t.Errorf("round %q reached %d backends, want %d:\n%s", want.round, got, want.backends, out.String())
+		}
 	}
-	if got := backends(rounds[1]); got != 2 {
-		t.Errorf("after the shutdown calls reached %d backends, want 2:\n%s", got, out.String())
+	for title, body := range rounds { // "after 127.0.0.1:NNNN recovered"
+		if strings.HasPrefix(title, "after 127.") {
+			if got := backends(body); got != 3 {
+				t.Errorf("round %q reached %d backends, want 3:\n%s", title, got, out.String())
+			}
+		}
+	}
+	if !strings.Contains(out.String(), "took a call again") {
+		t.Errorf("the bad backend did not come back:\n%s", out.String())
 	}
 	// The metrics summary: picks of all three, the two servers left
 	// registered, the watch's last state, the shutdown's propagation.
@@ -42,7 +64,7 @@ func TestDemo(t *testing.T) {
 		{"  lb.server.registered{", 2},
 		{"  lb.discovery.instances ", 1},
 		{"  lb.server.shutdown.propagation ", 1},
-		{"  grpc.client.attempt.started{grpc.method=helloworld.Greeter/SayHello} 600", 1},
+		{"  lb.outlier.ejections{lb.outlier.mode=consecutive_failures} 1", 1},
 	} {
 		n := 0
 		for _, l := range strings.Split(metrics, "\n") {

@@ -6,9 +6,12 @@ package greeter
 import (
 	"context"
 	"net"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/example/helloworld"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
@@ -19,10 +22,17 @@ type Server struct {
 	helloworld.UnimplementedGreeterServer
 	// Backend names this instance in replies.
 	Backend string
+	// Bad makes every call fail with INTERNAL while the instance's health
+	// stays SERVING: a gray failure (a bad deploy, a dependency down
+	// behind it) that only the calls show.
+	Bad atomic.Bool
 }
 
 // SayHello greets req.Name.
 func (s *Server) SayHello(_ context.Context, req *helloworld.HelloRequest) (*helloworld.HelloReply, error) {
+	if s.Bad.Load() {
+		return nil, status.Errorf(codes.Internal, "greeter %s: failing on purpose", s.Backend)
+	}
 	return &helloworld.HelloReply{Message: "Hello, " + req.GetName(), Backend: s.Backend}, nil
 }
 
@@ -30,6 +40,7 @@ func (s *Server) SayHello(_ context.Context, req *helloworld.HelloRequest) (*hel
 type Instance struct {
 	Addr         string
 	Server       *grpc.Server
+	Impl         *Server
 	Registration *lb.Registration
 	done         chan error
 }
@@ -75,7 +86,8 @@ func Start(addr string, o Options) (*Instance, error) {
 		}
 		opts = append(opts, lb.WithAdvertiseAddress(advertise))
 	}
-	reg, err := helloworld.RegisterGreeterBalancedServer(in.Server, &Server{Backend: in.Addr}, opts...)
+	in.Impl = &Server{Backend: in.Addr}
+	reg, err := helloworld.RegisterGreeterBalancedServer(in.Server, in.Impl, opts...)
 	if err != nil {
 		lis.Close()
 		return nil, err

@@ -131,11 +131,11 @@ const file_helloworld_helloworld_proto_rawDesc = "" +
 	"\n" +
 	"HelloReply\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x18\n" +
-	"\abackend\x18\x02 \x01(\tR\abackend2\x8c\x01\n" +
+	"\abackend\x18\x02 \x01(\tR\abackend2\x93\x01\n" +
 	"\aGreeter\x12Z\n" +
 	"\bSayHello\x12\x18.helloworld.HelloRequest\x1a\x16.helloworld.HelloReply\"\x1c\xaa\xb8\x19\x15\n" +
-	"\x02\b\x02\x12\x0f\b\x03*\vUNAVAILABLE\x90\x02\x01\x1a%\xa2\xb8\x19!\x12\x1d\x1a\x1b\n" +
-	"\x0e127.0.0.1:2379\x12\t/services\x18\x02BLZJgithub.com/protoc-gen-go-lb/protoc-gen-go-lb/example/helloworld;helloworldb\x06proto3"
+	"\x02\b\x02\x12\x0f\b\x03*\vUNAVAILABLE\x90\x02\x01\x1a,\xa2\xb8\x19(\x12\x1d\x1a\x1b\n" +
+	"\x0e127.0.0.1:2379\x12\t/services\x18\x02\xf2\x01\x04*\x02\b\x03BLZJgithub.com/protoc-gen-go-lb/protoc-gen-go-lb/example/helloworld;helloworldb\x06proto3"
 
 var (
 	file_helloworld_helloworld_proto_rawDescOnce sync.Once

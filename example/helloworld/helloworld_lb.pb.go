@@ -25,10 +25,11 @@ const GreeterServiceName = "helloworld.Greeter"
 
 // _Greeter_lbService is the load-balancing policy declared on helloworld.Greeter.
 var _Greeter_lbService = lb.Service{
-	Name:      GreeterServiceName,
-	FullName:  "helloworld.Greeter",
-	Discovery: etcd.Config{Endpoints: []string{"127.0.0.1:2379"}, Prefix: "/services"},
-	Balancer:  roundrobin.Config{},
+	Name:            GreeterServiceName,
+	FullName:        "helloworld.Greeter",
+	Discovery:       etcd.Config{Endpoints: []string{"127.0.0.1:2379"}, Prefix: "/services"},
+	Balancer:        roundrobin.Config{},
+	OutlierEjection: &lb.OutlierEjection{BaseEjectionTime: 3 * time.Second},
 	Methods: []lb.Method{
 		{Name: "SayHello", Timeout: 2 * time.Second, Retry: &lb.Retry{MaxAttempts: 3, InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, BackoffMultiplier: 2, RetryableCodes: []codes.Code{codes.Unavailable}}, Idempotent: true},
 	},
