@@ -156,7 +156,8 @@ func waitBack(t *testing.T, cc *grpc.ClientConn, b *testbackend.Backend) time.Du
 // UNAVAILABLE while its health stays SERVING. Under every policy it costs
 // at most the 5 failures that eject it plus the calls in flight on it at
 // that moment; while it is out it gets no call; once its ejection time is
-// over (the fake clock moves past it) it is back within a second. Without
+// over (the fake clock moves past it) it is back within a second, on the
+// connection it had. Without
 // ejection round_robin fails a tenth of the calls.
 func TestConsecutiveFailures(t *testing.T) {
 	const callers, calls = 4, 2000
@@ -166,6 +167,7 @@ func TestConsecutiveFailures(t *testing.T) {
 			bs, _ := testbackend.StartN(t, 10)
 			cc := dial(t, policy, "", bs)
 			b := bad(policy, bs)
+			conns := b.Conns.Load()
 			b.Fail.Store(true)
 			failed := run(t, cc, callers, calls)
 			t.Logf("%s: %d of %d calls failed (%v)", policy, sum(failed), calls, failed)
@@ -192,6 +194,9 @@ func TestConsecutiveFailures(t *testing.T) {
 			}
 			if took := waitBack(t, cc, b); took > within {
 				t.Errorf("the backend took %v after its ejection ended to get a call, want at most %v", took, within)
+			}
+			if got := b.Conns.Load(); got != conns {
+				t.Errorf("the backend accepted %d connections while out and back, want none: ejection keeps the connection", got-conns)
 			}
 		})
 	}
