@@ -29,7 +29,9 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testbackend"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testpki"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/hedge"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/outlier"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pool"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/slowstart"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
@@ -523,6 +525,8 @@ func TestHijackedName(t *testing.T) {
 	}{
 		{pool.Name, &Service{FullName: "x.Y", Balancer: Random{}, PoolSize: 2}},
 		{hedge.Name, &Service{FullName: "x.Y", Balancer: Random{}, Methods: []Method{{Name: "M", Hedging: &Hedging{MaxAttempts: 2, Delay: time.Millisecond}}}}},
+		{outlier.Name, &Service{FullName: "x.Y", Balancer: Random{}, OutlierEjection: &OutlierEjection{}}},
+		{slowstart.Name, &Service{FullName: "x.Y", Balancer: Random{}, SlowStart: &SlowStart{Window: time.Minute}}},
 	} {
 		if _, err := ServiceConfig(tc.svc); err != nil {
 			t.Fatalf("ServiceConfig with our %s: %v", tc.name, err)
@@ -563,6 +567,69 @@ func TestPoolServiceConfig(t *testing.T) {
 	} {
 		if sc, err := ServiceConfig(svc); err == nil {
 			t.Errorf("ServiceConfig(%s, pool %d) = %s, want an error", svc.Balancer, svc.PoolSize, sc)
+		}
+	}
+}
+
+// TestLayersServiceConfig: the layers a service declares wrap its policy
+// in layers.go's order, outermost first; slow start is refused where a
+// ramp has no meaning, and a layer's bad setting names it.
+func TestLayersServiceConfig(t *testing.T) {
+	svc := &Service{
+		FullName: "x.Y", Balancer: P2CEWMA{}, PoolSize: 2,
+		OutlierEjection: &OutlierEjection{MaxEjectedPercent: 30},
+		SlowStart:       &SlowStart{Window: time.Minute},
+		Methods:         []Method{{Name: "M", Idempotent: true, Hedging: &Hedging{MaxAttempts: 2, Delay: time.Millisecond}}},
+		Streams:         []string{"Watch"},
+	}
+	sc, err := ServiceConfig(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		LoadBalancingConfig []map[string]json.RawMessage `json:"loadBalancingConfig"`
+	}
+	if err := json.Unmarshal([]byte(sc), &got); err != nil {
+		t.Fatal(err)
+	}
+	var chain []string
+	entry := got.LoadBalancingConfig[0]
+	var last json.RawMessage
+	for len(entry) == 1 {
+		for name, cfg := range entry {
+			chain, last = append(chain, name), cfg
+			var p struct {
+				ChildPolicy []map[string]json.RawMessage `json:"childPolicy"`
+			}
+			json.Unmarshal(cfg, &p)
+			entry = nil
+			if len(p.ChildPolicy) > 0 {
+				entry = p.ChildPolicy[0]
+			}
+		}
+	}
+	want := []string{hedge.Name, outlier.Name, slowstart.Name, pool.Name, P2CEWMA{}.BalancerName()}
+	if !slices.Equal(chain, want) {
+		t.Errorf("policy chain %v, want %v (service config %s)", chain, want, sc)
+	}
+	if !strings.Contains(string(last), `"/x.Y/Watch"`) {
+		t.Errorf("lb_p2c_ewma's config %s does not list the stream /x.Y/Watch", last)
+	}
+	if !strings.Contains(sc, `"maxEjectedPercent":30`) {
+		t.Errorf("service config %s lost the ejection's setting", sc)
+	}
+	for _, tc := range []struct {
+		svc  *Service
+		want string
+	}{
+		{&Service{FullName: "x.Y", Balancer: PickFirst{}, SlowStart: &SlowStart{Window: time.Minute}}, "no share to ramp"},
+		{&Service{FullName: "x.Y", Balancer: ConsistentHash{}, SlowStart: &SlowStart{Window: time.Minute}}, "would move keys"},
+		{&Service{FullName: "x.Y", Balancer: RingHash{}, SlowStart: &SlowStart{Window: time.Minute}}, "would move keys"},
+		{&Service{FullName: "x.Y", SlowStart: &SlowStart{}}, "window"},
+		{&Service{FullName: "x.Y", OutlierEjection: &OutlierEjection{MaxEjectedPercent: 200}}, "max ejected percent 200"},
+	} {
+		if sc, err := ServiceConfig(tc.svc); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ServiceConfig(%+v) = %s, %v; want an error with %q", tc.svc, sc, err, tc.want)
 		}
 	}
 }
