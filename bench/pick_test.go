@@ -2,10 +2,13 @@ package bench
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 var endpointCounts = []int{3, 10, 100}
@@ -106,5 +109,69 @@ func TestPickersSpread(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestOutlierPickersEject checks that the lb_outlier>... entries measure
+// lb_outlier's own picker over the fake channel, not the child's alone:
+// calls fail until one endpoint has failed five in a row (the default),
+// which ejects it, and the picker the channel then gets never picks it.
+// Every endpoint fails, not one: the p2c child shuns an endpoint once it
+// has failed, and would not pick it five times in a row for seconds.
+func TestOutlierPickersEject(t *testing.T) {
+	const n = 10
+	failed := balancer.DoneInfo{Err: status.Error(codes.Unavailable, "bench: failing"), BytesSent: true, BytesReceived: true}
+	for _, p := range policies {
+		if p.name != "lb_outlier" {
+			continue
+		}
+		t.Run("policy="+p.label, func(t *testing.T) {
+			bt := buildReady(t, p, n)
+			picker, infos := bt.cc.latestPicker(), pickInfos(p)
+			streaks := map[string]int{}
+			bad := ""
+			for i := 0; bad == ""; i++ {
+				if i == 100*n {
+					t.Fatalf("%d failed calls, none 5 in a row on one endpoint: %v", i, streaks)
+				}
+				res, err := picker.Pick(infos[i%len(infos)])
+				if err != nil {
+					t.Fatalf("Pick #%d: %v", i, err)
+				}
+				addr := res.SubConn.(*fakeSubConn).addr
+				if streaks[addr]++; streaks[addr] == 5 {
+					bad = addr
+				}
+				if res.Done != nil {
+					res.Done(failed)
+				}
+			}
+			// The ejection reaches the child, then the channel, from
+			// lb_outlier's goroutine.
+			deadline := time.After(5 * time.Second)
+			for bt.cc.latestPicker() == picker {
+				select {
+				case <-bt.cc.updated:
+				case <-deadline:
+					t.Fatalf("no new picker 5s after %s failed 5 calls in a row", bad)
+				}
+			}
+			picker = bt.cc.latestPicker()
+			if typ := fmt.Sprintf("%T", picker); !strings.Contains(typ, "outlier") {
+				t.Errorf("the channel's picker is a %s, want lb_outlier's", typ)
+			}
+			for i := range 100 * n {
+				res, err := picker.Pick(infos[i%len(infos)])
+				if err != nil {
+					t.Fatalf("Pick #%d after the ejection: %v", i, err)
+				}
+				if addr := res.SubConn.(*fakeSubConn).addr; addr == bad {
+					t.Fatalf("Pick #%d after the ejection = %s, the ejected endpoint", i, addr)
+				}
+				if res.Done != nil {
+					res.Done(sent)
+				}
+			}
+		})
 	}
 }

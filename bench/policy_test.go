@@ -34,6 +34,7 @@ import (
 	// Ours.
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/consistenthash"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/leastrequest"
+	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/outlier"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pickfirst"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/random"
@@ -89,6 +90,24 @@ var policies = []policy{
 	{label: "lb_p2c_ewma", name: "lb_p2c_ewma", config: `{}`, ours: true},
 	{label: "lb_weighted_round_robin", name: "lb_weighted_round_robin", config: `{}`, ours: true},
 	{label: "lb_consistent_hash", name: "lb_consistent_hash", config: `{}`, ours: true, withKey: contextKey},
+	withOutlier(policy{label: "round_robin", name: "round_robin", config: `{}`}),
+	withOutlier(policy{label: "lb_least_request", name: "lb_least_request", config: `{"choiceCount":2}`}),
+	withOutlier(policy{label: "lb_p2c_ewma", name: "lb_p2c_ewma", config: `{}`}),
+	withOutlier(policy{label: "lb_weighted_round_robin", name: "lb_weighted_round_robin", config: `{}`}),
+}
+
+// withOutlier is p under lb_outlier with its defaults (consecutive
+// failures), labelled lb_outlier>label: the same policy, with every pick
+// and Done passing through the outlier's picker and its accounting.
+func withOutlier(p policy) policy {
+	return policy{
+		label:   "lb_outlier>" + p.label,
+		name:    "lb_outlier",
+		config:  fmt.Sprintf(`{"childPolicy":[{%q:%s}]}`, p.name, p.config),
+		ours:    true,
+		single:  p.single,
+		withKey: p.withKey,
+	}
 }
 
 // endpoints returns n endpoints 10.0.0.1:50051 and on, weighing 1, 2, 3,
@@ -149,7 +168,7 @@ func buildReadyOn(tb testing.TB, p policy, eps []resolver.Endpoint) *built {
 	if bb == nil {
 		tb.Fatalf("balancer %q is not registered", p.name)
 	}
-	cc := &fakeCC{}
+	cc := &fakeCC{updated: make(chan struct{}, 1)}
 	bal := bb.Build(cc, balancer.BuildOptions{})
 	tb.Cleanup(bal.Close)
 	s := balancer.ClientConnState{ResolverState: resolverState(eps)}
@@ -212,6 +231,8 @@ func buildReadyOn(tb testing.TB, p policy, eps []resolver.Endpoint) *built {
 type fakeCC struct {
 	balancer.ClientConn // nil: methods not written here panic
 
+	updated chan struct{} // a one-slot signal: UpdateState was called
+
 	mu       sync.Mutex // guards the fields below and the fakeSubConns' flags
 	subConns []*fakeSubConn
 	picker   balancer.Picker
@@ -227,8 +248,12 @@ func (cc *fakeCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnO
 
 func (cc *fakeCC) UpdateState(s balancer.State) {
 	cc.mu.Lock()
-	defer cc.mu.Unlock()
 	cc.picker = s.Picker
+	cc.mu.Unlock()
+	select {
+	case cc.updated <- struct{}{}:
+	default:
+	}
 }
 
 func (cc *fakeCC) RemoveSubConn(balancer.SubConn)                       {}
