@@ -54,21 +54,22 @@ update-golden: tools ## Rewrite the plugin's golden files (buf compiles the edit
 	BUF=$(BUF) LB_REQUIRE_TOOLS=1 go test ./cmd/protoc-gen-go-lb -run 'TestGolden' -update
 
 .PHONY: bench
-bench: ## Benchmark picks, tail latency and hashing against grpc-go, go-zero, kratos into docs/bench (~27 min)
-	@mkdir -p docs/bench/tail docs/bench/tail-churn && rm -f docs/bench/tail/*.csv docs/bench/tail-churn/*.csv
-	@echo "runtime: $$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- runtime go.mod || echo '+dirty')" | tee docs/bench/pick.txt docs/bench/tail.txt > docs/bench/tail-churn.txt
+bench: ## Benchmark picks, tail latency, gray failures and hashing against grpc-go, go-zero, kratos into docs/bench (~45 min)
+	@mkdir -p docs/bench/tail docs/bench/tail-churn docs/bench/gray && rm -f docs/bench/tail/*.csv docs/bench/tail-churn/*.csv docs/bench/gray/*.csv
+	@echo "runtime: $$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- runtime go.mod || echo '+dirty')" | tee docs/bench/pick.txt docs/bench/tail.txt docs/bench/tail-churn.txt > docs/bench/gray.txt
 	cd bench && go test -run '^$$' -bench '^BenchmarkPick$$' -benchmem -benchtime 200ms -count 6 -timeout 60m . | tee -a ../docs/bench/pick.txt
 	cd bench && go test -run '^$$' -bench '^BenchmarkTail$$' -benchtime 1x -tail.rounds 3 -tail.duration 40s -tail.out ../docs/bench/tail -timeout 60m . | tee -a ../docs/bench/tail.txt
 	cd bench && go test -run '^$$' -bench '^BenchmarkTail$$/^policy=(gozero_p2c_ewma|kratos_p2c|lb_p2c_ewma)(#|$$)' -benchtime 1x -tail.rounds 3 -tail.duration 40s -tail.churn 5s -tail.out ../docs/bench/tail-churn -timeout 60m . | tee -a ../docs/bench/tail-churn.txt
+	cd bench && go test -run '^$$' -bench '^BenchmarkGray$$' -benchtime 1x -gray.duration 60s -gray.out ../docs/bench/gray -timeout 60m . | tee -a ../docs/bench/gray.txt
 	cd bench && go test -run '^$$' -bench '^BenchmarkHashing$$' -benchtime 1x -timeout 60m . | tee ../docs/bench/hashing.txt
 	cd bench && ./pickmd.sh ../docs/bench/pick.txt > ../docs/bench/pick.md
-	cd bench && go run ./cmd/plot -pick ../docs/bench/pick.txt -tail ../docs/bench/tail.txt -hist ../docs/bench/tail -tail-churn ../docs/bench/tail-churn.txt -hist-churn ../docs/bench/tail-churn -out ../docs/bench
+	cd bench && go run ./cmd/plot -pick ../docs/bench/pick.txt -tail ../docs/bench/tail.txt -hist ../docs/bench/tail -tail-churn ../docs/bench/tail-churn.txt -hist-churn ../docs/bench/tail-churn -gray ../docs/bench/gray.txt -gray-csv ../docs/bench/gray -out ../docs/bench
 
 .PHONY: bench-check
-bench-check: ## Vet the bench module and run each benchmark once, briefly (< 1 min)
+bench-check: ## Vet the bench module and run each benchmark once, briefly (~2 min)
 	cd bench && go vet ./...
 	@cd bench && test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
-	cd bench && go test -count 1 -run . -bench . -benchtime 1x -tail.duration 2s .
+	cd bench && go test -count 1 -run . -bench . -benchtime 1x -tail.duration 2s -gray.duration 3s .
 	cd bench && go test -count 1 -run '^$$' -bench '^BenchmarkTail$$/^policy=lb_p2c_ewma(#|$$)' -benchtime 1x -tail.rounds 2 -tail.duration 2s -tail.churn 500ms .
 
 .PHONY: tools chromium

@@ -12,16 +12,19 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
 
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
 )
@@ -73,7 +76,12 @@ var tailPolicies = []policy{
 // first are named as go test names repeated sub-benchmarks,
 // policy=<label>#01, #02, ...
 func BenchmarkTail(b *testing.B) {
-	addrs := startBackends(b, tailBackends+1) // the last one only joins with -tail.churn
+	// The last one only joins with -tail.churn.
+	addrs := startBackends(b, tailBackends+1, func(i int, be *backend) {
+		if i == tailSlow {
+			be.delay = tailDelay
+		}
+	})
 	for range max(1, *tailRounds) {
 		for _, p := range tailPolicies {
 			b.Run("policy="+p.label, func(b *testing.B) {
@@ -159,17 +167,40 @@ func runTail(b *testing.B, p policy, addrs []string) tailResult {
 	if churn != nil {
 		defer churn()() // stops the updates before conn.Close
 	}
-	client := testpb.NewTestServiceClient(conn)
-	req := &testpb.SimpleRequest{FillServerId: true}
-
 	interval := time.Second / time.Duration(*tailRate)
 	warm := int(*tailWarmup / interval)
-	total := warm + int(*tailDuration/interval)
-	type sample struct {
-		latency time.Duration
-		backend int // -1: the call failed
+	calls := openLoop(testpb.NewTestServiceClient(conn), warm+int(*tailDuration/interval), *tailRate, nil)
+
+	var r tailResult
+	r.latencies = make([]time.Duration, 0, len(calls)-warm)
+	for _, c := range calls[warm:] {
+		r.latencies = append(r.latencies, c.latency)
+		if c.err != nil {
+			r.errors++
+		} else {
+			r.served[c.backend]++
+		}
 	}
-	samples := make([]sample, total)
+	slices.Sort(r.latencies)
+	return r
+}
+
+// outcome is one call of openLoop.
+type outcome struct {
+	latency time.Duration // from when it was due
+	backend int           // the index of the backend that answered, or failed it; -1: none did
+	err     error
+}
+
+// openLoop sends total unary calls through client, open loop: call i
+// leaves at start + i/rate whether or not earlier calls have returned,
+// and its latency counts from then, so a stalled client is not hidden (no
+// coordinated omission). before, if not nil, is called with i just before
+// call i leaves. Each call has a deadline of tailTimeout.
+func openLoop(client testpb.TestServiceClient, total, rate int, before func(i int)) []outcome {
+	req := &testpb.SimpleRequest{FillServerId: true}
+	interval := time.Second / time.Duration(rate)
+	calls := make([]outcome, total)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range total {
@@ -177,37 +208,31 @@ func runTail(b *testing.B, p policy, addrs []string) tailResult {
 		if d := time.Until(at); d > 0 {
 			time.Sleep(d)
 		}
+		if before != nil {
+			before(i)
+		}
 		wg.Go(func() {
 			ctx, cancel := context.WithDeadline(context.Background(), at.Add(tailTimeout))
 			defer cancel()
 			resp, err := client.UnaryCall(ctx, req)
-			s := sample{latency: time.Since(at), backend: -1}
+			c := outcome{latency: time.Since(at), backend: -1, err: err}
 			if err == nil {
-				s.backend, _ = strconv.Atoi(resp.GetServerId())
+				c.backend, _ = strconv.Atoi(resp.GetServerId())
+			} else if _, after, ok := strings.Cut(status.Convert(err).Message(), failMsgPrefix); ok {
+				c.backend, _ = strconv.Atoi(after)
 			}
-			samples[i] = s
+			calls[i] = c
 		})
 	}
 	wg.Wait()
-
-	var r tailResult
-	r.latencies = make([]time.Duration, 0, total-warm)
-	for _, s := range samples[warm:] {
-		r.latencies = append(r.latencies, s.latency)
-		if s.backend < 0 {
-			r.errors++
-		} else {
-			r.served[s.backend]++
-		}
-	}
-	slices.Sort(r.latencies)
-	return r
+	return calls
 }
 
 // startBackends starts n gRPC servers on loopback, each with the health
 // service SERVING and grpc.testing.TestService's UnaryCall answering its
-// index as the server id; backend tailSlow answers tailDelay late.
-func startBackends(b *testing.B, n int) []string {
+// index as the server id; setup, if not nil, sets each backend's behaviour
+// before its server starts.
+func startBackends(b *testing.B, n int, setup func(i int, be *backend)) []string {
 	addrs := make([]string, n)
 	for i := range n {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -215,9 +240,9 @@ func startBackends(b *testing.B, n int) []string {
 			b.Fatal(err)
 		}
 		s := grpc.NewServer()
-		be := &backend{resp: &testpb.SimpleResponse{ServerId: strconv.Itoa(i)}}
-		if i == tailSlow {
-			be.delay = tailDelay
+		be := &backend{index: i, resp: &testpb.SimpleResponse{ServerId: strconv.Itoa(i)}}
+		if setup != nil {
+			setup(i, be)
 		}
 		testpb.RegisterTestServiceServer(s, be)
 		healthpb.RegisterHealthServer(s, health.NewServer()) // "" SERVING
@@ -228,13 +253,35 @@ func startBackends(b *testing.B, n int) []string {
 	return addrs
 }
 
+// failMsgPrefix starts the message of a call a backend fails on purpose,
+// followed by the backend's index.
+const failMsgPrefix = "bench: failed on purpose by backend "
+
 type backend struct {
 	testpb.UnimplementedTestServiceServer
+	index int
 	resp  *testpb.SimpleResponse // shared: only read when marshalled
 	delay time.Duration
+	// failing, while set, fails a share of the calls (BenchmarkGray).
+	failing atomic.Pointer[failure]
+	calls   atomic.Int64 // calls while failing was set
+}
+
+// failure is how a backend fails calls: percent of them, evenly spread
+// (call k fails when floor(k*percent/100) steps up), the failed ones
+// taking codes in turn.
+type failure struct {
+	percent int64
+	codes   []codes.Code
 }
 
 func (be *backend) UnaryCall(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	if f := be.failing.Load(); f != nil {
+		k := be.calls.Add(1) - 1
+		if n := (k + 1) * f.percent / 100; n > k*f.percent/100 {
+			return nil, status.Error(f.codes[n%int64(len(f.codes))], failMsgPrefix+strconv.Itoa(be.index))
+		}
+	}
 	if be.delay > 0 {
 		t := time.NewTimer(be.delay)
 		defer t.Stop()
