@@ -47,6 +47,10 @@
 // resolver reads too, and a plain "host:port" as go-kit's sd/etcdv3
 // registrar writes it. An invalid value (bad JSON, bad address, over
 // MaxValueSize) is dropped with a logged reason; the valid ones are served.
+// The metadata keys weight, zone, version and registered_at (RFC 3339,
+// which the Registrar writes: the first registration's time, for
+// lb_slow_start) fill discovery.Metadata; a bad weight or registration time
+// is ignored with a warning, its instance served.
 //
 // # Failures
 //
