@@ -264,6 +264,7 @@ func (c *childCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnO
 		return c.ClientConn.NewSubConn(addrs, opts)
 	}
 	in := c.b.instanceOf(addrs[0].Addr)
+	w := &subConn{in: in}
 	inner := opts.StateListener
 	state := connectivity.Idle
 	opts.StateListener = func(s balancer.SubConnState) {
@@ -271,13 +272,18 @@ func (c *childCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnO
 		state = s.ConnectivityState
 		if inner != nil {
 			inner(s)
+		} else {
+			// A child without a listener (deprecated in grpc-go)
+			// hears of its SubConn as it knows it.
+			c.b.Balancer.UpdateSubConnState(w, s)
 		}
 	}
 	sc, err := c.ClientConn.NewSubConn(addrs, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &subConn{SubConn: sc, in: in}, nil
+	w.SubConn = sc
+	return w, nil
 }
 
 // RemoveSubConn is deprecated in grpc-go; it is kept correct for a child
