@@ -581,17 +581,22 @@ type wrapper struct {
 func (w *wrapper) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
 	b := w.b
 	sc := &subConn{b: b}
-	if l := opts.StateListener; l != nil {
-		opts.StateListener = func(s balancer.SubConnState) {
-			b.childMu.Lock()
-			defer b.childMu.Unlock()
-			sc.lastState = s.ConnectivityState
+	l := opts.StateListener
+	opts.StateListener = func(s balancer.SubConnState) {
+		b.childMu.Lock()
+		defer b.childMu.Unlock()
+		sc.lastState = s.ConnectivityState
+		if l != nil {
 			l(s)
-			if s.ConnectivityState == connectivity.Shutdown {
-				b.mu.Lock()
-				delete(sc.inst.subConns, sc)
-				b.mu.Unlock()
-			}
+		} else {
+			// A child without a listener (deprecated in grpc-go)
+			// hears of its subchannel as it knows it.
+			b.child.UpdateSubConnState(sc, s)
+		}
+		if s.ConnectivityState == connectivity.Shutdown {
+			b.mu.Lock()
+			delete(sc.inst.subConns, sc)
+			b.mu.Unlock()
 		}
 	}
 	inner, err := w.ClientConn.NewSubConn(addrs, opts)
