@@ -162,9 +162,15 @@ func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balance
 	if id, ok := describe.ChannelID(opts); ok {
 		b.stopDescribing = describe.Register(id, Name, b.describe)
 	}
+	if built != nil {
+		built(b)
+	}
 	go b.run()
 	return b
 }
+
+// built, when a test sets it, is told of each balancer built.
+var built func(*outlierBalancer)
 
 // settings are what a call's Done reads of the config.
 type settings struct {
@@ -183,7 +189,8 @@ type outlierBalancer struct {
 	stopReporting  func()                 // nil without metrics
 	stopDescribing func()                 // nil without channelz
 	settings       atomic.Pointer[settings]
-	ejectedNow     atomic.Int64 // instances out, for the gauge
+	ejectedNow     atomic.Int64  // instances out, for the gauge
+	pickers        atomic.Uint64 // counts the pickers made: each one's sequence number
 
 	childMu sync.Mutex // serializes every call into the child, and guards subConn's fields
 	child   parent.Balancer
@@ -206,8 +213,9 @@ type instance struct {
 	b    *outlierBalancer
 	name string // its first address, for the page
 
-	out      atomic.Bool  // ejected: picks avoid it
-	streak   atomic.Int64 // failures in a row
+	out      atomic.Bool   // ejected: picks avoid it
+	outSince atomic.Uint64 // the sequence number of the last picker made before it went out
+	streak   atomic.Int64  // failures in a row
 	calls    atomic.Int64 // calls that ended this interval (percentage mode)
 	failures atomic.Int64 // of which failed
 
@@ -222,9 +230,10 @@ type instance struct {
 // it dials.
 type subConn struct {
 	balancer.SubConn
-	b    *outlierBalancer
-	inst *instance
-	done func(balancer.DoneInfo) // inst.record, bound once
+	b         *outlierBalancer
+	inst      *instance
+	done      func(balancer.DoneInfo) // inst.record, bound once
+	listening atomic.Bool             // the child listens for its health
 
 	// Guarded by b.childMu.
 	listener  func(balancer.SubConnState) // the child's health listener
@@ -465,6 +474,7 @@ func (b *outlierBalancer) ejectLocked(in *instance, mode string, now time.Time) 
 	in.until = now.Add(d)
 	in.recent = true
 	in.streak.Store(0)
+	in.outSince.Store(b.pickers.Load())
 	in.out.Store(true)
 	b.ejectedNow.Add(1)
 	b.changed = true
@@ -548,6 +558,7 @@ func (sc *subConn) RegisterHealthListener(l func(balancer.SubConnState)) {
 	sc.gen++
 	gen := sc.gen
 	sc.listener, sc.health = l, nil
+	sc.listening.Store(l != nil)
 	if l == nil {
 		sc.SubConn.RegisterHealthListener(nil)
 		return
@@ -630,7 +641,7 @@ func (w *wrapper) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnO
 // UpdateState wraps the child's picker.
 func (w *wrapper) UpdateState(s balancer.State) {
 	if s.Picker != nil {
-		s.Picker = &picker{child: s.Picker}
+		s.Picker = &picker{child: s.Picker, seq: w.b.pickers.Add(1)}
 	}
 	w.ClientConn.UpdateState(s)
 }
@@ -640,6 +651,7 @@ func (w *wrapper) UpdateState(s balancer.State) {
 // outcome for the instance it went to.
 type picker struct {
 	child balancer.Picker
+	seq   uint64 // its sequence number among the balancer's pickers
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
@@ -652,11 +664,19 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		if !ok {
 			return res, nil
 		}
-		if sc.inst.out.Load() && i < repicks {
+		// A picker made before the instance went out does not know it
+		// yet: pick again, and if the child keeps to it (pick_first, a
+		// key's instance), wait for the child's next picker, which
+		// comes as soon as the child is told. A picker made since, or a
+		// child that does not listen for health, is followed.
+		if sc.inst.out.Load() && p.seq <= sc.inst.outSince.Load() && sc.listening.Load() {
 			if res.Done != nil {
 				res.Done(balancer.DoneInfo{Err: parent.ErrNotUsed})
 			}
-			continue
+			if i < repicks {
+				continue
+			}
+			return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
 		}
 		res.SubConn = sc.SubConn
 		if res.Done == nil {
