@@ -216,8 +216,8 @@ type instance struct {
 	out      atomic.Bool   // ejected: picks avoid it
 	outSince atomic.Uint64 // the sequence number of the last picker made before it went out
 	streak   atomic.Int64  // failures in a row
-	calls    atomic.Int64 // calls that ended this interval (percentage mode)
-	failures atomic.Int64 // of which failed
+	calls    atomic.Int64  // calls that ended this interval (percentage mode)
+	failures atomic.Int64  // of which failed
 
 	// Guarded by b.mu.
 	until     time.Time // when the ejection ends; zero while in
