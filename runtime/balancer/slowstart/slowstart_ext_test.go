@@ -69,18 +69,38 @@ func newClient(t *testing.T, child string, eps []resolver.Endpoint) *client {
 	return &client{cc: cc, h: healthpb.NewHealthClient(cc)}
 }
 
-// calls makes n calls, one after the other, and counts them by backend.
+// calls makes n calls, from 4 callers, and counts them by backend.
 func (c *client) calls(t *testing.T, n int) map[string]int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	got := map[string]int{}
-	for range n {
-		var p peer.Peer
-		if _, err := c.h.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+	const callers = 4
+	counts := make([]map[string]int, callers)
+	errs := make(chan error, callers)
+	for k := range callers {
+		counts[k] = map[string]int{}
+		go func() {
+			for i := k; i < n; i += callers {
+				var p peer.Peer
+				if _, err := c.h.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+					errs <- err
+					return
+				}
+				counts[k][p.Addr.String()]++
+			}
+			errs <- nil
+		}()
+	}
+	for range callers {
+		if err := <-errs; err != nil {
 			t.Fatalf("call: %v", err)
 		}
-		got[p.Addr.String()]++
+	}
+	got := map[string]int{}
+	for _, m := range counts {
+		for a, k := range m {
+			got[a] += k
+		}
 	}
 	return got
 }
@@ -196,9 +216,10 @@ func TestRamp(t *testing.T) {
 				}
 			}
 			if tc.child == "lb_p2c_ewma" {
-				// p2c_ewma sends sequential calls to the lower latency
-				// of two: shares follow the loopback's noise, a step's
-				// may be 0 or twice the even one. Over two steps: well
+				// p2c_ewma sends a call to the lower score of two
+				// (latency times calls in flight): with 4 callers shares
+				// follow the loopback's noise, a step's may be 0 or
+				// twice the even one. Over two steps: well
 				// below even early, and a share like the others' at the
 				// end.
 				if share := float64(early) / float64(2*tc.calls); share > 0.05 {
