@@ -142,8 +142,16 @@ type Instance struct {
 type Metadata struct {
 	// Weight is the instance's relative weight; 0 means unset.
 	Weight uint32
-	// Zone is the instance's zone or datacenter.
+	// Zone is the instance's zone (an availability zone: "us-east-1a"),
+	// which zone-aware routing compares with the client's own. Registries
+	// hold it under "zone" (etcd metadata, Consul service Meta, else the
+	// node's Meta); etcd also reads Kubernetes' label name
+	// "topology.kubernetes.io/zone".
 	Zone string
+	// Region is the instance's region ("us-east-1"), the level above the
+	// zone: registries hold it under "region" (and, in etcd,
+	// "topology.kubernetes.io/region").
+	Region string
 	// Version is the version of the instance's software.
 	Version string
 	// RegisteredAt is when the instance was first registered, by its
@@ -157,14 +165,14 @@ type Metadata struct {
 
 // IsZero reports whether m holds nothing.
 func (m Metadata) IsZero() bool {
-	return m.Weight == 0 && m.Zone == "" && m.Version == "" && m.RegisteredAt.IsZero() && len(m.Custom) == 0
+	return m.Weight == 0 && m.Zone == "" && m.Region == "" && m.Version == "" && m.RegisteredAt.IsZero() && len(m.Custom) == 0
 }
 
 // Equal reports whether m and o are the same. attributes.Attributes.Equal
 // calls it, so an unchanged instance set does not churn connections.
 func (m Metadata) Equal(o any) bool {
 	om, ok := o.(Metadata)
-	return ok && m.Weight == om.Weight && m.Zone == om.Zone && m.Version == om.Version &&
+	return ok && m.Weight == om.Weight && m.Zone == om.Zone && m.Region == om.Region && m.Version == om.Version &&
 		m.RegisteredAt.Equal(om.RegisteredAt) && maps.Equal(m.Custom, om.Custom)
 }
 
