@@ -113,6 +113,9 @@ func meta(md discovery.Metadata) map[string]string {
 	if md.Zone != "" {
 		m["zone"] = md.Zone
 	}
+	if md.Region != "" {
+		m["region"] = md.Region
+	}
 	if md.Version != "" {
 		m["version"] = md.Version
 	}

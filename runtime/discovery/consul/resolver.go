@@ -274,7 +274,17 @@ func (s *source) instance(e *api.ServiceEntry, logged map[string]string) (discov
 	if err != nil {
 		return discovery.Instance{}, fmt.Errorf("service address %q, port %d: %w", host, e.Service.Port, err)
 	}
-	md := discovery.Metadata{Zone: e.Service.Meta["zone"], Version: e.Service.Meta["version"]}
+	md := discovery.Metadata{Zone: e.Service.Meta["zone"], Region: e.Service.Meta["region"], Version: e.Service.Meta["version"]}
+	// Where the service does not say, its node does (Consul node Meta,
+	// set once per machine).
+	if e.Node != nil {
+		if md.Zone == "" {
+			md.Zone = e.Node.Meta["zone"]
+		}
+		if md.Region == "" {
+			md.Region = e.Node.Meta["region"]
+		}
+	}
 	if w := e.Service.Meta["weight"]; w != "" {
 		n, err := strconv.ParseUint(w, 10, 32)
 		if err != nil {

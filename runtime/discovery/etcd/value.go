@@ -24,7 +24,12 @@ type endpointValue struct {
 const (
 	weightKey  = "weight"
 	zoneKey    = "zone"
+	regionKey  = "region"
 	versionKey = "version"
+	// Kubernetes' names of the zone and region labels, read too: the
+	// keys operators who also run Kubernetes already set.
+	k8sZoneKey   = "topology.kubernetes.io/zone"
+	k8sRegionKey = "topology.kubernetes.io/region"
 	// registeredAtKey holds Metadata.RegisteredAt, as discovery.FormatTime
 	// writes it.
 	registeredAtKey = "registered_at"
@@ -88,6 +93,16 @@ func parseMetadata(m any) (md discovery.Metadata, warn error) {
 			md.RegisteredAt = t
 		case zoneKey:
 			md.Zone = fmt.Sprint(v)
+		case regionKey:
+			md.Region = fmt.Sprint(v)
+		case k8sZoneKey:
+			if _, ok := fields[zoneKey]; !ok {
+				md.Zone = fmt.Sprint(v)
+			}
+		case k8sRegionKey:
+			if _, ok := fields[regionKey]; !ok {
+				md.Region = fmt.Sprint(v)
+			}
 		case versionKey:
 			md.Version = fmt.Sprint(v)
 		default:
@@ -142,6 +157,9 @@ func encodeValue(inst discovery.Instance, plain bool) string {
 		}
 		if md.Zone != "" {
 			ev.Metadata[zoneKey] = md.Zone
+		}
+		if md.Region != "" {
+			ev.Metadata[regionKey] = md.Region
 		}
 		if md.Version != "" {
 			ev.Metadata[versionKey] = md.Version

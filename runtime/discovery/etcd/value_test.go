@@ -27,6 +27,12 @@ func TestParseValue(t *testing.T) {
 			addr: "10.0.0.1:1", md: discovery.Metadata{Weight: 3, Zone: "z", Version: "1.2", Custom: map[string]string{"team": "core", "n": "5"}}},
 		{name: "registration time", value: `{"Addr":"10.0.0.1:1","Metadata":{"registered_at":"2030-01-02T04:04:05.000000006+01:00"}}`,
 			addr: "10.0.0.1:1", md: discovery.Metadata{RegisteredAt: time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)}},
+		{name: "zone and region", value: `{"Addr":"10.0.0.1:1","Metadata":{"zone":"us-east-1a","region":"us-east-1"}}`,
+			addr: "10.0.0.1:1", md: discovery.Metadata{Zone: "us-east-1a", Region: "us-east-1"}},
+		{name: "Kubernetes' zone and region keys", value: `{"Addr":"10.0.0.1:1","Metadata":{"topology.kubernetes.io/zone":"a","topology.kubernetes.io/region":"r"}}`,
+			addr: "10.0.0.1:1", md: discovery.Metadata{Zone: "a", Region: "r"}},
+		{name: "our keys win over Kubernetes'", value: `{"Addr":"10.0.0.1:1","Metadata":{"topology.kubernetes.io/zone":"k","zone":"a","region":"r","topology.kubernetes.io/region":"kr"}}`,
+			addr: "10.0.0.1:1", md: discovery.Metadata{Zone: "a", Region: "r"}},
 		{name: "string weight", value: `{"Addr":"10.0.0.1:1","Metadata":{"weight":"7"}}`, addr: "10.0.0.1:1", md: discovery.Metadata{Weight: 7}},
 		{name: "non-map metadata is ignored", value: `{"Addr":"10.0.0.1:1","Metadata":"x"}`, addr: "10.0.0.1:1"},
 		{name: "bad JSON", value: `{"Addr":`, wantErr: "bad JSON"},
@@ -63,7 +69,7 @@ func TestParseValue(t *testing.T) {
 }
 
 func TestEncodeValueRoundTrips(t *testing.T) {
-	inst := discovery.Instance{Address: "10.0.0.1:1", Metadata: discovery.Metadata{Weight: 2, Zone: "z", Version: "v",
+	inst := discovery.Instance{Address: "10.0.0.1:1", Metadata: discovery.Metadata{Weight: 2, Zone: "z", Region: "r", Version: "v",
 		RegisteredAt: time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC), Custom: map[string]string{"k": "v"}}}
 	for _, plain := range []bool{false, true} {
 		addr, md, _, err := parseValue([]byte(encodeValue(inst, plain)))
