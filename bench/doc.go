@@ -1,8 +1,11 @@
 // Package bench compares this module's balancers with grpc-go's, go-zero's
 // and kratos's: the cost of a pick (BenchmarkPick, each balancer built alone
-// over a fake channel) and the latency of calls when one of ten backends is
-// slow (BenchmarkTail, real gRPC on loopback at a fixed arrival rate, with a
-// static list of backends or, with -tail.churn, one joining and leaving).
+// over a fake channel, ours also under lb_outlier), the latency of calls
+// when one of ten backends is slow (BenchmarkTail, real gRPC on loopback at
+// a fixed arrival rate, with a static list of backends or, with
+// -tail.churn, one joining and leaving), and the calls that fail when one
+// of ten fails calls while its health check says SERVING (BenchmarkGray,
+// the same setup, with grpc-go's A50 outlier detection among the peers).
 //
 // It is a module of its own so that users of the main module never inherit
 // go-zero or kratos. Run it with `make bench` at the repository root, which
@@ -11,6 +14,7 @@
 //	cd bench
 //	go test -run '^$' -bench '^BenchmarkPick$' -benchmem -count 6
 //	go test -run '^$' -bench '^BenchmarkTail$' -benchtime 1x -tail.rounds 3 -tail.duration 40s -tail.out ../docs/bench/tail
+//	go test -run '^$' -bench '^BenchmarkGray$' -benchtime 1x -gray.duration 60s -gray.out ../docs/bench/gray
 //
 // docs/bench/README.md explains the numbers.
 package bench

@@ -32,5 +32,11 @@ vs "Round robin class: grpc-go's round_robin, lb_random, lb_weighted_round_robin
 vs "Least request: grpc-go's least_request_experimental, lb_least_request" least_request_experimental lb_least_request
 vs "Hashing: grpc-go's ring_hash_experimental (key in a header), lb_consistent_hash (key hashed onto the context beforehand, not measured)" ring_hash_experimental lb_consistent_hash
 vs "P2C EWMA: go-zero's p2c_ewma, kratos's p2c, lb_p2c_ewma" gozero_p2c_ewma kratos_p2c lb_p2c_ewma
+echo "## Outlier ejection's cost (Pick + Done)"; echo
+echo 'Each policy alone, then under `lb_outlier` with its defaults: "vs base" is what the ejection'"'"'s'
+echo 'picker and per-call accounting add, in the same run.'; echo
+for p in round_robin lb_least_request lb_p2c_ewma lb_weighted_round_robin; do
+	vs "$p, alone and under lb_outlier" "$p" "lb_outlier>$p"
+done
 echo "## Every policy"; echo
 benchstat -table /op,/mode -row /policy,/endpoints

@@ -10,12 +10,16 @@
 //     99%, 99.9%, ...), so that the tail takes most of the height;
 //   - tail-churn.svg: the same for BenchmarkTail with -tail.churn, from
 //     -hist-churn;
+//   - gray.svg: BenchmarkGray's failed calls per second over time, from the
+//     CSVs written with -gray.out, a panel per scenario, a line per policy,
+//     on a log(1+n) y axis so that a handful of failures still shows;
 //   - summary.md: the same numbers as Markdown tables.
 //
 // Usage (make bench runs it):
 //
 //	go run ./cmd/plot -pick ../docs/bench/pick.txt -tail ../docs/bench/tail.txt -hist ../docs/bench/tail \
-//		-tail-churn ../docs/bench/tail-churn.txt -hist-churn ../docs/bench/tail-churn -out ../docs/bench
+//		-tail-churn ../docs/bench/tail-churn.txt -hist-churn ../docs/bench/tail-churn \
+//		-gray ../docs/bench/gray.txt -gray-csv ../docs/bench/gray -out ../docs/bench
 package main
 
 import (
@@ -41,16 +45,18 @@ func main() {
 	histDir := flag.String("hist", "", "directory of BenchmarkTail's <policy>.csv histograms")
 	churnFile := flag.String("tail-churn", "", "go test -bench output of BenchmarkTail with -tail.churn")
 	churnHistDir := flag.String("hist-churn", "", "directory of the <policy>.csv histograms of BenchmarkTail with -tail.churn")
-	out := flag.String("out", ".", "directory to write pick.svg, tail.svg and summary.md to")
+	grayFile := flag.String("gray", "", "go test -bench output of BenchmarkGray")
+	grayDir := flag.String("gray-csv", "", "directory of BenchmarkGray's <scenario>.csv failed calls per second")
+	out := flag.String("out", ".", "directory to write pick.svg, tail.svg, tail-churn.svg, gray.svg and summary.md to")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("plot: ")
-	if err := run(*pickFile, *tailFile, *histDir, *churnFile, *churnHistDir, *out); err != nil {
+	if err := run(*pickFile, *tailFile, *histDir, *churnFile, *churnHistDir, *grayFile, *grayDir, *out); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(pickFile, tailFile, histDir, churnFile, churnHistDir, out string) error {
+func run(pickFile, tailFile, histDir, churnFile, churnHistDir, grayFile, grayDir, out string) error {
 	var summary strings.Builder
 	if pickFile != "" {
 		res, err := readBench(pickFile)
@@ -82,6 +88,22 @@ func run(pickFile, tailFile, histDir, churnFile, churnHistDir, out string) error
 			if err := os.WriteFile(filepath.Join(out, t.svg), tailSVG(hists, t.title), 0o644); err != nil {
 				return err
 			}
+		}
+	}
+	if grayFile != "" {
+		res, err := readBench(grayFile)
+		if err != nil {
+			return err
+		}
+		graySummary(&summary, res)
+	}
+	if grayDir != "" {
+		series, err := readGray(grayDir)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(out, "gray.svg"), graySVG(series), 0o644); err != nil {
+			return err
 		}
 	}
 	return os.WriteFile(filepath.Join(out, "summary.md"), []byte(summary.String()), 0o644)
@@ -545,5 +567,171 @@ func tailSVG(hs []hist, title string) []byte {
 	}
 	s.line(left, top+h, left+w, top+h, "#444", 1, "")
 	s.line(left, top, left, top+h, "#444", 1, "")
+	return s.bytes()
+}
+
+// graySummary writes BenchmarkGray's results, a table per scenario, and
+// each policy's failed calls over grpc-go's A50 policy's and go-zero's.
+func graySummary(w io.Writer, r *results) {
+	units := []string{"failed", "bad-calls", "eject-ms", "bad-after"}
+	bases := []string{"outlier_detection_experimental>round_robin", "gozero_p2c_ewma"}
+	fmt.Fprintf(w, "\n## BenchmarkGray\n")
+	for _, sc := range r.distinct("scenario") {
+		fmt.Fprintf(w, "\nscenario=%s (eject-ms -1: never)\n\n| policy | %s | failed / A50's | failed / go-zero's |\n|---|%s---:|---:|\n", sc, strings.Join(units, " | "), strings.Repeat("---:|", len(units)))
+		var baseFailed []float64
+		for _, base := range bases {
+			baseFailed = append(baseFailed, r.find(map[string]string{"scenario": sc, "policy": base}).median("failed"))
+		}
+		for _, p := range r.distinct("policy") {
+			b := r.find(map[string]string{"scenario": sc, "policy": p})
+			if b == nil {
+				continue
+			}
+			fmt.Fprintf(w, "| %s |", p)
+			for _, u := range units {
+				fmt.Fprintf(w, " %s |", num(b.median(u)))
+			}
+			for _, bf := range baseFailed {
+				if bf > 0 {
+					fmt.Fprintf(w, " %s |", num(b.median("failed")/bf))
+				} else {
+					fmt.Fprint(w, " - |")
+				}
+			}
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+// graySeries is one scenario's failed calls per second, a column per
+// policy, from BenchmarkGray's <scenario>.csv.
+type graySeries struct {
+	scenario string
+	policies []string
+	perSec   [][]float64 // [policy][second]
+}
+
+func readGray(dir string) ([]graySeries, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.csv"))
+	if err != nil {
+		return nil, err
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("%s: no gray failure CSVs", dir)
+	}
+	// The worse failure first: fail100 before fail30.
+	slices.SortFunc(paths, func(a, b string) int { return failPercent(b) - failPercent(a) })
+	var all []graySeries
+	for _, path := range paths {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		rows, err := csv.NewReader(f).ReadAll()
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(rows) < 2 {
+			return nil, fmt.Errorf("%s: no rows", path)
+		}
+		g := graySeries{scenario: strings.TrimSuffix(filepath.Base(path), ".csv"), policies: rows[0][1:]}
+		g.perSec = make([][]float64, len(g.policies))
+		for _, row := range rows[1:] {
+			for i, cell := range row[1:] {
+				if cell == "" {
+					continue
+				}
+				v, err := strconv.ParseFloat(cell, 64)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", path, err)
+				}
+				g.perSec[i] = append(g.perSec[i], v)
+			}
+		}
+		all = append(all, g)
+	}
+	return all, nil
+}
+
+// failPercent is N of a path ending failN.csv, or 0.
+func failPercent(path string) int {
+	n, _ := strconv.Atoi(strings.TrimPrefix(strings.TrimSuffix(filepath.Base(path), ".csv"), "fail"))
+	return n
+}
+
+// graySVG draws a panel per scenario, stacked: failed calls per second
+// against seconds since the bad backend started failing, y = log10(1+n).
+// A policy has the same colour in every panel; ours are drawn last, on top.
+func graySVG(all []graySeries) []byte {
+	const (
+		left, top, w, panelH, gap = 70.0, 50.0, 640.0, 220.0, 60.0
+	)
+	var policies []string
+	maxSec, maxV := 1.0, 1.0
+	for _, g := range all {
+		for i, p := range g.policies {
+			if !slices.Contains(policies, p) {
+				policies = append(policies, p)
+			}
+			maxSec = max(maxSec, float64(len(g.perSec[i])))
+			for _, v := range g.perSec[i] {
+				maxV = max(maxV, v)
+			}
+		}
+	}
+	colour := map[string]string{}
+	for i, p := range policies {
+		colour[p] = palette[i%len(palette)]
+	}
+	hiV := niceBelow(maxV)
+	if hiV < maxV {
+		hiV = niceBelow(hiV * 2.5) // the next of 1, 2, 5 times a power of ten
+	}
+	height := top + (panelH+gap)*float64(len(all)) + 10
+	s := newSVG(int(left+w+300), int(height))
+	s.text(left+w/2, 22, "middle", "Failed calls per second, 1 of 10 backends failing while SERVING, 1,000 calls/s", `font-size="15" font-weight="bold"`)
+	for k, g := range all {
+		y0 := top + (panelH+gap)*float64(k)
+		x := func(sec float64) float64 { return left + w*sec/maxSec }
+		y := func(v float64) float64 { return y0 + panelH - panelH*math.Log10(1+v)/math.Log10(1+hiV) }
+		for _, t := range (logScale{lo: 1, hi: hiV}).ticks() {
+			s.line(left, y(t), left+w, y(t), "#ddd", 1, "")
+			s.text(left-6, y(t)+4, "end", num(t), `fill="#444"`)
+		}
+		s.text(left-6, y(0)+4, "end", "0", `fill="#444"`)
+		step := 10.0
+		for sec := 0.0; sec <= maxSec; sec += step {
+			s.line(x(sec), y0, x(sec), y0+panelH, "#ddd", 1, "")
+			s.text(x(sec), y0+panelH+16, "middle", num(sec), `fill="#444"`)
+		}
+		s.text(left+w/2, y0-8, "middle", "scenario="+g.scenario, `font-weight="bold"`)
+		s.text(left+w/2, y0+panelH+34, "middle", "seconds since the backend started failing", "")
+		s.text(16, y0+panelH/2, "middle", "failed calls/s", fmt.Sprintf(`transform="rotate(-90 16 %.0f)"`, y0+panelH/2))
+		order := slices.Clone(g.policies)
+		slices.SortStableFunc(order, func(a, b string) int {
+			return boolInt(strings.HasPrefix(a, "lb_")) - boolInt(strings.HasPrefix(b, "lb_"))
+		})
+		for _, p := range order {
+			vs := g.perSec[slices.Index(g.policies, p)]
+			var pts [][2]float64
+			for sec, v := range vs { // a step per second
+				pts = append(pts, [2]float64{x(float64(sec)), y(v)}, [2]float64{x(float64(sec + 1)), y(v)})
+			}
+			s.polyline(pts, colour[p])
+		}
+		s.line(left, y0+panelH, left+w, y0+panelH, "#444", 1, "")
+		s.line(left, y0, left, y0+panelH, "#444", 1, "")
+	}
+	for i, p := range policies {
+		y := top + 10 + 20*float64(i)
+		s.line(left+w+15, y-4, left+w+40, y-4, colour[p], 3, "")
+		weight := ""
+		if strings.HasPrefix(p, "lb_") {
+			weight = `font-weight="bold"`
+		}
+		s.text(left+w+46, y, "start", p, weight)
+	}
+	s.text(left+w+15, top+10+20*float64(len(policies))+10, "start", "y: log(1+n) scale; ours in bold", `fill="#444"`)
 	return s.bytes()
 }
