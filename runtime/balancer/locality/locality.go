@@ -150,8 +150,8 @@ type localityBalancer struct {
 	subConns map[*subConn]bool
 
 	mu        sync.Mutex
-	shares    [3]float64        // the current picker's
-	panicking bool              // the current picker ignores locality
+	shares    [3]float64       // the current picker's
+	panicking bool             // the current picker ignores locality
 	places    map[string]place // each address's zone and level, for the page
 }
 
