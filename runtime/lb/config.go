@@ -100,7 +100,14 @@ func retryOf(m Method) *Retry {
 // policy, a client-side health check of its health service, and a method
 // config for every method with a timeout or retry policy. It fails if the
 // balancing policy is not registered in this binary.
+//
+// Under ZoneAware, the client's locality is ZoneEnv and RegionEnv.
 func ServiceConfig(svc *Service) (string, error) {
+	return serviceConfig(svc, localityFromEnv())
+}
+
+// serviceConfig is ServiceConfig for a client at loc.
+func serviceConfig(svc *Service, loc Locality) (string, error) {
 	b := svc.Balancer
 	if b == nil {
 		b = RoundRobin{}
@@ -145,7 +152,7 @@ func ServiceConfig(svc *Service) (string, error) {
 	if b := budget(svc); b != nil {
 		sc.RetryThrottling = &retryThrottling{MaxTokens: b.MaxTokens, TokenRatio: b.TokenRatio}
 	}
-	lbc, err := wrapPolicy(svc, name, map[string]any{name: cfg})
+	lbc, err := wrapPolicy(svc, name, map[string]any{name: cfg}, loc)
 	if err != nil {
 		return "", fmt.Errorf("lb: %s: %w", svc.FullName, err)
 	}

@@ -52,6 +52,7 @@ type dialOptions struct {
 	block    bool
 	metrics  metric.MeterProvider
 	grpc     []grpc.DialOption
+	locality *Locality // nil: localityFromEnv
 }
 
 type dialFunc func(*dialOptions)
@@ -173,7 +174,11 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 		s.Balancer = o.balancer
 		svc = &s
 	}
-	sc, err := ServiceConfig(svc)
+	loc := localityFromEnv()
+	if o.locality != nil {
+		loc = *o.locality
+	}
+	sc, err := serviceConfig(svc, loc)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/consistenthash"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/hedge"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/locality"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/outlier"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pickfirst"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pool"
@@ -31,6 +32,10 @@ import (
 //	            thins the picks of an instance new to the fleet, so that
 //	            its share ramps up; under the ejection, which sees every
 //	            call that goes out.
+//	lb_locality which level (the client's zone, its region, the rest)
+//	            a call goes to, by the levels' health, then one child
+//	            policy per level picks in it. Under lb_outlier, so that
+//	            an ejected instance counts as unhealthy in its level.
 //	lb_pool     several connections to each address: it hands the policy
 //	            each instance's copies as endpoints, and the policy keeps
 //	            one state per address for all of them.
@@ -41,13 +46,20 @@ import (
 // out and costs nothing.
 var layers = []layer{
 	{name: hedge.Name, wraps: hedges},
-	{name: outlier.Name, wraps: ejects, config: func(svc *Service) map[string]any {
+	{name: outlier.Name, wraps: ejects, config: func(svc *Service, _ Locality) map[string]any {
 		return svc.OutlierEjection.BalancerConfig().(map[string]any)
 	}},
-	{name: slowstart.Name, wraps: rampsUp, config: func(svc *Service) map[string]any {
+	{name: slowstart.Name, wraps: rampsUp, config: func(svc *Service, _ Locality) map[string]any {
 		return svc.SlowStart.BalancerConfig().(map[string]any)
 	}},
-	{name: pool.Name, wraps: pooled, config: func(svc *Service) map[string]any {
+	{name: locality.Name, wraps: zoneAware, config: func(svc *Service, loc Locality) map[string]any {
+		c := *svc.ZoneAware
+		if c.Zone == "" && c.Region == "" {
+			c.Zone, c.Region = loc.Zone, loc.Region
+		}
+		return c.BalancerConfig().(map[string]any)
+	}},
+	{name: pool.Name, wraps: pooled, config: func(svc *Service, _ Locality) map[string]any {
 		return map[string]any{"size": svc.PoolSize}
 	}},
 }
@@ -57,14 +69,14 @@ type layer struct {
 	name string
 	// wraps reports whether svc has the layer, or why it cannot.
 	wraps func(svc *Service, policy string) (bool, error)
-	// config is the layer's config, without its childPolicy; nil for
-	// none.
-	config func(svc *Service) map[string]any
+	// config is the layer's config for a client at loc, without its
+	// childPolicy; nil for none.
+	config func(svc *Service, loc Locality) map[string]any
 }
 
 // wrapPolicy returns the loadBalancingConfig entry of svc: its policy
 // (named policy, its entry given) inside the layers svc declares.
-func wrapPolicy(svc *Service, policy string, entry map[string]any) (map[string]any, error) {
+func wrapPolicy(svc *Service, policy string, entry map[string]any, loc Locality) (map[string]any, error) {
 	for i := len(layers) - 1; i >= 0; i-- {
 		l := layers[i]
 		ok, err := l.wraps(svc, policy)
@@ -79,7 +91,7 @@ func wrapPolicy(svc *Service, policy string, entry map[string]any) (map[string]a
 		}
 		cfg := map[string]any{}
 		if l.config != nil {
-			cfg = l.config(svc)
+			cfg = l.config(svc, loc)
 		}
 		cfg["childPolicy"] = []map[string]any{entry}
 		entry = map[string]any{l.name: cfg}
@@ -118,6 +130,21 @@ func rampsUp(svc *Service, policy string) (bool, error) {
 		return false, fmt.Errorf("slow start under %s: a ramp would move keys between instances", policy)
 	}
 	return true, svc.SlowStart.Validate()
+}
+
+// zoneAware: the service declares zone-aware routing, under a policy that
+// spreads calls over the instances it is given.
+func zoneAware(svc *Service, policy string) (bool, error) {
+	if svc.ZoneAware == nil {
+		return false, nil
+	}
+	switch policy {
+	case pickfirst.Name:
+		return false, fmt.Errorf("zone-aware routing under pick_first: every call goes to one instance; pick_first's own order decides which")
+	case consistenthash.Name, ringhash.Name:
+		return false, fmt.Errorf("zone-aware routing under %s: a key must go to its instance wherever it is; levels would move keys", policy)
+	}
+	return true, svc.ZoneAware.Validate()
 }
 
 // pooled: a pool of more than one connection, under a policy that

@@ -38,6 +38,7 @@ import (
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/consistenthash"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/leastrequest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/locality"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/outlier"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pickfirst"
@@ -94,6 +95,10 @@ type Service struct {
 	// SlowStart ramps the share of an instance new to the fleet; nil:
 	// none. Not under PickFirst, ConsistentHash or RingHash.
 	SlowStart *SlowStart
+	// ZoneAware keeps calls in the client's zone, then its region, while
+	// they have healthy instances; nil: every instance alike. Not under
+	// PickFirst, ConsistentHash or RingHash.
+	ZoneAware *ZoneAware
 	// Streams are the service's streaming methods (client, server or
 	// bidi), by name: P2CEWMA does not take their durations for latency.
 	Streams []string
@@ -224,4 +229,9 @@ type (
 	// SlowStart is slowstart.Config: an instance new to the fleet takes a
 	// share that ramps up over a window.
 	SlowStart = slowstart.Config
+	// ZoneAware is locality.Config: calls stay in the client's zone, then
+	// its region, by the levels' health. Its Zone and Region are the
+	// client's: left empty, Dial fills them from WithLocality, else from
+	// ZoneEnv and RegionEnv.
+	ZoneAware = locality.Config
 )

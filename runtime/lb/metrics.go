@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/stats/opentelemetry"
 
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/locality"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/outlier"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/slowstart"
@@ -28,7 +29,7 @@ const meterName = "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 // WithMetrics turns them on. Give them to opentelemetry.MetricsOptions
 // (Metrics: opentelemetry.DefaultMetrics().Add(lb.ChannelMetrics...))
 // when you wire grpc-go's OpenTelemetry yourself.
-var ChannelMetrics = slices.Concat(discovery.MetricNames, p2cewma.MetricNames, outlier.MetricNames, slowstart.MetricNames)
+var ChannelMetrics = slices.Concat(discovery.MetricNames, p2cewma.MetricNames, outlier.MetricNames, slowstart.MetricNames, locality.MetricNames)
 
 type metricsOption struct{ mp metric.MeterProvider }
 
@@ -45,7 +46,8 @@ func (m metricsOption) applyRegister(o *registerOptions) { o.metrics = m.mp }
 // lb.discovery.*, the policies' signals such as lb.p2c_ewma.score, the
 // outlier ejection's lb.outlier.ejections (by mode), lb.outlier.ejected
 // and lb.outlier.ejection_time, and slow start's lb.slow_start.warming
-// and lb.slow_start.weight), and
+// and lb.slow_start.weight, and zone-aware routing's lb.locality.share
+// by level, lb.locality.panic and lb.locality.panics), and
 // the client's own: lb.client.picks (calls sent to each instance),
 // lb.client.retries, lb.client.hedges (sent, won) and
 // lb.client.retry_budget.exhausted.

@@ -32,6 +32,7 @@ type registerOptions struct {
 	metadata  discovery.Metadata
 	health    *health.Server
 	metrics   metric.MeterProvider
+	locality  *Locality // nil: localityFromEnv
 }
 
 type registerFunc func(*registerOptions)
@@ -92,6 +93,16 @@ func Register(s *grpc.Server, svc *Service, desc *grpc.ServiceDesc, impl any, op
 		}
 		if rc, ok := svc.Discovery.(discovery.RegistrarConfig); ok {
 			inst := discovery.Instance{Service: svc.Name, ID: o.id, Address: addr, HealthService: svc.FullName, Metadata: o.metadata}
+			loc := localityFromEnv()
+			if o.locality != nil {
+				loc = *o.locality
+			}
+			if inst.Metadata.Zone == "" {
+				inst.Metadata.Zone = loc.Zone
+			}
+			if inst.Metadata.Region == "" {
+				inst.Metadata.Region = loc.Region
+			}
 			if inst.ID == "" {
 				inst.ID = defaultInstanceID(svc.Name, addr)
 			}

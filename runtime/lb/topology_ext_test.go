@@ -1,0 +1,167 @@
+package lb_test
+
+import (
+	"context"
+	"math"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/consulagent"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
+)
+
+// zonedServer is a server registered through lb.Register in a zone.
+type zonedServer struct {
+	addr string
+	zone string
+	reg  *lb.Registration
+}
+
+// startZoned registers 9 servers of svc, 3 in each of the zones a, b and
+// c of region r, each with lb.WithLocality, and waits until they are in
+// the registry.
+func startZoned(t *testing.T, svc *lb.Service, registry string) []*zonedServer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	var ss []*zonedServer
+	for i := range 9 {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := grpc.NewServer()
+		zone := string(rune('a' + i/3))
+		r, err := lb.Register(s, svc, &grpc.ServiceDesc{ServiceName: svc.FullName, HandlerType: (*any)(nil)}, struct{}{},
+			lb.WithAdvertiseAddress(lis.Addr().String()), lb.WithRegistryAddress(registry), lb.WithLocality(zone, "r"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		go r.Serve(lis)
+		t.Cleanup(func() { r.Shutdown(context.Background()) })
+		if err := r.WaitRegistered(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ss = append(ss, &zonedServer{addr: lis.Addr().String(), zone: zone, reg: r})
+	}
+	return ss
+}
+
+// zoneShares makes n health checks of svc through c, in sequence, and
+// returns each zone's share of them; none may fail.
+func zoneShares(t *testing.T, c grpc.ClientConnInterface, svc *lb.Service, ss []*zonedServer, n int) map[string]float64 {
+	t.Helper()
+	zoneOf := map[string]string{}
+	for _, s := range ss {
+		zoneOf[s.addr] = s.zone
+	}
+	got := map[string]float64{}
+	h := healthpb.NewHealthClient(c)
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+		var p peer.Peer
+		_, err := h.Check(ctx, &healthpb.HealthCheckRequest{Service: svc.FullName}, grpc.Peer(&p))
+		cancel()
+		if err != nil {
+			t.Fatalf("call: %v", err)
+		}
+		got[zoneOf[p.Addr.String()]] += 1 / float64(n)
+	}
+	return got
+}
+
+// waitZoneShare checks until zone z's share of 300 calls is within 2
+// points of want, and returns how long it took.
+func waitZoneShare(t *testing.T, c grpc.ClientConnInterface, svc *lb.Service, ss []*zonedServer, z string, want float64) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		got := zoneShares(t, c, svc, ss, 300)
+		if math.Abs(got[z]-want) <= 0.02 {
+			return time.Since(start)
+		}
+		if time.Since(start) > resolvertest.Timeout {
+			t.Fatalf("zone %s's share %.3f, want %.3f, still after %v (%v)", z, got[z], want, resolvertest.Timeout, got)
+		}
+	}
+}
+
+// TestZoneAwareThroughRegistries: servers registered in etcd and in
+// Consul by lb.Register with their zone (lb.WithLocality), and a client of
+// zone a (lb.WithLocality) under ZoneAware: at least 99% of the calls stay
+// in zone a while all are healthy; one of a NOT_SERVING: zone a takes
+// 93.3% ± 2 points; back to local-first within a second of its recovery.
+func TestZoneAwareThroughRegistries(t *testing.T) {
+	t.Run("etcd", func(t *testing.T) {
+		es, err := etcdserver.Start(t.TempDir(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(es.Stop)
+		svc := &lb.Service{Name: "zoned", FullName: "lbtest.Zoned", Discovery: etcd.Config{Endpoints: []string{es.Endpoint()}}, ZoneAware: &lb.ZoneAware{}}
+		zoneAware(t, svc, es.Endpoint(), etcd.Scheme, "/services/zoned")
+	})
+	t.Run("consul", func(t *testing.T) {
+		a, err := consulagent.Start(t.TempDir(), "")
+		if err == consulagent.ErrNoBinary && os.Getenv("LB_REQUIRE_TOOLS") == "" {
+			t.Skip(err)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Stop() })
+		// Consul lists the instances whatever its checks say (they run
+		// an hour apart): the NOT_SERVING below is the client's health
+		// check's to see, not the registry's.
+		svc := &lb.Service{Name: "zoned", FullName: "lbtest.Zoned", Discovery: consul.Config{CheckInterval: time.Hour, IncludeFailing: true}, ZoneAware: &lb.ZoneAware{}}
+		zoneAware(t, svc, a.HTTPAddr(), consul.Scheme, "zoned")
+	})
+}
+
+// zoneAware runs the test on svc, whose registry is at registry and whose
+// watch the hub keys by scheme and service.
+func zoneAware(t *testing.T, svc *lb.Service, registry, scheme, service string) {
+	ss := startZoned(t, svc, registry)
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock(), lb.WithRegistryAddress(registry), lb.WithLocality("a", "r"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Every instance found, with its zone.
+	w := resolvertest.WaitWatch(t, scheme, service, func(w discovery.WatchInfo) bool { return w.Instances == 9 })
+	for _, in := range w.Endpoints {
+		if in.Metadata.Zone == "" || in.Metadata.Region != "r" {
+			t.Fatalf("instance %s found with zone %q region %q, want its own and r", in.Address, in.Metadata.Zone, in.Metadata.Region)
+		}
+	}
+	waitZoneShare(t, c, svc, ss, "a", 1)
+	got := zoneShares(t, c, svc, ss, 1000)
+	t.Logf("all healthy: %v", got)
+	if got["a"] < 0.99 {
+		t.Errorf("all healthy: zone a took %.3f, want at least 0.99", got["a"])
+	}
+	ss[0].reg.Health().SetServingStatus(svc.FullName, healthpb.HealthCheckResponse_NOT_SERVING)
+	waitZoneShare(t, c, svc, ss, "a", 1.4*2/3)
+	got = zoneShares(t, c, svc, ss, 2000)
+	t.Logf("one of a down: %v", got)
+	if math.Abs(got["a"]-1.4*2/3) > 0.02 {
+		t.Errorf("one of a down: zone a took %.3f, want 0.933 ± 0.02", got["a"])
+	}
+	ss[0].reg.Health().SetServingStatus(svc.FullName, healthpb.HealthCheckResponse_SERVING)
+	if took := waitZoneShare(t, c, svc, ss, "a", 1); took > time.Second {
+		t.Errorf("local first again %v after the recovery, want within 1s", took)
+	}
+}
