@@ -86,7 +86,7 @@ type grayColumn struct {
 // whatever b.N (use -benchtime 1x). Reported: failed (calls that failed),
 // bad-calls (calls the bad backend got), eject-ms (from the onset to the
 // last call the bad backend got before it first went grayGap without one;
-// -1: it never did), bad-after (the bad backend's calls after that), and
+// 0: from the onset; -1: it never did), bad-after (the bad backend's calls after that), and
 // with -gray.out each scenario's failed calls per second, a column per
 // policy.
 func BenchmarkGray(b *testing.B) {
@@ -163,7 +163,13 @@ func runGray(b *testing.B, p policy, addrs []string, bad *backend, f failure) gr
 		}
 	}
 	r.badCalls = len(badAt)
+	// The first gap may come before any call to it: a policy that shunned
+	// it already (a p2c one that found it slower in the warm-up).
 	end := time.Duration(len(calls)-warm) * interval
+	if len(badAt) == 0 || badAt[0] >= grayGap {
+		r.ejectMS, r.badAfter = 0, len(badAt)
+		return r
+	}
 	for i, at := range badAt {
 		next := end
 		if i+1 < len(badAt) {
@@ -174,9 +180,6 @@ func runGray(b *testing.B, p policy, addrs []string, bad *backend, f failure) gr
 			r.badAfter = len(badAt) - i - 1
 			break
 		}
-	}
-	if len(badAt) == 0 {
-		r.ejectMS = 0
 	}
 	return r
 }
