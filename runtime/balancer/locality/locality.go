@@ -193,13 +193,19 @@ func (sc *subConn) healthy() bool {
 }
 
 // levelOf ranks md against the client's place.
-func (c *Config) levelOf(md discovery.Metadata) int {
+func (c *Config) levelOf(md discovery.Metadata) int { return Level(c.Zone, c.Region, md) }
+
+// Level ranks an instance (md) against a client in zone and region: 0 in
+// the client's zone, 1 elsewhere in its region, 2 anywhere else; every
+// instance is 2 to a client without a zone. lb_subset takes its subsets
+// within these levels.
+func Level(zone, region string, md discovery.Metadata) int {
 	switch {
-	case c.Zone == "":
+	case zone == "":
 		return 2
-	case md.Zone == c.Zone:
+	case md.Zone == zone:
 		return 0
-	case c.Region != "" && md.Region == c.Region:
+	case region != "" && md.Region == region:
 		return 1
 	}
 	return 2
