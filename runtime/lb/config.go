@@ -103,11 +103,18 @@ func retryOf(m Method) *Retry {
 //
 // Under ZoneAware, the client's locality is ZoneEnv and RegionEnv.
 func ServiceConfig(svc *Service) (string, error) {
-	return serviceConfig(svc, localityFromEnv())
+	return serviceConfig(svc, clientEnv{Locality: localityFromEnv()})
 }
 
-// serviceConfig is ServiceConfig for a client at loc.
-func serviceConfig(svc *Service, loc Locality) (string, error) {
+// clientEnv is what a client says of itself that the layers read: where
+// it is, and its index among count clients (count 0: unknown).
+type clientEnv struct {
+	Locality
+	index, count int
+}
+
+// serviceConfig is ServiceConfig for the client env describes.
+func serviceConfig(svc *Service, env clientEnv) (string, error) {
 	b := svc.Balancer
 	if b == nil {
 		b = RoundRobin{}
@@ -152,7 +159,7 @@ func serviceConfig(svc *Service, loc Locality) (string, error) {
 	if b := budget(svc); b != nil {
 		sc.RetryThrottling = &retryThrottling{MaxTokens: b.MaxTokens, TokenRatio: b.TokenRatio}
 	}
-	lbc, err := wrapPolicy(svc, name, map[string]any{name: cfg}, loc)
+	lbc, err := wrapPolicy(svc, name, map[string]any{name: cfg}, env)
 	if err != nil {
 		return "", fmt.Errorf("lb: %s: %w", svc.FullName, err)
 	}

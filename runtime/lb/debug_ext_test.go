@@ -42,6 +42,7 @@ type debugJSON struct {
 type debugClientJSON struct {
 	Target    string `json:"target"`
 	Policy    string `json:"policy"`
+	Config    string `json:"config"`
 	Instances []struct {
 		Address string `json:"address"`
 		State   string `json:"state"`

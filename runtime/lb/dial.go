@@ -53,6 +53,8 @@ type dialOptions struct {
 	metrics  metric.MeterProvider
 	grpc     []grpc.DialOption
 	locality *Locality // nil: localityFromEnv
+	// clientIndex is WithClientIndex's; nil: rendezvous subsets.
+	clientIndex *clientIndexOption
 }
 
 type dialFunc func(*dialOptions)
@@ -178,7 +180,11 @@ func Dial(ctx context.Context, svc *Service, opts ...DialOption) (*Conn, error) 
 	if o.locality != nil {
 		loc = *o.locality
 	}
-	sc, err := serviceConfig(svc, loc)
+	env := clientEnv{Locality: loc}
+	if ci := o.clientIndex; ci != nil {
+		env.index, env.count = ci.index, ci.count
+	}
+	sc, err := serviceConfig(svc, env)
 	if err != nil {
 		return nil, err
 	}

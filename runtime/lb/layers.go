@@ -11,6 +11,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pool"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/ringhash"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/slowstart"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/subset"
 )
 
 // A service's policy sits in a tree of parent policies, each a package
@@ -20,9 +21,9 @@ import (
 //	lb_hedge    sends each attempt of a hedged call to an instance the
 //	            call has not tried: the attempts are the call's, so it
 //	            sits above every choice of instance and sees all of them.
-//	(subset)    next: which instances this client connects to at all, a
-//	            per-client choice made before anything is measured.
-//	(locality)  next: which level (own zone, region, rest) a call goes to.
+//	lb_subset   which instances this client connects to at all, a
+//	            per-client choice made before anything is measured (per
+//	            locality level under ZoneAware).
 //	lb_outlier  which instances are out for now, from the outcomes of
 //	            the calls (each pick's Done): each attempt of a hedged call
 //	            counts for the instance it went to. It tells the policy
@@ -41,25 +42,42 @@ import (
 //	            one state per address for all of them.
 //	the policy  round_robin, lb_p2c_ewma, ...: picks among what is left.
 //
-// (../shared/notes/architecture.md says why.) layers lists the parents in
+// (../shared/notes/architecture.md says why; it puts the locality above
+// the ejection, but a parent learns of an ejection only through the
+// health of subchannels the ejecting parent wraps, so lb_locality sits
+// under lb_outlier to count an ejected instance as unhealthy.) layers lists the parents in
 // that order, the outermost first; one a service does not declare is left
 // out and costs nothing.
 var layers = []layer{
 	{name: hedge.Name, wraps: hedges},
-	{name: outlier.Name, wraps: ejects, config: func(svc *Service, _ Locality) map[string]any {
-		return svc.OutlierEjection.BalancerConfig().(map[string]any)
-	}},
-	{name: slowstart.Name, wraps: rampsUp, config: func(svc *Service, _ Locality) map[string]any {
-		return svc.SlowStart.BalancerConfig().(map[string]any)
-	}},
-	{name: locality.Name, wraps: zoneAware, config: func(svc *Service, loc Locality) map[string]any {
-		c := *svc.ZoneAware
-		if c.Zone == "" && c.Region == "" {
-			c.Zone, c.Region = loc.Zone, loc.Region
+	{name: subset.Name, wraps: subsets, config: func(svc *Service, env clientEnv) map[string]any {
+		c := *svc.Subset
+		if env.count > 0 && c.Count == 0 {
+			c.Index, c.Count = env.index, env.count
+		}
+		if z := svc.ZoneAware; z != nil && c.Zone == "" {
+			// Subsets per level, so the client's zone keeps its own.
+			c.Zone, c.Region = z.Zone, z.Region
+			if c.Zone == "" && c.Region == "" {
+				c.Zone, c.Region = env.Zone, env.Region
+			}
 		}
 		return c.BalancerConfig().(map[string]any)
 	}},
-	{name: pool.Name, wraps: pooled, config: func(svc *Service, _ Locality) map[string]any {
+	{name: outlier.Name, wraps: ejects, config: func(svc *Service, _ clientEnv) map[string]any {
+		return svc.OutlierEjection.BalancerConfig().(map[string]any)
+	}},
+	{name: slowstart.Name, wraps: rampsUp, config: func(svc *Service, _ clientEnv) map[string]any {
+		return svc.SlowStart.BalancerConfig().(map[string]any)
+	}},
+	{name: locality.Name, wraps: zoneAware, config: func(svc *Service, env clientEnv) map[string]any {
+		c := *svc.ZoneAware
+		if c.Zone == "" && c.Region == "" {
+			c.Zone, c.Region = env.Zone, env.Region
+		}
+		return c.BalancerConfig().(map[string]any)
+	}},
+	{name: pool.Name, wraps: pooled, config: func(svc *Service, _ clientEnv) map[string]any {
 		return map[string]any{"size": svc.PoolSize}
 	}},
 }
@@ -69,14 +87,14 @@ type layer struct {
 	name string
 	// wraps reports whether svc has the layer, or why it cannot.
 	wraps func(svc *Service, policy string) (bool, error)
-	// config is the layer's config for a client at loc, without its
-	// childPolicy; nil for none.
-	config func(svc *Service, loc Locality) map[string]any
+	// config is the layer's config for the client env describes, without
+	// its childPolicy; nil for none.
+	config func(svc *Service, env clientEnv) map[string]any
 }
 
 // wrapPolicy returns the loadBalancingConfig entry of svc: its policy
 // (named policy, its entry given) inside the layers svc declares.
-func wrapPolicy(svc *Service, policy string, entry map[string]any, loc Locality) (map[string]any, error) {
+func wrapPolicy(svc *Service, policy string, entry map[string]any, env clientEnv) (map[string]any, error) {
 	for i := len(layers) - 1; i >= 0; i-- {
 		l := layers[i]
 		ok, err := l.wraps(svc, policy)
@@ -91,7 +109,7 @@ func wrapPolicy(svc *Service, policy string, entry map[string]any, loc Locality)
 		}
 		cfg := map[string]any{}
 		if l.config != nil {
-			cfg = l.config(svc, loc)
+			cfg = l.config(svc, env)
 		}
 		cfg["childPolicy"] = []map[string]any{entry}
 		entry = map[string]any{l.name: cfg}
@@ -107,6 +125,14 @@ func hedges(svc *Service, _ string) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// subsets: the service bounds the instances each client connects to.
+func subsets(svc *Service, _ string) (bool, error) {
+	if svc.Subset == nil {
+		return false, nil
+	}
+	return true, svc.Subset.Validate()
 }
 
 // ejects: the service declares outlier ejection.

@@ -46,6 +46,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/ringhash"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/roundrobin"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/slowstart"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/subset"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/weighted"
 
 	"google.golang.org/grpc/codes"
@@ -99,6 +100,8 @@ type Service struct {
 	// they have healthy instances; nil: every instance alike. Not under
 	// PickFirst, ConsistentHash or RingHash.
 	ZoneAware *ZoneAware
+	// Subset bounds the instances each client connects to; nil: all.
+	Subset *Subset
 	// Streams are the service's streaming methods (client, server or
 	// bidi), by name: P2CEWMA does not take their durations for latency.
 	Streams []string
@@ -234,4 +237,8 @@ type (
 	// client's: left empty, Dial fills them from WithLocality, else from
 	// ZoneEnv and RegionEnv.
 	ZoneAware = locality.Config
+	// Subset is subset.Config: the instances each client connects to, at
+	// most Size (per locality level under ZoneAware). Its Index and Count
+	// come from WithClientIndex when left zero.
+	Subset = subset.Config
 )

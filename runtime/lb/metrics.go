@@ -16,6 +16,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/outlier"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/slowstart"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/subset"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
@@ -29,7 +30,7 @@ const meterName = "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 // WithMetrics turns them on. Give them to opentelemetry.MetricsOptions
 // (Metrics: opentelemetry.DefaultMetrics().Add(lb.ChannelMetrics...))
 // when you wire grpc-go's OpenTelemetry yourself.
-var ChannelMetrics = slices.Concat(discovery.MetricNames, p2cewma.MetricNames, outlier.MetricNames, slowstart.MetricNames, locality.MetricNames)
+var ChannelMetrics = slices.Concat(discovery.MetricNames, p2cewma.MetricNames, outlier.MetricNames, slowstart.MetricNames, locality.MetricNames, subset.MetricNames)
 
 type metricsOption struct{ mp metric.MeterProvider }
 
@@ -47,7 +48,8 @@ func (m metricsOption) applyRegister(o *registerOptions) { o.metrics = m.mp }
 // outlier ejection's lb.outlier.ejections (by mode), lb.outlier.ejected
 // and lb.outlier.ejection_time, and slow start's lb.slow_start.warming
 // and lb.slow_start.weight, and zone-aware routing's lb.locality.share
-// by level, lb.locality.panic and lb.locality.panics), and
+// by level, lb.locality.panic and lb.locality.panics, and subsetting's
+// lb.subset.size and lb.subset.instances), and
 // the client's own: lb.client.picks (calls sent to each instance),
 // lb.client.retries, lb.client.hedges (sent, won) and
 // lb.client.retry_budget.exhausted.

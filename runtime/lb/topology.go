@@ -38,3 +38,15 @@ func (l localityOption) applyRegister(o *registerOptions) { loc := Locality(l); 
 // given to Dial (New<Svc>BalancedClient), the client ranks the instances
 // against it under ZoneAware.
 func WithLocality(zone, region string) Option { return localityOption{Zone: zone, Region: region} }
+
+type clientIndexOption struct{ index, count int }
+
+func (c clientIndexOption) applyDial(o *dialOptions) { o.clientIndex = &c }
+
+// WithClientIndex says which of count clients this one is (0 to count-1),
+// for deterministic subsetting under Service.Subset: every instance then
+// gets the same number of clients, ±1. The usual sources are a
+// StatefulSet pod's ordinal and a batch job's index. Without it, each
+// client takes a random subset (rendezvous hashing), which moves fewer
+// connections when instances come and go.
+func WithClientIndex(index, count int) DialOption { return clientIndexOption{index, count} }

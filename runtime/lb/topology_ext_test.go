@@ -4,7 +4,9 @@ import (
 	"context"
 	"math"
 	"net"
+	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/static"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/lb"
 )
 
@@ -163,5 +166,44 @@ func zoneAware(t *testing.T, svc *lb.Service, registry, scheme, service string) 
 	ss[0].reg.Health().SetServingStatus(svc.FullName, healthpb.HealthCheckResponse_SERVING)
 	if took := waitZoneShare(t, c, svc, ss, "a", 1); took > time.Second {
 		t.Errorf("local first again %v after the recovery, want within 1s", took)
+	}
+}
+
+// TestTopologyServiceConfig: Subset and ZoneAware take the client's place
+// and index from the dial options; the subset is taken per level under
+// ZoneAware; both are refused where they mean nothing.
+func TestTopologyServiceConfig(t *testing.T) {
+	svc := &lb.Service{FullName: "x.Y", Balancer: lb.LeastRequest{}, ZoneAware: &lb.ZoneAware{}, Subset: &lb.Subset{Size: 4},
+		Discovery: static.Config{Addresses: []string{"127.0.0.1:1"}}}
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithLocality("a", "r"), lb.WithClientIndex(3, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srv := httptest.NewServer(lb.DebugHandler())
+	defer srv.Close()
+	client := clientOf(t, getDebugJSON(t, srv.URL+"/?format=json"), "static:///127.0.0.1:1")
+	if want := "lb_subset > lb_locality > lb_least_request"; client.Policy != want {
+		t.Errorf("policy %q, want %q", client.Policy, want)
+	}
+	for _, want := range []string{`"size":4`, `"index":3`, `"count":10`, `"zone":"a"`, `"region":"r"`} {
+		if !strings.Contains(client.Config, want) {
+			t.Errorf("config %s lacks %s", client.Config, want)
+		}
+	}
+	for _, tc := range []struct {
+		svc  *lb.Service
+		want string
+	}{
+		{&lb.Service{FullName: "x.Y", Balancer: lb.PickFirst{}, ZoneAware: &lb.ZoneAware{}}, "pick_first"},
+		{&lb.Service{FullName: "x.Y", Balancer: lb.ConsistentHash{}, ZoneAware: &lb.ZoneAware{}}, "would move keys"},
+		{&lb.Service{FullName: "x.Y", ZoneAware: &lb.ZoneAware{Overprovisioning: 0.5}}, "overprovisioning 0.5"},
+		{&lb.Service{FullName: "x.Y", Subset: &lb.Subset{}}, "size 0"},
+	} {
+		if sc, err := lb.ServiceConfig(tc.svc); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ServiceConfig(%+v) = %s, %v; want an error with %q", tc.svc, sc, err, tc.want)
+		}
 	}
 }
