@@ -811,3 +811,40 @@ func TestDefaultAuthority(t *testing.T) {
 		}
 	}
 }
+
+// TestRegisterPublishesLocality: an instance is published with the zone
+// and region of LB_ZONE and LB_REGION, WithLocality's in their place, and
+// WithMetadata's before either.
+func TestRegisterPublishesLocality(t *testing.T) {
+	t.Setenv(ZoneEnv, "env-zone")
+	t.Setenv(RegionEnv, "env-region")
+	for _, tc := range []struct {
+		name         string
+		opts         []RegisterOption
+		zone, region string
+	}{
+		{"environment", nil, "env-zone", "env-region"},
+		{"WithLocality", []RegisterOption{WithLocality("opt-zone", "opt-region")}, "opt-zone", "opt-region"},
+		{"WithMetadata", []RegisterOption{WithLocality("opt-zone", "opt-region"), WithMetadata(discovery.Metadata{Zone: "md-zone"})}, "md-zone", "opt-region"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := &fakeRegistry{instances: map[string]discovery.Instance{}}
+			s := grpc.NewServer()
+			lis := listen(t)
+			opts := append([]RegisterOption{WithAdvertiseAddress(lis.Addr().String()), WithInstanceID("i")}, tc.opts...)
+			r, err := Register(s, &Service{Name: "a", FullName: "pkg.Svc", Discovery: reg}, &testDesc, struct{}{}, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			go r.Serve(lis)
+			defer s.Stop()
+			waitStatus(t, r, func(err error) bool { return err == nil })
+			reg.mu.Lock()
+			md := reg.instances["i"].Metadata
+			reg.mu.Unlock()
+			if md.Zone != tc.zone || md.Region != tc.region {
+				t.Errorf("published zone %q region %q, want %q %q", md.Zone, md.Region, tc.zone, tc.region)
+			}
+		})
+	}
+}
