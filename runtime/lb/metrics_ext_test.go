@@ -123,7 +123,7 @@ func (m metrics) checkLabels(t *testing.T, secret string) {
 	allowed := map[attribute.Key]bool{
 		"grpc.target": true, "grpc.method": true, "lb.service": true, "lb.instance": true,
 		"lb.discovery.watch": true, "lb.discovery.error": true, "lb.discovery.drop_reason": true,
-		"lb.discovery.backend": true, "lb.hedge": true, "lb.outlier.mode": true,
+		"lb.discovery.backend": true, "lb.hedge": true, "lb.outlier.mode": true, "lb.locality.level": true,
 	}
 	for name, ps := range m {
 		for _, p := range ps {

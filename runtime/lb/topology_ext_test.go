@@ -13,10 +13,13 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/consulagent"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/resolvertest"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/testbackend"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd"
@@ -205,5 +208,40 @@ func TestTopologyServiceConfig(t *testing.T) {
 		if sc, err := lb.ServiceConfig(tc.svc); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ServiceConfig(%+v) = %s, %v; want an error with %q", tc.svc, sc, err, tc.want)
 		}
+	}
+}
+
+// TestTopologyMetrics: the locality's shares by level and the subset's
+// size reach lb.WithMetrics.
+func TestTopologyMetrics(t *testing.T) {
+	_, addrs := testbackend.StartN(t, 4)
+	reader, mp := newMeterProvider(t)
+	r := manual.NewBuilderWithScheme("topometrics")
+	var s resolver.State
+	for i, a := range addrs {
+		s.Endpoints = append(s.Endpoints, discovery.Endpoint(a, discovery.Metadata{Zone: string(rune('a' + i%2)), Region: "r"}))
+	}
+	r.InitialState(s)
+	svc := &lb.Service{FullName: testbackend.EchoService, ZoneAware: &lb.ZoneAware{}, Subset: &lb.Subset{Size: 1}}
+	ctx, cancel := context.WithTimeout(context.Background(), resolvertest.Timeout)
+	defer cancel()
+	c, err := lb.Dial(ctx, svc, lb.WithInsecure(), lb.WithBlock(), lb.WithMetrics(mp), lb.WithLocality("a", "r"),
+		lb.WithTarget("topometrics:///x"), lb.WithDialOptions(grpc.WithResolvers(r)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitCalled(t, ctx, c) // one call: the channel is up
+	m := collect(t, reader)
+	m.checkLabels(t, "")
+	if got := m.byLabel("lb.locality.share", "lb.locality.level"); got["zone"] != 100 || got["region"] != 0 {
+		t.Errorf("lb.locality.share by level = %v, want zone 100, region 0", got)
+	}
+	// One of each zone: a subset of 1 per level.
+	if got := m.sum("lb.subset.size"); got != 2 {
+		t.Errorf("lb.subset.size = %v, want 2 (one per level)", got)
+	}
+	if got := m.sum("lb.subset.instances"); got != 4 {
+		t.Errorf("lb.subset.instances = %v, want 4", got)
 	}
 }
