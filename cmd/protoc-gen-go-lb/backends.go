@@ -20,7 +20,7 @@ type backend struct {
 }
 
 // backends are the discovery backends, one row each. Adding a backend on
-// the plugin side (Kubernetes next) is: its options message in the
+// the plugin side is: its options message in the
 // Discovery oneof of proto/lb/options.proto; a settings struct in
 // model.go whose fields are named and typed as its Config's; and a row
 // here, whose read checks the options into that struct. The template
@@ -30,6 +30,7 @@ var backends = []*backend{
 	{field: "dns", pkg: dnsPackage, read: func(m proto.Message, bad badFunc) any { return readDNS(m.(*lbpb.DNS), bad) }},
 	{field: "etcd", pkg: etcdPackage, slash: true, read: func(m proto.Message, bad badFunc) any { return readEtcd(m.(*lbpb.Etcd), bad) }},
 	{field: "consul", pkg: consulPackage, read: func(m proto.Message, bad badFunc) any { return readConsul(m.(*lbpb.Consul), bad) }},
+	{field: "kubernetes", pkg: kubernetesPackage, read: func(m proto.Message, bad badFunc) any { return readKubernetes(m.(*lbpb.Kubernetes), bad) }},
 }
 
 // readDiscovery reads (lb.service).discovery: the backend that is set,

@@ -23,6 +23,9 @@ const (
 	dnsPackage       = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/dns")
 	etcdPackage      = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/etcd")
 	consulPackage    = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/consul")
+	// kubernetesPackage is a Go module of its own (client-go), which
+	// users of the kubernetes backend `go get`.
+	kubernetesPackage = protogen.GoImportPath("github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/kubernetes")
 	// balancerPackages is the parent of the policy packages.
 	balancerPackages = "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/"
 )
@@ -162,6 +165,9 @@ type (
 		DeregisterCriticalAfter, TTL time.Duration
 		GRPCUseTLS                   bool
 		TLSServerName                string
+	}
+	kubernetesModel struct {
+		Namespace, Service, Port string
 	}
 )
 

@@ -119,6 +119,9 @@ func readService(s *protogen.Service, rules *lbpb.ServiceRules, errs *errorList)
 		}
 		bad("%s: %v", field, err)
 	}
+	if k, ok := m.Discovery.settings.(*kubernetesModel); ok && k.Service == "" && !kubernetesServiceName(m.RegistryName) {
+		bad("(lb.service).discovery.kubernetes.service is unset and the registry name %q is not a Kubernetes Service name (a DNS label: lower case letters, digits and '-', at most 63, starting with a letter): set service, or (lb.service).name", m.RegistryName)
+	}
 	m.Failure = readFailure(rules.GetOnRegistryFailure(), bad)
 	m.Connection = readConnection(rules.GetConnection(), bad)
 	m.RetryBudget = readBudget(rules.GetRetryBudget(), bad)
@@ -277,6 +280,40 @@ func readConsul(c *lbpb.Consul, bad badFunc) *consulModel {
 	}
 	if m.FailFast && c.GetGrace() != nil {
 		bad(pre + "grace and fail_fast exclude each other")
+	}
+	return m
+}
+
+// The names Kubernetes takes (the plugin does not import the kubernetes
+// package, which would link client-go): DNS labels and port names.
+var (
+	dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	portNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+)
+
+// kubernetesServiceName reports whether name is a Kubernetes Service name:
+// a DNS label (RFC 1035) of at most 63 characters, starting with a letter.
+func kubernetesServiceName(name string) bool {
+	return len(name) <= 63 && dnsLabelRE.MatchString(name) && name[0] >= 'a'
+}
+
+func readKubernetes(k *lbpb.Kubernetes, bad badFunc) *kubernetesModel {
+	const pre = "(lb.service).discovery.kubernetes."
+	m := &kubernetesModel{Namespace: k.GetNamespace(), Service: k.GetService(), Port: k.GetPort()}
+	if m.Namespace != "" && (len(m.Namespace) > 63 || !dnsLabelRE.MatchString(m.Namespace)) {
+		bad(pre+"namespace %q is not a Kubernetes namespace (a DNS label: lower case letters, digits and '-', at most 63)", m.Namespace)
+	}
+	if m.Service != "" && !kubernetesServiceName(m.Service) {
+		bad(pre+"service %q is not a Kubernetes Service name (a DNS label: lower case letters, digits and '-', at most 63, starting with a letter)", m.Service)
+	}
+	if p := m.Port; p != "" {
+		if n, err := strconv.Atoi(p); err == nil {
+			if n < 1 || n > math.MaxUint16 {
+				bad(pre+"port %d is not in 1-65535", n)
+			}
+		} else if len(p) > 15 || !portNameRE.MatchString(p) || !strings.ContainsAny(p, "abcdefghijklmnopqrstuvwxyz") || strings.Contains(p, "--") {
+			bad(pre+"port %q is neither a number 1-65535 nor a port name (lower case letters, digits and '-', at most 15, with a letter)", p)
+		}
 	}
 	return m
 }

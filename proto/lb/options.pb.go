@@ -338,7 +338,7 @@ func (x ConsistentHash_MissingKey) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConsistentHash_MissingKey.Descriptor instead.
 func (ConsistentHash_MissingKey) EnumDescriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{12, 0}
+	return file_lb_options_proto_rawDescGZIP(), []int{13, 0}
 }
 
 // ServiceRules is how a service's instances are found and balanced.
@@ -1029,6 +1029,7 @@ type Discovery struct {
 	//	*Discovery_Dns
 	//	*Discovery_Etcd
 	//	*Discovery_Consul
+	//	*Discovery_Kubernetes
 	Backend       isDiscovery_Backend `protobuf_oneof:"backend"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1107,6 +1108,15 @@ func (x *Discovery) GetConsul() *Consul {
 	return nil
 }
 
+func (x *Discovery) GetKubernetes() *Kubernetes {
+	if x != nil {
+		if x, ok := x.Backend.(*Discovery_Kubernetes); ok {
+			return x.Kubernetes
+		}
+	}
+	return nil
+}
+
 type isDiscovery_Backend interface {
 	isDiscovery_Backend()
 }
@@ -1127,6 +1137,10 @@ type Discovery_Consul struct {
 	Consul *Consul `protobuf:"bytes,4,opt,name=consul,proto3,oneof"`
 }
 
+type Discovery_Kubernetes struct {
+	Kubernetes *Kubernetes `protobuf:"bytes,5,opt,name=kubernetes,proto3,oneof"`
+}
+
 func (*Discovery_Static) isDiscovery_Backend() {}
 
 func (*Discovery_Dns) isDiscovery_Backend() {}
@@ -1134,6 +1148,8 @@ func (*Discovery_Dns) isDiscovery_Backend() {}
 func (*Discovery_Etcd) isDiscovery_Backend() {}
 
 func (*Discovery_Consul) isDiscovery_Backend() {}
+
+func (*Discovery_Kubernetes) isDiscovery_Backend() {}
 
 // Static is a fixed list of addresses, for local development and tests.
 type Static struct {
@@ -1535,6 +1551,83 @@ func (x *Consul) GetTlsServerName() string {
 	return ""
 }
 
+// Kubernetes finds instances in a Service's EndpointSlices, through the
+// Kubernetes API: one list-and-watch per process, every slice of the
+// Service merged, IPv4 and IPv6. Endpoints that are ready get calls; when
+// none is, those that are serving and terminating (as kube-proxy does).
+// Each endpoint's zone reaches zone-aware routing. There is no registrar:
+// the Service's selector and the pods' readiness probe (the generated
+// health service answers it) decide. Credentials: KUBECONFIG, else the
+// pod's service account, else ~/.kube/config; the client needs list and
+// watch on endpointslices in the namespace. The generated code imports
+// github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery/kubernetes,
+// a Go module of its own (it needs client-go): `go get` it.
+type Kubernetes struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Service's namespace. Default: the kubeconfig context's, in a pod
+	// its own, else "default".
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// The Kubernetes Service's name, a DNS label. Default: `(lb.service).name`,
+	// which must then be one.
+	Service string `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	// A port name of the Service ("grpc"), or the pods' port number ("50051",
+	// the Service's targetPort, not its port). Default: the slices' only port.
+	Port          string `protobuf:"bytes,3,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Kubernetes) Reset() {
+	*x = Kubernetes{}
+	mi := &file_lb_options_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Kubernetes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Kubernetes) ProtoMessage() {}
+
+func (x *Kubernetes) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_options_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Kubernetes.ProtoReflect.Descriptor instead.
+func (*Kubernetes) Descriptor() ([]byte, []int) {
+	return file_lb_options_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Kubernetes) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Kubernetes) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Kubernetes) GetPort() string {
+	if x != nil {
+		return x.Port
+	}
+	return ""
+}
+
 // RingHash parameters (see gRFC A42).
 type RingHash struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1548,7 +1641,7 @@ type RingHash struct {
 
 func (x *RingHash) Reset() {
 	*x = RingHash{}
-	mi := &file_lb_options_proto_msgTypes[11]
+	mi := &file_lb_options_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1653,7 @@ func (x *RingHash) String() string {
 func (*RingHash) ProtoMessage() {}
 
 func (x *RingHash) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[11]
+	mi := &file_lb_options_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1666,7 @@ func (x *RingHash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingHash.ProtoReflect.Descriptor instead.
 func (*RingHash) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{11}
+	return file_lb_options_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RingHash) GetMinRingSize() uint64 {
@@ -1610,7 +1703,7 @@ type ConsistentHash struct {
 
 func (x *ConsistentHash) Reset() {
 	*x = ConsistentHash{}
-	mi := &file_lb_options_proto_msgTypes[12]
+	mi := &file_lb_options_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1715,7 @@ func (x *ConsistentHash) String() string {
 func (*ConsistentHash) ProtoMessage() {}
 
 func (x *ConsistentHash) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[12]
+	mi := &file_lb_options_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1728,7 @@ func (x *ConsistentHash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsistentHash.ProtoReflect.Descriptor instead.
 func (*ConsistentHash) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{12}
+	return file_lb_options_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ConsistentHash) GetTableSize() uint64 {
@@ -1677,7 +1770,7 @@ type P2CEWMA struct {
 
 func (x *P2CEWMA) Reset() {
 	*x = P2CEWMA{}
-	mi := &file_lb_options_proto_msgTypes[13]
+	mi := &file_lb_options_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1689,7 +1782,7 @@ func (x *P2CEWMA) String() string {
 func (*P2CEWMA) ProtoMessage() {}
 
 func (x *P2CEWMA) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[13]
+	mi := &file_lb_options_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1702,7 +1795,7 @@ func (x *P2CEWMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use P2CEWMA.ProtoReflect.Descriptor instead.
 func (*P2CEWMA) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{13}
+	return file_lb_options_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *P2CEWMA) GetDecay() *durationpb.Duration {
@@ -1730,7 +1823,7 @@ type LeastRequest struct {
 
 func (x *LeastRequest) Reset() {
 	*x = LeastRequest{}
-	mi := &file_lb_options_proto_msgTypes[14]
+	mi := &file_lb_options_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1742,7 +1835,7 @@ func (x *LeastRequest) String() string {
 func (*LeastRequest) ProtoMessage() {}
 
 func (x *LeastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[14]
+	mi := &file_lb_options_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1755,7 +1848,7 @@ func (x *LeastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeastRequest.ProtoReflect.Descriptor instead.
 func (*LeastRequest) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{14}
+	return file_lb_options_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LeastRequest) GetChoiceCount() uint32 {
@@ -1789,7 +1882,7 @@ type WeightedRoundRobin struct {
 
 func (x *WeightedRoundRobin) Reset() {
 	*x = WeightedRoundRobin{}
-	mi := &file_lb_options_proto_msgTypes[15]
+	mi := &file_lb_options_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +1894,7 @@ func (x *WeightedRoundRobin) String() string {
 func (*WeightedRoundRobin) ProtoMessage() {}
 
 func (x *WeightedRoundRobin) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[15]
+	mi := &file_lb_options_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +1907,7 @@ func (x *WeightedRoundRobin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedRoundRobin.ProtoReflect.Descriptor instead.
 func (*WeightedRoundRobin) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{15}
+	return file_lb_options_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WeightedRoundRobin) GetEnableOobLoadReport() bool {
@@ -1898,7 +1991,7 @@ type MethodRules struct {
 
 func (x *MethodRules) Reset() {
 	*x = MethodRules{}
-	mi := &file_lb_options_proto_msgTypes[16]
+	mi := &file_lb_options_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1910,7 +2003,7 @@ func (x *MethodRules) String() string {
 func (*MethodRules) ProtoMessage() {}
 
 func (x *MethodRules) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[16]
+	mi := &file_lb_options_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1923,7 +2016,7 @@ func (x *MethodRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MethodRules.ProtoReflect.Descriptor instead.
 func (*MethodRules) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{16}
+	return file_lb_options_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MethodRules) GetTimeout() *durationpb.Duration {
@@ -1983,7 +2076,7 @@ type Hedging struct {
 
 func (x *Hedging) Reset() {
 	*x = Hedging{}
-	mi := &file_lb_options_proto_msgTypes[17]
+	mi := &file_lb_options_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2088,7 @@ func (x *Hedging) String() string {
 func (*Hedging) ProtoMessage() {}
 
 func (x *Hedging) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[17]
+	mi := &file_lb_options_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2101,7 @@ func (x *Hedging) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hedging.ProtoReflect.Descriptor instead.
 func (*Hedging) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{17}
+	return file_lb_options_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Hedging) GetMaxAttempts() uint32 {
@@ -2043,7 +2136,7 @@ type RetryBudget struct {
 
 func (x *RetryBudget) Reset() {
 	*x = RetryBudget{}
-	mi := &file_lb_options_proto_msgTypes[18]
+	mi := &file_lb_options_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2148,7 @@ func (x *RetryBudget) String() string {
 func (*RetryBudget) ProtoMessage() {}
 
 func (x *RetryBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[18]
+	mi := &file_lb_options_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2161,7 @@ func (x *RetryBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
 func (*RetryBudget) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{18}
+	return file_lb_options_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RetryBudget) GetMaxTokens() uint32 {
@@ -2112,7 +2205,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_lb_options_proto_msgTypes[19]
+	mi := &file_lb_options_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2217,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[19]
+	mi := &file_lb_options_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2230,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{19}
+	return file_lb_options_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Retry) GetMaxAttempts() uint32 {
@@ -2272,14 +2365,17 @@ const file_lb_options_proto_rawDesc = "" +
 	"\x10MODE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eKEEP_LAST_GOOD\x10\x01\x12\r\n" +
 	"\tFAIL_FAST\x10\x02\x12\x13\n" +
-	"\x0fSTATIC_FALLBACK\x10\x03\"\x9f\x01\n" +
+	"\x0fSTATIC_FALLBACK\x10\x03\"\xd1\x01\n" +
 	"\tDiscovery\x12$\n" +
 	"\x06static\x18\x01 \x01(\v2\n" +
 	".lb.StaticH\x00R\x06static\x12\x1b\n" +
 	"\x03dns\x18\x02 \x01(\v2\a.lb.DNSH\x00R\x03dns\x12\x1e\n" +
 	"\x04etcd\x18\x03 \x01(\v2\b.lb.EtcdH\x00R\x04etcd\x12$\n" +
 	"\x06consul\x18\x04 \x01(\v2\n" +
-	".lb.ConsulH\x00R\x06consulB\t\n" +
+	".lb.ConsulH\x00R\x06consul\x120\n" +
+	"\n" +
+	"kubernetes\x18\x05 \x01(\v2\x0e.lb.KubernetesH\x00R\n" +
+	"kubernetesB\t\n" +
 	"\abackend\"&\n" +
 	"\x06Static\x12\x1c\n" +
 	"\taddresses\x18\x01 \x03(\tR\taddresses\"\xf2\x01\n" +
@@ -2321,7 +2417,12 @@ const file_lb_options_proto_rawDesc = "" +
 	"\fgrpc_use_tls\x18\v \x01(\bR\n" +
 	"grpcUseTls\x12&\n" +
 	"\x0ftls_server_name\x18\f \x01(\tR\rtlsServerNameB\x0f\n" +
-	"\r_passing_only\"R\n" +
+	"\r_passing_only\"X\n" +
+	"\n" +
+	"Kubernetes\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\tR\x04port\"R\n" +
 	"\bRingHash\x12\"\n" +
 	"\rmin_ring_size\x18\x01 \x01(\x04R\vminRingSize\x12\"\n" +
 	"\rmax_ring_size\x18\x02 \x01(\x04R\vmaxRingSize\"\xcf\x01\n" +
@@ -2404,7 +2505,7 @@ func file_lb_options_proto_rawDescGZIP() []byte {
 }
 
 var file_lb_options_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_lb_options_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_lb_options_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_lb_options_proto_goTypes = []any{
 	(Policy)(0),                         // 0: lb.Policy
 	(RegistryFailure_Mode)(0),           // 1: lb.RegistryFailure.Mode
@@ -2421,77 +2522,79 @@ var file_lb_options_proto_goTypes = []any{
 	(*DNS)(nil),                         // 12: lb.DNS
 	(*Etcd)(nil),                        // 13: lb.Etcd
 	(*Consul)(nil),                      // 14: lb.Consul
-	(*RingHash)(nil),                    // 15: lb.RingHash
-	(*ConsistentHash)(nil),              // 16: lb.ConsistentHash
-	(*P2CEWMA)(nil),                     // 17: lb.P2CEWMA
-	(*LeastRequest)(nil),                // 18: lb.LeastRequest
-	(*WeightedRoundRobin)(nil),          // 19: lb.WeightedRoundRobin
-	(*MethodRules)(nil),                 // 20: lb.MethodRules
-	(*Hedging)(nil),                     // 21: lb.Hedging
-	(*RetryBudget)(nil),                 // 22: lb.RetryBudget
-	(*Retry)(nil),                       // 23: lb.Retry
-	(*durationpb.Duration)(nil),         // 24: google.protobuf.Duration
-	(*descriptorpb.ServiceOptions)(nil), // 25: google.protobuf.ServiceOptions
-	(*descriptorpb.MethodOptions)(nil),  // 26: google.protobuf.MethodOptions
+	(*Kubernetes)(nil),                  // 15: lb.Kubernetes
+	(*RingHash)(nil),                    // 16: lb.RingHash
+	(*ConsistentHash)(nil),              // 17: lb.ConsistentHash
+	(*P2CEWMA)(nil),                     // 18: lb.P2CEWMA
+	(*LeastRequest)(nil),                // 19: lb.LeastRequest
+	(*WeightedRoundRobin)(nil),          // 20: lb.WeightedRoundRobin
+	(*MethodRules)(nil),                 // 21: lb.MethodRules
+	(*Hedging)(nil),                     // 22: lb.Hedging
+	(*RetryBudget)(nil),                 // 23: lb.RetryBudget
+	(*Retry)(nil),                       // 24: lb.Retry
+	(*durationpb.Duration)(nil),         // 25: google.protobuf.Duration
+	(*descriptorpb.ServiceOptions)(nil), // 26: google.protobuf.ServiceOptions
+	(*descriptorpb.MethodOptions)(nil),  // 27: google.protobuf.MethodOptions
 }
 var file_lb_options_proto_depIdxs = []int32{
 	10, // 0: lb.ServiceRules.discovery:type_name -> lb.Discovery
 	0,  // 1: lb.ServiceRules.policy:type_name -> lb.Policy
-	15, // 2: lb.ServiceRules.ring_hash:type_name -> lb.RingHash
-	17, // 3: lb.ServiceRules.p2c_ewma:type_name -> lb.P2CEWMA
-	18, // 4: lb.ServiceRules.least_request:type_name -> lb.LeastRequest
-	19, // 5: lb.ServiceRules.weighted_round_robin:type_name -> lb.WeightedRoundRobin
-	16, // 6: lb.ServiceRules.consistent_hash:type_name -> lb.ConsistentHash
+	16, // 2: lb.ServiceRules.ring_hash:type_name -> lb.RingHash
+	18, // 3: lb.ServiceRules.p2c_ewma:type_name -> lb.P2CEWMA
+	19, // 4: lb.ServiceRules.least_request:type_name -> lb.LeastRequest
+	20, // 5: lb.ServiceRules.weighted_round_robin:type_name -> lb.WeightedRoundRobin
+	17, // 6: lb.ServiceRules.consistent_hash:type_name -> lb.ConsistentHash
 	9,  // 7: lb.ServiceRules.on_registry_failure:type_name -> lb.RegistryFailure
 	8,  // 8: lb.ServiceRules.connection:type_name -> lb.Connection
-	22, // 9: lb.ServiceRules.retry_budget:type_name -> lb.RetryBudget
+	23, // 9: lb.ServiceRules.retry_budget:type_name -> lb.RetryBudget
 	5,  // 10: lb.ServiceRules.outlier_ejection:type_name -> lb.OutlierEjection
 	7,  // 11: lb.ServiceRules.slow_start:type_name -> lb.SlowStart
 	6,  // 12: lb.OutlierEjection.failure_percentage:type_name -> lb.FailurePercentage
-	24, // 13: lb.OutlierEjection.interval:type_name -> google.protobuf.Duration
-	24, // 14: lb.OutlierEjection.base_ejection_time:type_name -> google.protobuf.Duration
-	24, // 15: lb.OutlierEjection.max_ejection_time:type_name -> google.protobuf.Duration
-	24, // 16: lb.SlowStart.window:type_name -> google.protobuf.Duration
-	24, // 17: lb.Connection.keepalive_time:type_name -> google.protobuf.Duration
-	24, // 18: lb.Connection.keepalive_timeout:type_name -> google.protobuf.Duration
-	24, // 19: lb.Connection.max_connection_age:type_name -> google.protobuf.Duration
-	24, // 20: lb.Connection.max_connection_age_grace:type_name -> google.protobuf.Duration
-	24, // 21: lb.Connection.max_connection_idle:type_name -> google.protobuf.Duration
+	25, // 13: lb.OutlierEjection.interval:type_name -> google.protobuf.Duration
+	25, // 14: lb.OutlierEjection.base_ejection_time:type_name -> google.protobuf.Duration
+	25, // 15: lb.OutlierEjection.max_ejection_time:type_name -> google.protobuf.Duration
+	25, // 16: lb.SlowStart.window:type_name -> google.protobuf.Duration
+	25, // 17: lb.Connection.keepalive_time:type_name -> google.protobuf.Duration
+	25, // 18: lb.Connection.keepalive_timeout:type_name -> google.protobuf.Duration
+	25, // 19: lb.Connection.max_connection_age:type_name -> google.protobuf.Duration
+	25, // 20: lb.Connection.max_connection_age_grace:type_name -> google.protobuf.Duration
+	25, // 21: lb.Connection.max_connection_idle:type_name -> google.protobuf.Duration
 	1,  // 22: lb.RegistryFailure.mode:type_name -> lb.RegistryFailure.Mode
-	24, // 23: lb.RegistryFailure.max_staleness:type_name -> google.protobuf.Duration
+	25, // 23: lb.RegistryFailure.max_staleness:type_name -> google.protobuf.Duration
 	11, // 24: lb.Discovery.static:type_name -> lb.Static
 	12, // 25: lb.Discovery.dns:type_name -> lb.DNS
 	13, // 26: lb.Discovery.etcd:type_name -> lb.Etcd
 	14, // 27: lb.Discovery.consul:type_name -> lb.Consul
-	2,  // 28: lb.DNS.record:type_name -> lb.DNS.RecordType
-	24, // 29: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
-	24, // 30: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
-	24, // 31: lb.Consul.grace:type_name -> google.protobuf.Duration
-	24, // 32: lb.Consul.check_interval:type_name -> google.protobuf.Duration
-	24, // 33: lb.Consul.deregister_critical_after:type_name -> google.protobuf.Duration
-	24, // 34: lb.Consul.ttl:type_name -> google.protobuf.Duration
-	3,  // 35: lb.ConsistentHash.missing_key:type_name -> lb.ConsistentHash.MissingKey
-	24, // 36: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
-	24, // 37: lb.P2CEWMA.probe:type_name -> google.protobuf.Duration
-	24, // 38: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
-	24, // 39: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
-	24, // 40: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
-	24, // 41: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
-	24, // 42: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
-	23, // 43: lb.MethodRules.retry:type_name -> lb.Retry
-	21, // 44: lb.MethodRules.hedging:type_name -> lb.Hedging
-	24, // 45: lb.Hedging.delay:type_name -> google.protobuf.Duration
-	24, // 46: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
-	24, // 47: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
-	25, // 48: lb.service:extendee -> google.protobuf.ServiceOptions
-	26, // 49: lb.method:extendee -> google.protobuf.MethodOptions
-	4,  // 50: lb.service:type_name -> lb.ServiceRules
-	20, // 51: lb.method:type_name -> lb.MethodRules
-	52, // [52:52] is the sub-list for method output_type
-	52, // [52:52] is the sub-list for method input_type
-	50, // [50:52] is the sub-list for extension type_name
-	48, // [48:50] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	15, // 28: lb.Discovery.kubernetes:type_name -> lb.Kubernetes
+	2,  // 29: lb.DNS.record:type_name -> lb.DNS.RecordType
+	25, // 30: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
+	25, // 31: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
+	25, // 32: lb.Consul.grace:type_name -> google.protobuf.Duration
+	25, // 33: lb.Consul.check_interval:type_name -> google.protobuf.Duration
+	25, // 34: lb.Consul.deregister_critical_after:type_name -> google.protobuf.Duration
+	25, // 35: lb.Consul.ttl:type_name -> google.protobuf.Duration
+	3,  // 36: lb.ConsistentHash.missing_key:type_name -> lb.ConsistentHash.MissingKey
+	25, // 37: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
+	25, // 38: lb.P2CEWMA.probe:type_name -> google.protobuf.Duration
+	25, // 39: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
+	25, // 40: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
+	25, // 41: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
+	25, // 42: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
+	25, // 43: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
+	24, // 44: lb.MethodRules.retry:type_name -> lb.Retry
+	22, // 45: lb.MethodRules.hedging:type_name -> lb.Hedging
+	25, // 46: lb.Hedging.delay:type_name -> google.protobuf.Duration
+	25, // 47: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
+	25, // 48: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
+	26, // 49: lb.service:extendee -> google.protobuf.ServiceOptions
+	27, // 50: lb.method:extendee -> google.protobuf.MethodOptions
+	4,  // 51: lb.service:type_name -> lb.ServiceRules
+	21, // 52: lb.method:type_name -> lb.MethodRules
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	51, // [51:53] is the sub-list for extension type_name
+	49, // [49:51] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_lb_options_proto_init() }
@@ -2511,16 +2614,17 @@ func file_lb_options_proto_init() {
 		(*Discovery_Dns)(nil),
 		(*Discovery_Etcd)(nil),
 		(*Discovery_Consul)(nil),
+		(*Discovery_Kubernetes)(nil),
 	}
 	file_lb_options_proto_msgTypes[10].OneofWrappers = []any{}
-	file_lb_options_proto_msgTypes[16].OneofWrappers = []any{}
+	file_lb_options_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lb_options_proto_rawDesc), len(file_lb_options_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 2,
 			NumServices:   0,
 		},
