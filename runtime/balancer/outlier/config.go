@@ -39,8 +39,10 @@ const (
 	DefaultFailurePercentageThreshold = 20
 	// DefaultMinimumRequests is the fewest calls an instance needs in an
 	// interval for its failure percentage to count: a quiet instance is
-	// not judged on three calls.
-	DefaultMinimumRequests = 20
+	// not judged on three calls. With 50, an instance failing 1% of its
+	// calls at random reaches 20% (10 of 50) about once in 10^10 tries;
+	// one failing 30% is out after 50 calls.
+	DefaultMinimumRequests = 50
 )
 
 // DefaultFailureCodes are the codes that count as a failure of the
@@ -69,8 +71,12 @@ type Config struct {
 	// (FailurePercentage must be set then).
 	ConsecutiveFailures int
 	// FailurePercentage ejects by the share of failed calls in an
-	// interval; nil: off.
+	// interval; nil: its defaults. An instance is judged each time its
+	// calls in the interval reach a multiple of MinimumRequests, and at
+	// the interval's end.
 	FailurePercentage *FailurePercentage
+	// DisableFailurePercentage turns the failure-percentage mode off.
+	DisableFailurePercentage bool
 	// Interval is how often FailurePercentage judges and ejection counts
 	// decay; 0 means DefaultInterval.
 	Interval time.Duration
@@ -111,6 +117,9 @@ func (c Config) BalancerConfig() any {
 	m := map[string]any{}
 	if c.ConsecutiveFailures != 0 {
 		m["consecutiveFailures"] = c.ConsecutiveFailures
+	}
+	if c.DisableFailurePercentage {
+		m["disableFailurePercentage"] = true
 	}
 	if fp := c.FailurePercentage; fp != nil {
 		f := map[string]any{}
@@ -153,20 +162,22 @@ func ParseConfig(js json.RawMessage) (*Config, error) {
 			Threshold       int `json:"threshold"`
 			MinimumRequests int `json:"minimumRequests"`
 		} `json:"failurePercentage"`
-		Interval          string                       `json:"interval"`
-		BaseEjectionTime  string                       `json:"baseEjectionTime"`
-		MaxEjectionTime   string                       `json:"maxEjectionTime"`
-		MaxEjectedPercent int                          `json:"maxEjectedPercent"`
-		FailureCodes      []codes.Code                 `json:"failureCodes"`
-		ChildPolicy       []map[string]json.RawMessage `json:"childPolicy"`
+		DisableFailurePercentage bool                         `json:"disableFailurePercentage"`
+		Interval                 string                       `json:"interval"`
+		BaseEjectionTime         string                       `json:"baseEjectionTime"`
+		MaxEjectionTime          string                       `json:"maxEjectionTime"`
+		MaxEjectedPercent        int                          `json:"maxEjectedPercent"`
+		FailureCodes             []codes.Code                 `json:"failureCodes"`
+		ChildPolicy              []map[string]json.RawMessage `json:"childPolicy"`
 	}
 	if err := json.Unmarshal(js, &raw); err != nil {
 		return nil, fmt.Errorf("%s: config %s: %w", Name, js, err)
 	}
 	cfg := &Config{
-		ConsecutiveFailures: raw.ConsecutiveFailures,
-		MaxEjectedPercent:   raw.MaxEjectedPercent,
-		FailureCodes:        raw.FailureCodes,
+		DisableFailurePercentage: raw.DisableFailurePercentage,
+		ConsecutiveFailures:      raw.ConsecutiveFailures,
+		MaxEjectedPercent:        raw.MaxEjectedPercent,
+		FailureCodes:             raw.FailureCodes,
 	}
 	if fp := raw.FailurePercentage; fp != nil {
 		cfg.FailurePercentage = &FailurePercentage{Threshold: fp.Threshold, MinimumRequests: fp.MinimumRequests}
@@ -203,8 +214,10 @@ func (c Config) Validate() error {
 	switch {
 	case c.ConsecutiveFailures < -1:
 		return fmt.Errorf("%s: consecutive failures %d: want a count, 0 for the default or -1 for off", Name, c.ConsecutiveFailures)
-	case c.ConsecutiveFailures == -1 && c.FailurePercentage == nil:
-		return fmt.Errorf("%s: the consecutive-failures mode is off and the failure-percentage mode is not set: nothing would eject", Name)
+	case c.ConsecutiveFailures == -1 && c.DisableFailurePercentage:
+		return fmt.Errorf("%s: the consecutive-failures and failure-percentage modes are both off: nothing would eject", Name)
+	case c.DisableFailurePercentage && c.FailurePercentage != nil:
+		return fmt.Errorf("%s: failure percentage settings given with the mode disabled", Name)
 	case c.Interval < 0:
 		return fmt.Errorf("%s: interval %v must be positive", Name, c.Interval)
 	case c.BaseEjectionTime < 0:
@@ -234,6 +247,9 @@ func (c Config) Validate() error {
 func (c Config) withDefaults() Config {
 	if c.ConsecutiveFailures == 0 {
 		c.ConsecutiveFailures = DefaultConsecutiveFailures
+	}
+	if c.FailurePercentage == nil && !c.DisableFailurePercentage {
+		c.FailurePercentage = &FailurePercentage{}
 	}
 	if fp := c.FailurePercentage; fp != nil {
 		f := *fp

@@ -37,9 +37,14 @@
 //
 //   - Consecutive failures (default 5, Envoy's and Finagle's): the
 //     failure that completes the run ejects at once.
-//   - Failure percentage (off unless declared): every Interval, an
-//     instance with at least MinimumRequests calls in it, Threshold% of
-//     them failed, is ejected.
+//   - Failure percentage (on by default: 20% of at least 50 calls): an
+//     instance whose calls in the current Interval reach MinimumRequests
+//     (then each further multiple of it), Threshold% of them failed, is
+//     ejected at once; at the Interval's end, the same judgement on its
+//     count, which then starts again. It catches the gray instance that
+//     fails a share of its calls but seldom 5 in a row (grpc-go's A50
+//     failure-percentage check is off by default, and waits for the
+//     interval's end).
 //
 // The n-th ejection of an instance lasts min(n × BaseEjectionTime,
 // MaxEjectionTime), ±10% jitter so that the clients of a fleet do not
@@ -176,6 +181,8 @@ var built func(*outlierBalancer)
 type settings struct {
 	consecutive int64 // failures in a row that eject; 0: off
 	percentage  bool  // count calls for the failure-percentage mode
+	minimum     int64 // the failure-percentage mode's minimum requests
+	threshold   int64 // and its threshold, in percent
 	failure     [codes.Unauthenticated + 1]bool
 }
 
@@ -252,6 +259,9 @@ func (b *outlierBalancer) UpdateClientConnState(s balancer.ClientConnState) erro
 		return fmt.Errorf("%s: no config", Name)
 	}
 	st := &settings{percentage: cfg.FailurePercentage != nil}
+	if fp := cfg.FailurePercentage; fp != nil {
+		st.minimum, st.threshold = int64(max(fp.MinimumRequests, 1)), int64(fp.Threshold)
+	}
 	if cfg.ConsecutiveFailures > 0 {
 		st.consecutive = int64(cfg.ConsecutiveFailures)
 	}
@@ -496,6 +506,19 @@ func (b *outlierBalancer) failedInARow(in *instance) {
 	b.signal()
 }
 
+// failedTooOften is called by a Done that brought the instance's calls
+// in the interval to a multiple of MinimumRequests with Threshold% of
+// them failed: it ejects the instance if there is room.
+func (b *outlierBalancer) failedTooOften(in *instance) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cfg == nil || in.out.Load() || b.instances[in.name] != in || !b.roomLocked() {
+		return
+	}
+	b.ejectLocked(in, ModePercentage, clk.Now())
+	b.signal()
+}
+
 // record counts a call's outcome for the instance it went to: a Done.
 func (in *instance) record(di balancer.DoneInfo) {
 	st := in.b.settings.Load()
@@ -519,9 +542,17 @@ func (in *instance) record(di balancer.DoneInfo) {
 	}
 	failed := int(code) < len(st.failure) && st.failure[code]
 	if st.percentage {
-		in.calls.Add(1)
+		var f int64
 		if failed {
-			in.failures.Add(1)
+			f = in.failures.Add(1)
+		}
+		if n := in.calls.Add(1); n%st.minimum == 0 {
+			if !failed {
+				f = in.failures.Load()
+			}
+			if f*100 >= st.threshold*n && !in.out.Load() {
+				in.b.failedTooOften(in)
+			}
 		}
 	}
 	if !failed {

@@ -393,13 +393,14 @@ func TestEjectionAndHealth(t *testing.T) {
 // TestConfigErrors: a config out of range is refused, naming the setting.
 func TestConfigErrors(t *testing.T) {
 	for js, want := range map[string]string{
-		`{"consecutiveFailures":-1,"childPolicy":[{"round_robin":{}}]}`:                    "nothing would eject",
-		`{"maxEjectedPercent":101,"childPolicy":[{"round_robin":{}}]}`:                     "max ejected percent 101",
-		`{"interval":"soon","childPolicy":[{"round_robin":{}}]}`:                           `interval "soon"`,
-		`{"failureCodes":["OK"],"childPolicy":[{"round_robin":{}}]}`:                       "failure code OK",
-		`{"failurePercentage":{"threshold":120},"childPolicy":[{"round_robin":{}}]}`:       "threshold 120",
-		`{"childPolicy":[{"no_such_policy":{}}]}`:                                          "no registered policy",
-		`{"failureCodes":["UNAVAILABLE","NOT_A_CODE"],"childPolicy":[{"round_robin":{}}]}`: "NOT_A_CODE",
+		`{"consecutiveFailures":-1,"disableFailurePercentage":true,"childPolicy":[{"round_robin":{}}]}`: "nothing would eject",
+		`{"disableFailurePercentage":true,"failurePercentage":{},"childPolicy":[{"round_robin":{}}]}`:   "with the mode disabled",
+		`{"maxEjectedPercent":101,"childPolicy":[{"round_robin":{}}]}`:                                  "max ejected percent 101",
+		`{"interval":"soon","childPolicy":[{"round_robin":{}}]}`:                                        `interval "soon"`,
+		`{"failureCodes":["OK"],"childPolicy":[{"round_robin":{}}]}`:                                    "failure code OK",
+		`{"failurePercentage":{"threshold":120},"childPolicy":[{"round_robin":{}}]}`:                    "threshold 120",
+		`{"childPolicy":[{"no_such_policy":{}}]}`:                                                       "no registered policy",
+		`{"failureCodes":["UNAVAILABLE","NOT_A_CODE"],"childPolicy":[{"round_robin":{}}]}`:              "NOT_A_CODE",
 	} {
 		_, err := outlier.ParseConfig([]byte(js))
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -22,7 +22,7 @@ func (p fixedPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {
 // (both modes on), and a subchannel of it.
 func testInstance() (*instance, *subConn) {
 	b := &outlierBalancer{instances: map[string]*instance{}, wake: make(chan struct{}, 1)}
-	st := &settings{consecutive: 5, percentage: true}
+	st := &settings{consecutive: 5, percentage: true, minimum: 50, threshold: 20}
 	for _, c := range DefaultFailureCodes {
 		st.failure[c] = true
 	}
@@ -87,6 +87,32 @@ func TestWhatCounts(t *testing.T) {
 		in.record(tc.di)
 		if in.calls.Load() != tc.calls || in.failures.Load() != tc.failed {
 			t.Errorf("%+v: counted %d calls, %d failed; want %d, %d", tc.di, in.calls.Load(), in.failures.Load(), tc.calls, tc.failed)
+		}
+	}
+}
+
+// TestJudgedAtTheMinimum: the failure-percentage mode judges an instance
+// as soon as its calls reach the minimum: 10 failures of 50 eject it at
+// the 50th call, not at the interval's end; 9 of 50 do not.
+func TestJudgedAtTheMinimum(t *testing.T) {
+	fail := balancer.DoneInfo{Err: status.Error(codes.Internal, "x")}
+	ok := balancer.DoneInfo{BytesSent: true, BytesReceived: true}
+	for _, failures := range []int{9, 10} {
+		in, _ := testInstance()
+		b := in.b
+		b.cfg = &Config{}
+		*b.cfg = b.cfg.withDefaults()
+		b.instances[in.name] = in
+		b.count = 10
+		for i := range 50 {
+			if i%5 == 0 && i/5 < failures {
+				in.record(fail)
+			} else {
+				in.record(ok)
+			}
+		}
+		if got, want := in.out.Load(), failures == 10; got != want {
+			t.Errorf("%d failures of 50: ejected %v, want %v", failures, got, want)
 		}
 	}
 }
