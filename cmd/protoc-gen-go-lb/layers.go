@@ -5,13 +5,16 @@ import (
 	"time"
 
 	lbpb "github.com/protoc-gen-go-lb/protoc-gen-go-lb/proto/lb"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/locality"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/outlier"
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/slowstart"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/subset"
 )
 
 // This file reads the layers the runtime puts between the calls and the
-// service's policy, (lb.service).outlier_ejection and slow_start, into
-// their models; their runtime Configs' Validate checks the ranges.
+// service's policy, (lb.service).outlier_ejection, slow_start, zone_aware
+// and subset, into their models; their runtime Configs' Validate checks
+// the ranges.
 
 // outlierNames maps the settings outlier.Config.Validate names to the
 // options that set them, under (lb.service).outlier_ejection.
@@ -65,13 +68,18 @@ func readOutlier(o *lbpb.OutlierEjection, bad badFunc) *outlierModel {
 		if o.GetConsecutiveFailures() != 0 {
 			bad(pre + ".consecutive_failures and disable_consecutive_failures exclude each other")
 		}
-		if m.FailurePercentage == nil {
-			bad(pre + ".disable_consecutive_failures needs failure_percentage: with neither mode on, nothing would be ejected")
-			// Reported: Validate, which stops at its first error, goes on
-			// to the others.
-			c.FailurePercentage = &outlier.FailurePercentage{}
-		}
 		m.ConsecutiveFailures = -1
+	}
+	if o.GetDisableFailurePercentage() {
+		switch {
+		case m.FailurePercentage != nil:
+			bad(pre + ".failure_percentage and disable_failure_percentage exclude each other")
+		case o.GetDisableConsecutiveFailures():
+			bad(pre + ".disable_consecutive_failures and disable_failure_percentage: with neither mode on, nothing would be ejected")
+		default:
+			m.DisableFailurePercentage = true
+			c.DisableFailurePercentage = true
+		}
 	}
 	c.ConsecutiveFailures = m.ConsecutiveFailures
 	for i, n := range o.GetFailureCodes() {
@@ -88,6 +96,50 @@ func readOutlier(o *lbpb.OutlierEjection, bad badFunc) *outlierModel {
 		m.FailureCodes = append(m.FailureCodes, codesPackage.Ident(code.String()))
 	}
 	runtimeErrors(c.Validate(), outlier.Name, pre, outlierNames, bad)
+	return m
+}
+
+// zoneAwareNames maps the settings locality.Config.Validate names to the
+// options that set them, under (lb.service).zone_aware.
+var zoneAwareNames = map[string]string{
+	"overprovisioning": "overprovisioning",
+	"panic threshold":  "panic_threshold",
+}
+
+// readZoneAware returns (lb.service).zone_aware, checked; nil when unset.
+// b is the service's policy, nil when unknown.
+func readZoneAware(z *lbpb.ZoneAware, b *balancerModel, bad badFunc) *zoneAwareModel {
+	if z == nil {
+		return nil
+	}
+	const pre = "(lb.service).zone_aware"
+	if b != nil && b.policy.noZoneAware != "" {
+		bad("%s under %s: %s", pre, b.policy.enum, b.policy.noZoneAware)
+	}
+	m := &zoneAwareModel{Overprovisioning: z.GetOverprovisioning(), PanicThreshold: z.GetPanicThreshold()}
+	if z.GetDisablePanic() {
+		if m.PanicThreshold != 0 {
+			bad(pre + ".panic_threshold and disable_panic exclude each other")
+		}
+		m.PanicThreshold = -1
+	}
+	c := locality.Config{Overprovisioning: m.Overprovisioning, PanicThreshold: m.PanicThreshold}
+	runtimeErrors(c.Validate(), locality.Name, pre, zoneAwareNames, bad)
+	return m
+}
+
+// readSubset returns (lb.service).subset, checked; nil when unset.
+func readSubset(s *lbpb.Subset, bad badFunc) *subsetModel {
+	if s == nil {
+		return nil
+	}
+	const pre = "(lb.service).subset"
+	m := &subsetModel{Size: count(s.GetSize(), pre+".size", bad)}
+	if s.GetSize() == 0 {
+		bad(pre + ".size is required")
+		return m
+	}
+	runtimeErrors(subset.Config{Size: m.Size}.Validate(), subset.Name, pre, map[string]string{"size": "size"}, bad)
 	return m
 }
 

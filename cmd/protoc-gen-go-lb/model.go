@@ -42,7 +42,7 @@ type idents struct {
 		Service, Method, Retry, Hedging        protogen.GoIdent
 		Connection, RetryBudget                protogen.GoIdent
 		OutlierEjection, FailurePercentage     protogen.GoIdent
-		SlowStart                              protogen.GoIdent
+		SlowStart, ZoneAware, Subset           protogen.GoIdent
 		Conn, Dial, DialOption, HedgeStats     protogen.GoIdent
 		WithTransportCredentials, WithInsecure protogen.GoIdent
 		ServerOptions, Register                protogen.GoIdent
@@ -70,6 +70,8 @@ var goIdents = func() idents {
 	lb.OutlierEjection = lbPackage.Ident("OutlierEjection")
 	lb.FailurePercentage = lbPackage.Ident("FailurePercentage")
 	lb.SlowStart = lbPackage.Ident("SlowStart")
+	lb.ZoneAware = lbPackage.Ident("ZoneAware")
+	lb.Subset = lbPackage.Ident("Subset")
 	lb.Conn = lbPackage.Ident("Conn")
 	lb.Dial = lbPackage.Ident("Dial")
 	lb.DialOption = lbPackage.Ident("DialOption")
@@ -117,6 +119,8 @@ type serviceModel struct {
 	DisableHealthCheck bool
 	OutlierEjection    *outlierModel   // nil: no ejection
 	SlowStart          *slowStartModel // nil: no ramp
+	ZoneAware          *zoneAwareModel // nil: every instance alike
+	Subset             *subsetModel    // nil: every instance
 	// Streams are the names of the service's streaming methods (client,
 	// server or bidi), in declaration order.
 	Streams []string
@@ -201,12 +205,24 @@ type outlierModel struct {
 	Interval, BaseEjectionTime, MaxEjectionTime time.Duration
 	MaxEjectedPercent                           int
 	FailureCodes                                []protogen.GoIdent // codes.Unavailable, ...
+	DisableFailurePercentage                    bool
 }
 
 // failurePercentageModel is outlier_ejection.failure_percentage, as an
 // lb.FailurePercentage.
 type failurePercentageModel struct {
 	Threshold, MinimumRequests int
+}
+
+// zoneAwareModel is (lb.service).zone_aware, as an lb.ZoneAware.
+type zoneAwareModel struct {
+	Overprovisioning float64
+	PanicThreshold   float64 // -1: never panic
+}
+
+// subsetModel is (lb.service).subset, as an lb.Subset.
+type subsetModel struct {
+	Size int
 }
 
 // slowStartModel is (lb.service).slow_start, as an lb.SlowStart.

@@ -133,6 +133,8 @@ func readService(s *protogen.Service, rules *lbpb.ServiceRules, errs *errorList)
 	checkPoolPolicy(m.PoolSize, m.Balancer, bad)
 	m.OutlierEjection = readOutlier(rules.GetOutlierEjection(), bad)
 	m.SlowStart = readSlowStart(rules.GetSlowStart(), m.Balancer, bad)
+	m.ZoneAware = readZoneAware(rules.GetZoneAware(), m.Balancer, bad)
+	m.Subset = readSubset(rules.GetSubset(), bad)
 	for _, meth := range s.Methods {
 		if meth.Desc.IsStreamingClient() || meth.Desc.IsStreamingServer() {
 			m.Streams = append(m.Streams, string(meth.Desc.Name()))

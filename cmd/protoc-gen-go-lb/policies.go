@@ -34,20 +34,24 @@ import (
 var policies = []*policy{
 	{enum: lbpb.Policy_PICK_FIRST, pkg: "pickfirst", oneInstance: true,
 		noPool:      "pick_first calls one transport of one instance; choose a policy that spreads calls",
-		noSlowStart: "every call goes to one instance, so there is nothing to ramp"},
+		noSlowStart: "every call goes to one instance, so there is nothing to ramp",
+		noZoneAware: "every call goes to one instance, and pick_first's own order says which"},
 	{enum: lbpb.Policy_ROUND_ROBIN, pkg: "roundrobin"},
 	{enum: lbpb.Policy_RANDOM, pkg: "random"},
 	{enum: lbpb.Policy_P2C_EWMA, pkg: "p2cewma", params: "p2c_ewma", config: p2cEWMAConfig},
 	{enum: lbpb.Policy_LEAST_REQUEST, pkg: "leastrequest", params: "least_request", config: leastRequestConfig},
 	{enum: lbpb.Policy_RING_HASH, pkg: "ringhash", params: "ring_hash", config: ringHashConfig, hashes: true, oneInstance: true,
-		noSlowStart: noRampForKeys},
+		noSlowStart: noRampForKeys, noZoneAware: noLevelsForKeys},
 	{enum: lbpb.Policy_WEIGHTED_ROUND_ROBIN, pkg: "weighted", params: "weighted_round_robin", config: weightedConfig},
 	{enum: lbpb.Policy_CONSISTENT_HASH, pkg: "consistenthash", params: "consistent_hash", config: consistentHashConfig, hashes: true, oneInstance: true,
-		noSlowStart: noRampForKeys},
+		noSlowStart: noRampForKeys, noZoneAware: noLevelsForKeys},
 }
 
 // noRampForKeys is why the hashing policies take no slow start.
 const noRampForKeys = "each key belongs to one instance, and a ramp would move keys off a new instance and back as it warms"
+
+// noLevelsForKeys is why the hashing policies take no zone-aware routing.
+const noLevelsForKeys = "each key belongs to one instance wherever it is, and levels would move keys between zones as their health changes"
 
 // defaultPolicy is the policy of a service that names none.
 const defaultPolicy = lbpb.Policy_ROUND_ROBIN
@@ -77,6 +81,9 @@ type policy struct {
 	// noSlowStart says why (lb.service).slow_start does not apply; ""
 	// when it does.
 	noSlowStart string
+	// noZoneAware says why (lb.service).zone_aware does not apply; ""
+	// when it does.
+	noZoneAware string
 }
 
 // policyConfig is what a policy's parameters come to.

@@ -228,7 +228,7 @@ func (x RegistryFailure_Mode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RegistryFailure_Mode.Descriptor instead.
 func (RegistryFailure_Mode) EnumDescriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{5, 0}
+	return file_lb_options_proto_rawDescGZIP(), []int{7, 0}
 }
 
 // RecordType is the kind of lookup.
@@ -283,7 +283,7 @@ func (x DNS_RecordType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DNS_RecordType.Descriptor instead.
 func (DNS_RecordType) EnumDescriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{8, 0}
+	return file_lb_options_proto_rawDescGZIP(), []int{10, 0}
 }
 
 // What happens to a call without a key.
@@ -338,7 +338,7 @@ func (x ConsistentHash_MissingKey) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConsistentHash_MissingKey.Descriptor instead.
 func (ConsistentHash_MissingKey) EnumDescriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{13, 0}
+	return file_lb_options_proto_rawDescGZIP(), []int{15, 0}
 }
 
 // ServiceRules is how a service's instances are found and balanced.
@@ -402,7 +402,17 @@ type ServiceRules struct {
 	// RANDOM, WEIGHTED_ROUND_ROBIN, LEAST_REQUEST and P2C_EWMA; refused under
 	// PICK_FIRST (every call goes to one instance: there is nothing to ramp),
 	// RING_HASH and CONSISTENT_HASH (a ramp would move keys).
-	SlowStart     *SlowStart `protobuf:"bytes,31,opt,name=slow_start,json=slowStart,proto3" json:"slow_start,omitempty"`
+	SlowStart *SlowStart `protobuf:"bytes,31,opt,name=slow_start,json=slowStart,proto3" json:"slow_start,omitempty"`
+	// Keeps calls in the client's zone, then its region, while they have
+	// healthy instances (Envoy's priority load with overprovisioning, and a
+	// panic threshold). Instances' zones and regions come from the registry
+	// (etcd metadata and Consul Meta "zone" and "region"), the client's from
+	// lb.WithLocality or LB_ZONE and LB_REGION. Default: off; `zone_aware {}`
+	// turns it on. Not under PICK_FIRST, RING_HASH or CONSISTENT_HASH.
+	ZoneAware *ZoneAware `protobuf:"bytes,32,opt,name=zone_aware,json=zoneAware,proto3" json:"zone_aware,omitempty"`
+	// Bounds the instances each client connects to. Default: off (every
+	// client connects to every instance).
+	Subset        *Subset `protobuf:"bytes,33,opt,name=subset,proto3" json:"subset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -559,6 +569,20 @@ func (x *ServiceRules) GetSlowStart() *SlowStart {
 	return nil
 }
 
+func (x *ServiceRules) GetZoneAware() *ZoneAware {
+	if x != nil {
+		return x.ZoneAware
+	}
+	return nil
+}
+
+func (x *ServiceRules) GetSubset() *Subset {
+	if x != nil {
+		return x.Subset
+	}
+	return nil
+}
+
 type isServiceRules_PolicyParams interface {
 	isServiceRules_PolicyParams()
 }
@@ -593,6 +617,131 @@ func (*ServiceRules_WeightedRoundRobin) isServiceRules_PolicyParams() {}
 
 func (*ServiceRules_ConsistentHash) isServiceRules_PolicyParams() {}
 
+// ZoneAware is zone-aware routing. Levels: the client's zone, the rest of
+// its region, everything else (an instance without a zone ranks by its
+// region). A level whose healthy share is h takes min(100%,
+// overprovisioning × h) of the calls the levels before it left; the rest
+// spills to the next. Healthy: READY, passing its health check, not
+// ejected. The policy picks within the level.
+type ZoneAware struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At least 1; default 1.4 (Envoy's): a zone keeps all its calls until
+	// more than 2/7 of it is down, then sheds in proportion (one of three
+	// down: it keeps 93.3%).
+	Overprovisioning float64 `protobuf:"fixed64,1,opt,name=overprovisioning,proto3" json:"overprovisioning,omitempty"`
+	// The share of healthy instances, in percent, below which locality is
+	// ignored and calls spread over every healthy instance. Default 50
+	// (Envoy's); 0-100.
+	PanicThreshold float64 `protobuf:"fixed64,2,opt,name=panic_threshold,json=panicThreshold,proto3" json:"panic_threshold,omitempty"`
+	// Never ignore locality (panic_threshold must be unset).
+	DisablePanic  bool `protobuf:"varint,3,opt,name=disable_panic,json=disablePanic,proto3" json:"disable_panic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ZoneAware) Reset() {
+	*x = ZoneAware{}
+	mi := &file_lb_options_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ZoneAware) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ZoneAware) ProtoMessage() {}
+
+func (x *ZoneAware) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_options_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ZoneAware.ProtoReflect.Descriptor instead.
+func (*ZoneAware) Descriptor() ([]byte, []int) {
+	return file_lb_options_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ZoneAware) GetOverprovisioning() float64 {
+	if x != nil {
+		return x.Overprovisioning
+	}
+	return 0
+}
+
+func (x *ZoneAware) GetPanicThreshold() float64 {
+	if x != nil {
+		return x.PanicThreshold
+	}
+	return 0
+}
+
+func (x *ZoneAware) GetDisablePanic() bool {
+	if x != nil {
+		return x.DisablePanic
+	}
+	return false
+}
+
+// Subset bounds the instances each client connects to: by rendezvous
+// hashing over a random per-client seed (gRFC A68: a membership change
+// moves only the instance concerned), or, when the client gives its index
+// among the clients (lb.WithClientIndex), the SRE book's deterministic
+// subsetting (every instance the same number of clients, ±1). Under
+// `zone_aware`, taken within each level.
+type Subset struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The most instances a client connects to (per level under
+	// `zone_aware`). Required: 1-65536.
+	Size          uint32 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Subset) Reset() {
+	*x = Subset{}
+	mi := &file_lb_options_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Subset) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Subset) ProtoMessage() {}
+
+func (x *Subset) ProtoReflect() protoreflect.Message {
+	mi := &file_lb_options_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Subset.ProtoReflect.Descriptor instead.
+func (*Subset) Descriptor() ([]byte, []int) {
+	return file_lb_options_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Subset) GetSize() uint32 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 // OutlierEjection ejects instances that fail calls (gRFC A50's outlier
 // detection, with Envoy's defaults): by failures in a row, by the share of
 // failed calls in an interval, or both. An ejected instance comes back
@@ -608,10 +757,12 @@ type OutlierEjection struct {
 	// random reaches 5 in a row once in 100,000 calls. Not with
 	// `disable_consecutive_failures`.
 	ConsecutiveFailures uint32 `protobuf:"varint,1,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
-	// Turns ejection by failures in a row off; `failure_percentage` is then
-	// required (else nothing would eject).
+	// Turns ejection by failures in a row off. Not with
+	// `disable_failure_percentage` (nothing would eject).
 	DisableConsecutiveFailures bool `protobuf:"varint,2,opt,name=disable_consecutive_failures,json=disableConsecutiveFailures,proto3" json:"disable_consecutive_failures,omitempty"`
-	// Ejects by the share of failed calls in an interval. Default: off.
+	// Ejects by the share of failed calls in an interval. On by default, with
+	// its defaults: it catches the instance that fails a share of its calls
+	// but seldom 5 in a row.
 	FailurePercentage *FailurePercentage `protobuf:"bytes,3,opt,name=failure_percentage,json=failurePercentage,proto3" json:"failure_percentage,omitempty"`
 	// How often the failure percentage is judged and each instance's count
 	// of ejections in a row decays by one. Default 10s (Envoy's and gRFC
@@ -635,14 +786,17 @@ type OutlierEjection struct {
 	// itself (a backend that stalls shows as its callers' deadlines running
 	// out). The caller's own errors (INVALID_ARGUMENT, NOT_FOUND,
 	// PERMISSION_DENIED, ...) do not count by default.
-	FailureCodes  []string `protobuf:"bytes,8,rep,name=failure_codes,json=failureCodes,proto3" json:"failure_codes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FailureCodes []string `protobuf:"bytes,8,rep,name=failure_codes,json=failureCodes,proto3" json:"failure_codes,omitempty"`
+	// Turns ejection by the share of failed calls off. Not with
+	// `failure_percentage`.
+	DisableFailurePercentage bool `protobuf:"varint,9,opt,name=disable_failure_percentage,json=disableFailurePercentage,proto3" json:"disable_failure_percentage,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *OutlierEjection) Reset() {
 	*x = OutlierEjection{}
-	mi := &file_lb_options_proto_msgTypes[1]
+	mi := &file_lb_options_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +808,7 @@ func (x *OutlierEjection) String() string {
 func (*OutlierEjection) ProtoMessage() {}
 
 func (x *OutlierEjection) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[1]
+	mi := &file_lb_options_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +821,7 @@ func (x *OutlierEjection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierEjection.ProtoReflect.Descriptor instead.
 func (*OutlierEjection) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{1}
+	return file_lb_options_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *OutlierEjection) GetConsecutiveFailures() uint32 {
@@ -726,8 +880,17 @@ func (x *OutlierEjection) GetFailureCodes() []string {
 	return nil
 }
 
+func (x *OutlierEjection) GetDisableFailurePercentage() bool {
+	if x != nil {
+		return x.DisableFailurePercentage
+	}
+	return false
+}
+
 // FailurePercentage ejects an instance whose share of failed calls in an
-// interval reaches a threshold.
+// interval reaches a threshold. An instance is judged each time its calls
+// in the interval reach a multiple of `minimum_requests`, and at the
+// interval's end.
 type FailurePercentage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The share of failed calls, in percent, at which an instance is
@@ -735,7 +898,9 @@ type FailurePercentage struct {
 	// one far more.
 	Threshold uint32 `protobuf:"varint,1,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	// The fewest calls an instance needs in an interval to be judged, so that
-	// a quiet instance is not ejected on three calls. Default 20.
+	// a quiet instance is not ejected on three calls. Default 50: an instance
+	// failing 1% of its calls at random reaches 20% of 50 about once in 10^10
+	// tries, one failing 30% is out after 50 calls.
 	MinimumRequests uint32 `protobuf:"varint,2,opt,name=minimum_requests,json=minimumRequests,proto3" json:"minimum_requests,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -743,7 +908,7 @@ type FailurePercentage struct {
 
 func (x *FailurePercentage) Reset() {
 	*x = FailurePercentage{}
-	mi := &file_lb_options_proto_msgTypes[2]
+	mi := &file_lb_options_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +920,7 @@ func (x *FailurePercentage) String() string {
 func (*FailurePercentage) ProtoMessage() {}
 
 func (x *FailurePercentage) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[2]
+	mi := &file_lb_options_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +933,7 @@ func (x *FailurePercentage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailurePercentage.ProtoReflect.Descriptor instead.
 func (*FailurePercentage) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{2}
+	return file_lb_options_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FailurePercentage) GetThreshold() uint32 {
@@ -811,7 +976,7 @@ type SlowStart struct {
 
 func (x *SlowStart) Reset() {
 	*x = SlowStart{}
-	mi := &file_lb_options_proto_msgTypes[3]
+	mi := &file_lb_options_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +988,7 @@ func (x *SlowStart) String() string {
 func (*SlowStart) ProtoMessage() {}
 
 func (x *SlowStart) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[3]
+	mi := &file_lb_options_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +1001,7 @@ func (x *SlowStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlowStart.ProtoReflect.Descriptor instead.
 func (*SlowStart) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{3}
+	return file_lb_options_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SlowStart) GetWindow() *durationpb.Duration {
@@ -888,7 +1053,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_lb_options_proto_msgTypes[4]
+	mi := &file_lb_options_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1065,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[4]
+	mi := &file_lb_options_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1078,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{4}
+	return file_lb_options_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Connection) GetKeepaliveTime() *durationpb.Duration {
@@ -969,7 +1134,7 @@ type RegistryFailure struct {
 
 func (x *RegistryFailure) Reset() {
 	*x = RegistryFailure{}
-	mi := &file_lb_options_proto_msgTypes[5]
+	mi := &file_lb_options_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1146,7 @@ func (x *RegistryFailure) String() string {
 func (*RegistryFailure) ProtoMessage() {}
 
 func (x *RegistryFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[5]
+	mi := &file_lb_options_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1159,7 @@ func (x *RegistryFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryFailure.ProtoReflect.Descriptor instead.
 func (*RegistryFailure) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{5}
+	return file_lb_options_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RegistryFailure) GetMode() RegistryFailure_Mode {
@@ -1037,7 +1202,7 @@ type Discovery struct {
 
 func (x *Discovery) Reset() {
 	*x = Discovery{}
-	mi := &file_lb_options_proto_msgTypes[6]
+	mi := &file_lb_options_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1214,7 @@ func (x *Discovery) String() string {
 func (*Discovery) ProtoMessage() {}
 
 func (x *Discovery) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[6]
+	mi := &file_lb_options_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1227,7 @@ func (x *Discovery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Discovery.ProtoReflect.Descriptor instead.
 func (*Discovery) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{6}
+	return file_lb_options_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Discovery) GetBackend() isDiscovery_Backend {
@@ -1162,7 +1327,7 @@ type Static struct {
 
 func (x *Static) Reset() {
 	*x = Static{}
-	mi := &file_lb_options_proto_msgTypes[7]
+	mi := &file_lb_options_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1339,7 @@ func (x *Static) String() string {
 func (*Static) ProtoMessage() {}
 
 func (x *Static) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[7]
+	mi := &file_lb_options_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1352,7 @@ func (x *Static) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Static.ProtoReflect.Descriptor instead.
 func (*Static) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{7}
+	return file_lb_options_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Static) GetAddresses() []string {
@@ -1218,7 +1383,7 @@ type DNS struct {
 
 func (x *DNS) Reset() {
 	*x = DNS{}
-	mi := &file_lb_options_proto_msgTypes[8]
+	mi := &file_lb_options_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1395,7 @@ func (x *DNS) String() string {
 func (*DNS) ProtoMessage() {}
 
 func (x *DNS) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[8]
+	mi := &file_lb_options_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1408,7 @@ func (x *DNS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNS.ProtoReflect.Descriptor instead.
 func (*DNS) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{8}
+	return file_lb_options_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DNS) GetHost() string {
@@ -1316,7 +1481,7 @@ type Etcd struct {
 
 func (x *Etcd) Reset() {
 	*x = Etcd{}
-	mi := &file_lb_options_proto_msgTypes[9]
+	mi := &file_lb_options_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1493,7 @@ func (x *Etcd) String() string {
 func (*Etcd) ProtoMessage() {}
 
 func (x *Etcd) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[9]
+	mi := &file_lb_options_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1506,7 @@ func (x *Etcd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Etcd.ProtoReflect.Descriptor instead.
 func (*Etcd) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{9}
+	return file_lb_options_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Etcd) GetEndpoints() []string {
@@ -1439,7 +1604,7 @@ type Consul struct {
 
 func (x *Consul) Reset() {
 	*x = Consul{}
-	mi := &file_lb_options_proto_msgTypes[10]
+	mi := &file_lb_options_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1616,7 @@ func (x *Consul) String() string {
 func (*Consul) ProtoMessage() {}
 
 func (x *Consul) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[10]
+	mi := &file_lb_options_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1629,7 @@ func (x *Consul) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Consul.ProtoReflect.Descriptor instead.
 func (*Consul) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{10}
+	return file_lb_options_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Consul) GetAddress() string {
@@ -1579,7 +1744,7 @@ type Kubernetes struct {
 
 func (x *Kubernetes) Reset() {
 	*x = Kubernetes{}
-	mi := &file_lb_options_proto_msgTypes[11]
+	mi := &file_lb_options_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1756,7 @@ func (x *Kubernetes) String() string {
 func (*Kubernetes) ProtoMessage() {}
 
 func (x *Kubernetes) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[11]
+	mi := &file_lb_options_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1769,7 @@ func (x *Kubernetes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Kubernetes.ProtoReflect.Descriptor instead.
 func (*Kubernetes) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{11}
+	return file_lb_options_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Kubernetes) GetNamespace() string {
@@ -1641,7 +1806,7 @@ type RingHash struct {
 
 func (x *RingHash) Reset() {
 	*x = RingHash{}
-	mi := &file_lb_options_proto_msgTypes[12]
+	mi := &file_lb_options_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1818,7 @@ func (x *RingHash) String() string {
 func (*RingHash) ProtoMessage() {}
 
 func (x *RingHash) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[12]
+	mi := &file_lb_options_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1831,7 @@ func (x *RingHash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingHash.ProtoReflect.Descriptor instead.
 func (*RingHash) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{12}
+	return file_lb_options_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RingHash) GetMinRingSize() uint64 {
@@ -1703,7 +1868,7 @@ type ConsistentHash struct {
 
 func (x *ConsistentHash) Reset() {
 	*x = ConsistentHash{}
-	mi := &file_lb_options_proto_msgTypes[13]
+	mi := &file_lb_options_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1880,7 @@ func (x *ConsistentHash) String() string {
 func (*ConsistentHash) ProtoMessage() {}
 
 func (x *ConsistentHash) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[13]
+	mi := &file_lb_options_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1893,7 @@ func (x *ConsistentHash) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsistentHash.ProtoReflect.Descriptor instead.
 func (*ConsistentHash) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{13}
+	return file_lb_options_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ConsistentHash) GetTableSize() uint64 {
@@ -1770,7 +1935,7 @@ type P2CEWMA struct {
 
 func (x *P2CEWMA) Reset() {
 	*x = P2CEWMA{}
-	mi := &file_lb_options_proto_msgTypes[14]
+	mi := &file_lb_options_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +1947,7 @@ func (x *P2CEWMA) String() string {
 func (*P2CEWMA) ProtoMessage() {}
 
 func (x *P2CEWMA) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[14]
+	mi := &file_lb_options_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +1960,7 @@ func (x *P2CEWMA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use P2CEWMA.ProtoReflect.Descriptor instead.
 func (*P2CEWMA) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{14}
+	return file_lb_options_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *P2CEWMA) GetDecay() *durationpb.Duration {
@@ -1823,7 +1988,7 @@ type LeastRequest struct {
 
 func (x *LeastRequest) Reset() {
 	*x = LeastRequest{}
-	mi := &file_lb_options_proto_msgTypes[15]
+	mi := &file_lb_options_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +2000,7 @@ func (x *LeastRequest) String() string {
 func (*LeastRequest) ProtoMessage() {}
 
 func (x *LeastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[15]
+	mi := &file_lb_options_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +2013,7 @@ func (x *LeastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeastRequest.ProtoReflect.Descriptor instead.
 func (*LeastRequest) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{15}
+	return file_lb_options_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LeastRequest) GetChoiceCount() uint32 {
@@ -1882,7 +2047,7 @@ type WeightedRoundRobin struct {
 
 func (x *WeightedRoundRobin) Reset() {
 	*x = WeightedRoundRobin{}
-	mi := &file_lb_options_proto_msgTypes[16]
+	mi := &file_lb_options_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2059,7 @@ func (x *WeightedRoundRobin) String() string {
 func (*WeightedRoundRobin) ProtoMessage() {}
 
 func (x *WeightedRoundRobin) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[16]
+	mi := &file_lb_options_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2072,7 @@ func (x *WeightedRoundRobin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedRoundRobin.ProtoReflect.Descriptor instead.
 func (*WeightedRoundRobin) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{16}
+	return file_lb_options_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WeightedRoundRobin) GetEnableOobLoadReport() bool {
@@ -1991,7 +2156,7 @@ type MethodRules struct {
 
 func (x *MethodRules) Reset() {
 	*x = MethodRules{}
-	mi := &file_lb_options_proto_msgTypes[17]
+	mi := &file_lb_options_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2168,7 @@ func (x *MethodRules) String() string {
 func (*MethodRules) ProtoMessage() {}
 
 func (x *MethodRules) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[17]
+	mi := &file_lb_options_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2181,7 @@ func (x *MethodRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MethodRules.ProtoReflect.Descriptor instead.
 func (*MethodRules) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{17}
+	return file_lb_options_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MethodRules) GetTimeout() *durationpb.Duration {
@@ -2076,7 +2241,7 @@ type Hedging struct {
 
 func (x *Hedging) Reset() {
 	*x = Hedging{}
-	mi := &file_lb_options_proto_msgTypes[18]
+	mi := &file_lb_options_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2253,7 @@ func (x *Hedging) String() string {
 func (*Hedging) ProtoMessage() {}
 
 func (x *Hedging) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[18]
+	mi := &file_lb_options_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2266,7 @@ func (x *Hedging) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hedging.ProtoReflect.Descriptor instead.
 func (*Hedging) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{18}
+	return file_lb_options_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Hedging) GetMaxAttempts() uint32 {
@@ -2136,7 +2301,7 @@ type RetryBudget struct {
 
 func (x *RetryBudget) Reset() {
 	*x = RetryBudget{}
-	mi := &file_lb_options_proto_msgTypes[19]
+	mi := &file_lb_options_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2313,7 @@ func (x *RetryBudget) String() string {
 func (*RetryBudget) ProtoMessage() {}
 
 func (x *RetryBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[19]
+	mi := &file_lb_options_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2326,7 @@ func (x *RetryBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
 func (*RetryBudget) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{19}
+	return file_lb_options_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RetryBudget) GetMaxTokens() uint32 {
@@ -2205,7 +2370,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_lb_options_proto_msgTypes[20]
+	mi := &file_lb_options_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2382,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_lb_options_proto_msgTypes[20]
+	mi := &file_lb_options_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2395,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_lb_options_proto_rawDescGZIP(), []int{20}
+	return file_lb_options_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Retry) GetMaxAttempts() uint32 {
@@ -2309,7 +2474,7 @@ var File_lb_options_proto protoreflect.FileDescriptor
 
 const file_lb_options_proto_rawDesc = "" +
 	"\n" +
-	"\x10lb/options.proto\x12\x02lb\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\x85\x06\n" +
+	"\x10lb/options.proto\x12\x02lb\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"\xd7\x06\n" +
 	"\fServiceRules\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\tdiscovery\x18\x02 \x01(\v2\r.lb.DiscoveryR\tdiscovery\x12\"\n" +
@@ -2330,8 +2495,18 @@ const file_lb_options_proto_rawDesc = "" +
 	"\fretry_budget\x18\x17 \x01(\v2\x0f.lb.RetryBudgetR\vretryBudget\x12>\n" +
 	"\x10outlier_ejection\x18\x1e \x01(\v2\x13.lb.OutlierEjectionR\x0foutlierEjection\x12,\n" +
 	"\n" +
-	"slow_start\x18\x1f \x01(\v2\r.lb.SlowStartR\tslowStartB\x0f\n" +
-	"\rpolicy_params\"\xe8\x03\n" +
+	"slow_start\x18\x1f \x01(\v2\r.lb.SlowStartR\tslowStart\x12,\n" +
+	"\n" +
+	"zone_aware\x18  \x01(\v2\r.lb.ZoneAwareR\tzoneAware\x12\"\n" +
+	"\x06subset\x18! \x01(\v2\n" +
+	".lb.SubsetR\x06subsetB\x0f\n" +
+	"\rpolicy_params\"\x85\x01\n" +
+	"\tZoneAware\x12*\n" +
+	"\x10overprovisioning\x18\x01 \x01(\x01R\x10overprovisioning\x12'\n" +
+	"\x0fpanic_threshold\x18\x02 \x01(\x01R\x0epanicThreshold\x12#\n" +
+	"\rdisable_panic\x18\x03 \x01(\bR\fdisablePanic\"\x1c\n" +
+	"\x06Subset\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\rR\x04size\"\xa6\x04\n" +
 	"\x0fOutlierEjection\x121\n" +
 	"\x14consecutive_failures\x18\x01 \x01(\rR\x13consecutiveFailures\x12@\n" +
 	"\x1cdisable_consecutive_failures\x18\x02 \x01(\bR\x1adisableConsecutiveFailures\x12D\n" +
@@ -2340,7 +2515,8 @@ const file_lb_options_proto_rawDesc = "" +
 	"\x12base_ejection_time\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10baseEjectionTime\x12E\n" +
 	"\x11max_ejection_time\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0fmaxEjectionTime\x12.\n" +
 	"\x13max_ejected_percent\x18\a \x01(\rR\x11maxEjectedPercent\x12#\n" +
-	"\rfailure_codes\x18\b \x03(\tR\ffailureCodes\"\\\n" +
+	"\rfailure_codes\x18\b \x03(\tR\ffailureCodes\x12<\n" +
+	"\x1adisable_failure_percentage\x18\t \x01(\bR\x18disableFailurePercentage\"\\\n" +
 	"\x11FailurePercentage\x12\x1c\n" +
 	"\tthreshold\x18\x01 \x01(\rR\tthreshold\x12)\n" +
 	"\x10minimum_requests\x18\x02 \x01(\rR\x0fminimumRequests\"\x8c\x01\n" +
@@ -2505,96 +2681,100 @@ func file_lb_options_proto_rawDescGZIP() []byte {
 }
 
 var file_lb_options_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_lb_options_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_lb_options_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_lb_options_proto_goTypes = []any{
 	(Policy)(0),                         // 0: lb.Policy
 	(RegistryFailure_Mode)(0),           // 1: lb.RegistryFailure.Mode
 	(DNS_RecordType)(0),                 // 2: lb.DNS.RecordType
 	(ConsistentHash_MissingKey)(0),      // 3: lb.ConsistentHash.MissingKey
 	(*ServiceRules)(nil),                // 4: lb.ServiceRules
-	(*OutlierEjection)(nil),             // 5: lb.OutlierEjection
-	(*FailurePercentage)(nil),           // 6: lb.FailurePercentage
-	(*SlowStart)(nil),                   // 7: lb.SlowStart
-	(*Connection)(nil),                  // 8: lb.Connection
-	(*RegistryFailure)(nil),             // 9: lb.RegistryFailure
-	(*Discovery)(nil),                   // 10: lb.Discovery
-	(*Static)(nil),                      // 11: lb.Static
-	(*DNS)(nil),                         // 12: lb.DNS
-	(*Etcd)(nil),                        // 13: lb.Etcd
-	(*Consul)(nil),                      // 14: lb.Consul
-	(*Kubernetes)(nil),                  // 15: lb.Kubernetes
-	(*RingHash)(nil),                    // 16: lb.RingHash
-	(*ConsistentHash)(nil),              // 17: lb.ConsistentHash
-	(*P2CEWMA)(nil),                     // 18: lb.P2CEWMA
-	(*LeastRequest)(nil),                // 19: lb.LeastRequest
-	(*WeightedRoundRobin)(nil),          // 20: lb.WeightedRoundRobin
-	(*MethodRules)(nil),                 // 21: lb.MethodRules
-	(*Hedging)(nil),                     // 22: lb.Hedging
-	(*RetryBudget)(nil),                 // 23: lb.RetryBudget
-	(*Retry)(nil),                       // 24: lb.Retry
-	(*durationpb.Duration)(nil),         // 25: google.protobuf.Duration
-	(*descriptorpb.ServiceOptions)(nil), // 26: google.protobuf.ServiceOptions
-	(*descriptorpb.MethodOptions)(nil),  // 27: google.protobuf.MethodOptions
+	(*ZoneAware)(nil),                   // 5: lb.ZoneAware
+	(*Subset)(nil),                      // 6: lb.Subset
+	(*OutlierEjection)(nil),             // 7: lb.OutlierEjection
+	(*FailurePercentage)(nil),           // 8: lb.FailurePercentage
+	(*SlowStart)(nil),                   // 9: lb.SlowStart
+	(*Connection)(nil),                  // 10: lb.Connection
+	(*RegistryFailure)(nil),             // 11: lb.RegistryFailure
+	(*Discovery)(nil),                   // 12: lb.Discovery
+	(*Static)(nil),                      // 13: lb.Static
+	(*DNS)(nil),                         // 14: lb.DNS
+	(*Etcd)(nil),                        // 15: lb.Etcd
+	(*Consul)(nil),                      // 16: lb.Consul
+	(*Kubernetes)(nil),                  // 17: lb.Kubernetes
+	(*RingHash)(nil),                    // 18: lb.RingHash
+	(*ConsistentHash)(nil),              // 19: lb.ConsistentHash
+	(*P2CEWMA)(nil),                     // 20: lb.P2CEWMA
+	(*LeastRequest)(nil),                // 21: lb.LeastRequest
+	(*WeightedRoundRobin)(nil),          // 22: lb.WeightedRoundRobin
+	(*MethodRules)(nil),                 // 23: lb.MethodRules
+	(*Hedging)(nil),                     // 24: lb.Hedging
+	(*RetryBudget)(nil),                 // 25: lb.RetryBudget
+	(*Retry)(nil),                       // 26: lb.Retry
+	(*durationpb.Duration)(nil),         // 27: google.protobuf.Duration
+	(*descriptorpb.ServiceOptions)(nil), // 28: google.protobuf.ServiceOptions
+	(*descriptorpb.MethodOptions)(nil),  // 29: google.protobuf.MethodOptions
 }
 var file_lb_options_proto_depIdxs = []int32{
-	10, // 0: lb.ServiceRules.discovery:type_name -> lb.Discovery
+	12, // 0: lb.ServiceRules.discovery:type_name -> lb.Discovery
 	0,  // 1: lb.ServiceRules.policy:type_name -> lb.Policy
-	16, // 2: lb.ServiceRules.ring_hash:type_name -> lb.RingHash
-	18, // 3: lb.ServiceRules.p2c_ewma:type_name -> lb.P2CEWMA
-	19, // 4: lb.ServiceRules.least_request:type_name -> lb.LeastRequest
-	20, // 5: lb.ServiceRules.weighted_round_robin:type_name -> lb.WeightedRoundRobin
-	17, // 6: lb.ServiceRules.consistent_hash:type_name -> lb.ConsistentHash
-	9,  // 7: lb.ServiceRules.on_registry_failure:type_name -> lb.RegistryFailure
-	8,  // 8: lb.ServiceRules.connection:type_name -> lb.Connection
-	23, // 9: lb.ServiceRules.retry_budget:type_name -> lb.RetryBudget
-	5,  // 10: lb.ServiceRules.outlier_ejection:type_name -> lb.OutlierEjection
-	7,  // 11: lb.ServiceRules.slow_start:type_name -> lb.SlowStart
-	6,  // 12: lb.OutlierEjection.failure_percentage:type_name -> lb.FailurePercentage
-	25, // 13: lb.OutlierEjection.interval:type_name -> google.protobuf.Duration
-	25, // 14: lb.OutlierEjection.base_ejection_time:type_name -> google.protobuf.Duration
-	25, // 15: lb.OutlierEjection.max_ejection_time:type_name -> google.protobuf.Duration
-	25, // 16: lb.SlowStart.window:type_name -> google.protobuf.Duration
-	25, // 17: lb.Connection.keepalive_time:type_name -> google.protobuf.Duration
-	25, // 18: lb.Connection.keepalive_timeout:type_name -> google.protobuf.Duration
-	25, // 19: lb.Connection.max_connection_age:type_name -> google.protobuf.Duration
-	25, // 20: lb.Connection.max_connection_age_grace:type_name -> google.protobuf.Duration
-	25, // 21: lb.Connection.max_connection_idle:type_name -> google.protobuf.Duration
-	1,  // 22: lb.RegistryFailure.mode:type_name -> lb.RegistryFailure.Mode
-	25, // 23: lb.RegistryFailure.max_staleness:type_name -> google.protobuf.Duration
-	11, // 24: lb.Discovery.static:type_name -> lb.Static
-	12, // 25: lb.Discovery.dns:type_name -> lb.DNS
-	13, // 26: lb.Discovery.etcd:type_name -> lb.Etcd
-	14, // 27: lb.Discovery.consul:type_name -> lb.Consul
-	15, // 28: lb.Discovery.kubernetes:type_name -> lb.Kubernetes
-	2,  // 29: lb.DNS.record:type_name -> lb.DNS.RecordType
-	25, // 30: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
-	25, // 31: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
-	25, // 32: lb.Consul.grace:type_name -> google.protobuf.Duration
-	25, // 33: lb.Consul.check_interval:type_name -> google.protobuf.Duration
-	25, // 34: lb.Consul.deregister_critical_after:type_name -> google.protobuf.Duration
-	25, // 35: lb.Consul.ttl:type_name -> google.protobuf.Duration
-	3,  // 36: lb.ConsistentHash.missing_key:type_name -> lb.ConsistentHash.MissingKey
-	25, // 37: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
-	25, // 38: lb.P2CEWMA.probe:type_name -> google.protobuf.Duration
-	25, // 39: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
-	25, // 40: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
-	25, // 41: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
-	25, // 42: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
-	25, // 43: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
-	24, // 44: lb.MethodRules.retry:type_name -> lb.Retry
-	22, // 45: lb.MethodRules.hedging:type_name -> lb.Hedging
-	25, // 46: lb.Hedging.delay:type_name -> google.protobuf.Duration
-	25, // 47: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
-	25, // 48: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
-	26, // 49: lb.service:extendee -> google.protobuf.ServiceOptions
-	27, // 50: lb.method:extendee -> google.protobuf.MethodOptions
-	4,  // 51: lb.service:type_name -> lb.ServiceRules
-	21, // 52: lb.method:type_name -> lb.MethodRules
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	51, // [51:53] is the sub-list for extension type_name
-	49, // [49:51] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	18, // 2: lb.ServiceRules.ring_hash:type_name -> lb.RingHash
+	20, // 3: lb.ServiceRules.p2c_ewma:type_name -> lb.P2CEWMA
+	21, // 4: lb.ServiceRules.least_request:type_name -> lb.LeastRequest
+	22, // 5: lb.ServiceRules.weighted_round_robin:type_name -> lb.WeightedRoundRobin
+	19, // 6: lb.ServiceRules.consistent_hash:type_name -> lb.ConsistentHash
+	11, // 7: lb.ServiceRules.on_registry_failure:type_name -> lb.RegistryFailure
+	10, // 8: lb.ServiceRules.connection:type_name -> lb.Connection
+	25, // 9: lb.ServiceRules.retry_budget:type_name -> lb.RetryBudget
+	7,  // 10: lb.ServiceRules.outlier_ejection:type_name -> lb.OutlierEjection
+	9,  // 11: lb.ServiceRules.slow_start:type_name -> lb.SlowStart
+	5,  // 12: lb.ServiceRules.zone_aware:type_name -> lb.ZoneAware
+	6,  // 13: lb.ServiceRules.subset:type_name -> lb.Subset
+	8,  // 14: lb.OutlierEjection.failure_percentage:type_name -> lb.FailurePercentage
+	27, // 15: lb.OutlierEjection.interval:type_name -> google.protobuf.Duration
+	27, // 16: lb.OutlierEjection.base_ejection_time:type_name -> google.protobuf.Duration
+	27, // 17: lb.OutlierEjection.max_ejection_time:type_name -> google.protobuf.Duration
+	27, // 18: lb.SlowStart.window:type_name -> google.protobuf.Duration
+	27, // 19: lb.Connection.keepalive_time:type_name -> google.protobuf.Duration
+	27, // 20: lb.Connection.keepalive_timeout:type_name -> google.protobuf.Duration
+	27, // 21: lb.Connection.max_connection_age:type_name -> google.protobuf.Duration
+	27, // 22: lb.Connection.max_connection_age_grace:type_name -> google.protobuf.Duration
+	27, // 23: lb.Connection.max_connection_idle:type_name -> google.protobuf.Duration
+	1,  // 24: lb.RegistryFailure.mode:type_name -> lb.RegistryFailure.Mode
+	27, // 25: lb.RegistryFailure.max_staleness:type_name -> google.protobuf.Duration
+	13, // 26: lb.Discovery.static:type_name -> lb.Static
+	14, // 27: lb.Discovery.dns:type_name -> lb.DNS
+	15, // 28: lb.Discovery.etcd:type_name -> lb.Etcd
+	16, // 29: lb.Discovery.consul:type_name -> lb.Consul
+	17, // 30: lb.Discovery.kubernetes:type_name -> lb.Kubernetes
+	2,  // 31: lb.DNS.record:type_name -> lb.DNS.RecordType
+	27, // 32: lb.DNS.refresh_interval:type_name -> google.protobuf.Duration
+	27, // 33: lb.Etcd.lease_ttl:type_name -> google.protobuf.Duration
+	27, // 34: lb.Consul.grace:type_name -> google.protobuf.Duration
+	27, // 35: lb.Consul.check_interval:type_name -> google.protobuf.Duration
+	27, // 36: lb.Consul.deregister_critical_after:type_name -> google.protobuf.Duration
+	27, // 37: lb.Consul.ttl:type_name -> google.protobuf.Duration
+	3,  // 38: lb.ConsistentHash.missing_key:type_name -> lb.ConsistentHash.MissingKey
+	27, // 39: lb.P2CEWMA.decay:type_name -> google.protobuf.Duration
+	27, // 40: lb.P2CEWMA.probe:type_name -> google.protobuf.Duration
+	27, // 41: lb.WeightedRoundRobin.oob_reporting_period:type_name -> google.protobuf.Duration
+	27, // 42: lb.WeightedRoundRobin.blackout_period:type_name -> google.protobuf.Duration
+	27, // 43: lb.WeightedRoundRobin.weight_expiration_period:type_name -> google.protobuf.Duration
+	27, // 44: lb.WeightedRoundRobin.weight_update_period:type_name -> google.protobuf.Duration
+	27, // 45: lb.MethodRules.timeout:type_name -> google.protobuf.Duration
+	26, // 46: lb.MethodRules.retry:type_name -> lb.Retry
+	24, // 47: lb.MethodRules.hedging:type_name -> lb.Hedging
+	27, // 48: lb.Hedging.delay:type_name -> google.protobuf.Duration
+	27, // 49: lb.Retry.initial_backoff:type_name -> google.protobuf.Duration
+	27, // 50: lb.Retry.max_backoff:type_name -> google.protobuf.Duration
+	28, // 51: lb.service:extendee -> google.protobuf.ServiceOptions
+	29, // 52: lb.method:extendee -> google.protobuf.MethodOptions
+	4,  // 53: lb.service:type_name -> lb.ServiceRules
+	23, // 54: lb.method:type_name -> lb.MethodRules
+	55, // [55:55] is the sub-list for method output_type
+	55, // [55:55] is the sub-list for method input_type
+	53, // [53:55] is the sub-list for extension type_name
+	51, // [51:53] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_lb_options_proto_init() }
@@ -2609,22 +2789,22 @@ func file_lb_options_proto_init() {
 		(*ServiceRules_WeightedRoundRobin)(nil),
 		(*ServiceRules_ConsistentHash)(nil),
 	}
-	file_lb_options_proto_msgTypes[6].OneofWrappers = []any{
+	file_lb_options_proto_msgTypes[8].OneofWrappers = []any{
 		(*Discovery_Static)(nil),
 		(*Discovery_Dns)(nil),
 		(*Discovery_Etcd)(nil),
 		(*Discovery_Consul)(nil),
 		(*Discovery_Kubernetes)(nil),
 	}
-	file_lb_options_proto_msgTypes[10].OneofWrappers = []any{}
-	file_lb_options_proto_msgTypes[17].OneofWrappers = []any{}
+	file_lb_options_proto_msgTypes[12].OneofWrappers = []any{}
+	file_lb_options_proto_msgTypes[19].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lb_options_proto_rawDesc), len(file_lb_options_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 2,
 			NumServices:   0,
 		},
