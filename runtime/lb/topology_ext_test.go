@@ -244,4 +244,17 @@ func TestTopologyMetrics(t *testing.T) {
 	if got := m.sum("lb.subset.instances"); got != 4 {
 		t.Errorf("lb.subset.instances = %v, want 4", got)
 	}
+
+	// The live page: each instance of the subset with its zone and level.
+	srv := httptest.NewServer(lb.DebugHandler())
+	defer srv.Close()
+	client := clientOf(t, getDebugJSON(t, srv.URL+"/?format=json"), "topometrics:///x")
+	if len(client.Instances) != 2 {
+		t.Fatalf("the page shows %d instances, want the subset's 2: %+v", len(client.Instances), client.Instances)
+	}
+	for _, in := range client.Instances {
+		if !strings.HasPrefix(in.Policy, "in subset (2 of 4), zone ") || !strings.Contains(in.Policy, " level (") {
+			t.Errorf("instance %s: policy column %q, want its subset, zone and level", in.Address, in.Policy)
+		}
+	}
 }
