@@ -32,6 +32,7 @@ type reply struct {
 	hold     bool              // block until the test ends, like an unchanged blocking query
 	instant  bool              // when it is the last: answer every query at once, as a misbehaving agent would
 	meta     map[string]string // every instance's Meta
+	nodeMeta map[string]string // the node's Meta
 	badAddr  bool              // one more instance, whose service address has a port
 }
 
@@ -105,7 +106,7 @@ func (f *fakeConsul) serve(w http.ResponseWriter, r *http.Request) {
 	entries := []map[string]any{}
 	for _, p := range rep.ports {
 		entries = append(entries, map[string]any{
-			"Node":    map[string]any{"Node": "n1", "Address": "10.0.0.1"},
+			"Node":    map[string]any{"Node": "n1", "Address": "10.0.0.1", "Meta": rep.nodeMeta},
 			"Service": map[string]any{"ID": "s" + strconv.Itoa(p), "Service": "svc", "Address": "", "Port": p, "Meta": rep.meta},
 		})
 	}
@@ -240,6 +241,18 @@ func TestBadEntriesAndWeights(t *testing.T) {
 	md, ok := discovery.MetadataOf(s.Endpoints[0])
 	if !ok || md.Weight != 0 || md.Zone != "z1" || !md.RegisteredAt.IsZero() || md.Custom["registered_at"] != "" {
 		t.Errorf("metadata %+v, %v; want zone z1, no weight and no registration time", md, ok)
+	}
+}
+
+// TestZoneFromNodeMeta: an instance's zone and region are its service
+// Meta's, else its node's.
+func TestZoneFromNodeMeta(t *testing.T) {
+	f := newFake(t, reply{index: 3, ports: []int{1}, meta: map[string]string{"region": "service-region"}, nodeMeta: map[string]string{"zone": "node-zone", "region": "node-region"}})
+	cc := build(t, fakeTarget(f), consul.WithRateLimit(1000, 10))
+	s := cc.WaitAddrs(t, "10.0.0.1:1")
+	md, _ := discovery.MetadataOf(s.Endpoints[0])
+	if md.Zone != "node-zone" || md.Region != "service-region" {
+		t.Errorf("zone %q region %q, want the node's zone and the service's region", md.Zone, md.Region)
 	}
 }
 
