@@ -108,9 +108,7 @@ func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfi
 }
 
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	u := opts.Target.URL
-	u.User, u.RawQuery, u.ForceQuery = nil, "", false
-	b := &localityBalancer{cc: cc, opts: opts, target: u.String(), subConns: map[*subConn]bool{}}
+	b := &localityBalancer{cc: cc, opts: opts, target: parent.Target(opts), subConns: map[*subConn]bool{}}
 	if mr := cc.MetricsRecorder(); mr != nil {
 		b.metrics = mr
 		b.stopReporting = mr.RegisterAsyncReporter(estats.AsyncMetricReporterFunc(func(r estats.AsyncMetricsRecorder) error {
@@ -401,7 +399,7 @@ func (b *localityBalancer) regen() {
 		if l == nil || !l.reported {
 			continue
 		}
-		if best == nil || rank(l.state.ConnectivityState) > rank(best.state.ConnectivityState) {
+		if best == nil || parent.Rank(l.state.ConnectivityState) > parent.Rank(best.state.ConnectivityState) {
 			best = l
 		}
 		if shares[i] == 0 || sum == 0 {
@@ -432,19 +430,6 @@ func (b *localityBalancer) regen() {
 	default:
 		b.cc.UpdateState(best.state)
 	}
-}
-
-// rank orders states by how soon a level in them may take calls.
-func rank(s connectivity.State) int {
-	switch s {
-	case connectivity.Ready:
-		return 3
-	case connectivity.Connecting:
-		return 2
-	case connectivity.Idle:
-		return 1
-	}
-	return 0
 }
 
 // picker chooses a level by its share, then its child's picker picks.

@@ -145,11 +145,9 @@ func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfi
 }
 
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	u := opts.Target.URL
-	u.User, u.RawQuery, u.ForceQuery = nil, "", false
 	b := &outlierBalancer{
 		cc:        cc,
-		target:    u.String(),
+		target:    parent.Target(opts),
 		instances: map[string]*instance{},
 		wake:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),

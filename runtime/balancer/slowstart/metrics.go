@@ -5,6 +5,8 @@ import (
 
 	"google.golang.org/grpc/balancer"
 	estats "google.golang.org/grpc/experimental/stats"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/internal/parent"
 )
 
 // The policy's metrics, off by default as grpc-go's LB metrics are
@@ -37,9 +39,7 @@ func registerReporter(b *slowStartBalancer, cc balancer.ClientConn, opts balance
 	if mr == nil {
 		return nil
 	}
-	u := opts.Target.URL
-	u.User, u.RawQuery, u.ForceQuery = nil, "", false
-	target := u.String()
+	target := parent.Target(opts)
 	// It reads the view, without a lock: a collection holds the metrics
 	// SDK's lock while it asks.
 	return mr.RegisterAsyncReporter(estats.AsyncMetricReporterFunc(func(r estats.AsyncMetricsRecorder) error {

@@ -182,9 +182,7 @@ func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfi
 }
 
 func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	u := opts.Target.URL
-	u.User, u.RawQuery, u.ForceQuery = nil, "", false
-	b := &subsetBalancer{Balancer: parent.Balancer{CC: cc, Opts: opts}, seed: rand.Uint64(), target: u.String()}
+	b := &subsetBalancer{Balancer: parent.Balancer{CC: cc, Opts: opts}, seed: rand.Uint64(), target: parent.Target(opts)}
 	if mr := cc.MetricsRecorder(); mr != nil {
 		b.stopReporting = mr.RegisterAsyncReporter(estats.AsyncMetricReporterFunc(func(r estats.AsyncMetricsRecorder) error {
 			b.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/connectivity"
 )
 
 // What a parent policy and the policies under it agree on, beyond
@@ -39,4 +40,26 @@ func BaseAddr(addr string) string {
 		return addr[:i]
 	}
 	return addr
+}
+
+// Target is the channel's target without user info or query, for the
+// grpc.target label of a policy's metrics.
+func Target(opts balancer.BuildOptions) string {
+	u := opts.Target.URL
+	u.User, u.RawQuery, u.ForceQuery = nil, "", false
+	return u.String()
+}
+
+// Rank orders connectivity states by how soon a child in them may take
+// calls: READY, CONNECTING, IDLE, then TRANSIENT_FAILURE (and SHUTDOWN).
+func Rank(s connectivity.State) int {
+	switch s {
+	case connectivity.Ready:
+		return 3
+	case connectivity.Connecting:
+		return 2
+	case connectivity.Idle:
+		return 1
+	}
+	return 0
 }

@@ -103,9 +103,7 @@ type Reporter[S any] struct {
 func NewReportingBalancer[S any](cc balancer.ClientConn, opts balancer.BuildOptions, newPicker NewPicker[S], rep Reporter[S]) balancer.Balancer {
 	b := newBalancer(cc, opts, newPicker, false)
 	if mr := cc.MetricsRecorder(); mr != nil {
-		u := opts.Target.URL
-		u.User, u.RawQuery, u.ForceQuery = nil, "", false
-		target := u.String()
+		target := parent.Target(opts)
 		// The reporter reads a snapshot, without b.mu: a collection
 		// holds the metrics SDK's lock while it asks, and nothing here
 		// should ever wait for a lock while that one is held.
@@ -206,7 +204,7 @@ func (b *readyBalancer[S]) UpdateState(s balancer.State) {
 			byAddr[addr] = i
 			group = append(group, Child[S]{Endpoint: ep, Picker: c.State.Picker, Connectivity: c.State.ConnectivityState, State: st})
 			copies = append(copies, nil)
-		} else if rank(c.State.ConnectivityState) > rank(group[i].Connectivity) {
+		} else if parent.Rank(c.State.ConnectivityState) > parent.Rank(group[i].Connectivity) {
 			group[i].Picker, group[i].Connectivity = c.State.Picker, c.State.ConnectivityState
 		}
 		if isReady {
@@ -249,19 +247,6 @@ func (b *readyBalancer[S]) UpdateState(s balancer.State) {
 		ready = group
 	}
 	b.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: b.newPicker(ready, b.cfg)})
-}
-
-// rank orders states by how soon an endpoint in them may take calls.
-func rank(s connectivity.State) int {
-	switch s {
-	case connectivity.Ready:
-		return 3
-	case connectivity.Connecting:
-		return 2
-	case connectivity.Idle:
-		return 1
-	}
-	return 0
 }
 
 // rotation picks the READY copies of one address in turn.
