@@ -331,4 +331,3 @@ func calls(t *testing.T, c grpc.ClientConnInterface, n int, eps []ep) map[string
 	}
 	return got
 }
-
