@@ -87,13 +87,19 @@ func zoneShares(t *testing.T, c grpc.ClientConnInterface, svc *lb.Service, ss []
 	return got
 }
 
-// waitZoneShare checks until zone z's share of 300 calls is within 2
-// points of want, and returns how long it took.
+// waitZoneShare checks until zone z's share of a round of calls is within
+// 2 points of want, and returns how long it took. A round is 300 calls,
+// 100 when want is all or nothing (a round measures when the share
+// changed to within its own length).
 func waitZoneShare(t *testing.T, c grpc.ClientConnInterface, svc *lb.Service, ss []*zonedServer, z string, want float64) time.Duration {
 	t.Helper()
 	start := time.Now()
+	n := 300
+	if want == 0 || want == 1 {
+		n = 100
+	}
 	for {
-		got := zoneShares(t, c, svc, ss, 300)
+		got := zoneShares(t, c, svc, ss, n)
 		if math.Abs(got[z]-want) <= 0.02 {
 			return time.Since(start)
 		}

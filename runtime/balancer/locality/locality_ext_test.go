@@ -79,13 +79,19 @@ func (f *fleet) shares(t *testing.T, cc *grpc.ClientConn, n int) (map[string]flo
 	return zones, counts
 }
 
-// waitShare calls until zone z's share of 300 calls is within 2 points of
-// want, and fails the test after resolvertest.Timeout.
+// waitShare calls until zone z's share of a round of calls is within 2
+// points of want, and fails the test after resolvertest.Timeout. A round
+// is 300 calls, 100 when want is all or nothing (a round measures when
+// the share changed to within its own length).
 func (f *fleet) waitShare(t *testing.T, cc *grpc.ClientConn, z string, want float64) {
 	t.Helper()
 	deadline := time.Now().Add(resolvertest.Timeout)
+	n := 300
+	if want == 0 || want == 1 {
+		n = 100
+	}
 	for {
-		got, _ := f.shares(t, cc, 300)
+		got, _ := f.shares(t, cc, n)
 		if math.Abs(got[z]-want) <= 0.02 {
 			return
 		}
