@@ -16,6 +16,15 @@ BUF := $(CACHE)/buf-$(BUF_VERSION)/buf
 # ../shared/notes/real-registries.md). About 5 minutes on 2 cores, once.
 CONSUL_VERSION := 1.12.9
 CONSUL := $(CACHE)/consul-$(CONSUL_VERSION)/consul
+# kube-apiserver for the Kubernetes backend's tests: k8s.io/kubernetes cannot
+# be `go install`ed (its go.mod points its staging modules at ./staging), so a
+# throw-away module replaces each of them with its published v0.x version.
+# About 5.5 minutes on 2 cores, once; it runs against the tests' in-process etcd.
+KUBE_VERSION := 1.37.2
+KUBE_APISERVER := $(CACHE)/kube-apiserver-$(KUBE_VERSION)/kube-apiserver
+# Modules of their own, so that users without Kubernetes never compile
+# client-go: the backend and its example. `make test` covers them too.
+KUBE_MODULES := runtime/discovery/kubernetes example/kubernetes
 # Plugins pinned by go.mod (tool directives) and built from this tree.
 BIN := $(abspath .tmp/bin)
 export PATH := $(BIN):$(PATH)
@@ -33,8 +42,11 @@ demo: ## Run three greeter servers and a balanced client on loopback
 test: tools ## Vet, check formatting and generated code, run all tests with -race
 	go vet ./...
 	GOARCH=386 go vet ./runtime/... ./proto/... # what users build on 32 bits
+	for m in $(KUBE_MODULES); do (cd $$m && go vet ./...); done
+	cd runtime/discovery/kubernetes && GOARCH=386 go vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
-	BUF=$(BUF) LB_CONSUL=$(CONSUL) LB_REQUIRE_TOOLS=1 go test -race -count=1 ./...
+	BUF=$(BUF) LB_CONSUL=$(CONSUL) LB_KUBE_APISERVER=$(KUBE_APISERVER) LB_REQUIRE_TOOLS=1 go test -race -count=1 ./...
+	for m in $(KUBE_MODULES); do (cd $$m && LB_KUBE_APISERVER=$(KUBE_APISERVER) LB_REQUIRE_TOOLS=1 go test -race -count=1 ./...); done
 	$(MAKE) checkgenerate
 
 .PHONY: generate
@@ -73,7 +85,7 @@ bench-check: ## Vet the bench module and run each benchmark once, briefly (~2 mi
 	cd bench && go test -count 1 -run '^$$' -bench '^BenchmarkTail$$/^policy=lb_p2c_ewma(#|$$)' -benchtime 1x -tail.rounds 2 -tail.duration 2s -tail.churn 500ms .
 
 .PHONY: tools chromium
-tools: $(BUF) $(CONSUL) protoc chromium plugins ## Install protoc, buf, consul, chromium and the plugins
+tools: $(BUF) $(CONSUL) $(KUBE_APISERVER) protoc chromium plugins ## Install protoc, buf, consul, kube-apiserver, chromium and the plugins
 
 .PHONY: plugins
 plugins:
@@ -88,6 +100,18 @@ $(CONSUL):
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	printf 'module consulwrap\n\ngo 1.18\n\nrequire github.com/hashicorp/consul v$(CONSUL_VERSION)\n\nreplace (\n\tgithub.com/hashicorp/consul/api => github.com/hashicorp/consul/api v1.13.0\n\tgithub.com/hashicorp/consul/sdk => github.com/hashicorp/consul/sdk v0.11.0\n)\n' > "$$tmp/go.mod"; \
 	cd "$$tmp" && GOFLAGS=-mod=mod go build -o $(CONSUL).tmp github.com/hashicorp/consul && mv $(CONSUL).tmp $(CONSUL)
+
+$(KUBE_APISERVER):
+	@echo "building kube-apiserver $(KUBE_VERSION) from the Go module proxy (once; cached in $(dir $(KUBE_APISERVER)))"
+	@mkdir -p $(dir $(KUBE_APISERVER))
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd "$$tmp"; \
+	gomod=$$(go mod download -json k8s.io/kubernetes@v$(KUBE_VERSION) | sed -n 's/^\t"GoMod": "\(.*\)",$$/\1/p'); \
+	staging=$$(sed -n 's,^\t\(k8s\.io/[^ ]*\) => \./staging/.*,\1,p' "$$gomod"); \
+	test -n "$$staging" || { echo "no staging modules found in $$gomod" >&2; exit 1; }; \
+	{ printf 'module kubewrap\n\ngo 1.26\n\nrequire k8s.io/kubernetes v$(KUBE_VERSION)\n\nreplace (\n'; \
+	  for m in $$staging; do printf '\t%s => %s v0.$(patsubst 1.%,%,$(KUBE_VERSION))\n' "$$m" "$$m"; done; printf ')\n'; } > go.mod; \
+	printf 'package kubewrap\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n' > tools.go; \
+	go mod tidy && go build -o $(KUBE_APISERVER).tmp k8s.io/kubernetes/cmd/kube-apiserver && mv $(KUBE_APISERVER).tmp $(KUBE_APISERVER)
 
 .PHONY: protoc
 protoc:
