@@ -79,6 +79,10 @@ func (t target) restConfig() (*rest.Config, error) {
 		cfg.Host = t.server
 	}
 	cfg.UserAgent = "protoc-gen-go-lb"
+	// Protobuf, as Kubernetes' own components speak to the API server:
+	// smaller and faster to decode than JSON.
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
 	// Each watch makes one list and one watch at a time; the default rate
 	// limit (5 a second) never delays them.
 	return cfg, nil

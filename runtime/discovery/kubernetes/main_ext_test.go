@@ -66,7 +66,7 @@ func (c mainM) Run() int {
 // client and the dialer that maps the slices' documentation addresses to
 // the test's loopback backends.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	ns     string
 	admin  k8s.Interface
 	dialer *dialer
@@ -74,7 +74,7 @@ type env struct {
 	kubeconfig, clientConfig string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	apiOnce.Do(func() {
 		if apiDir, apiErr = os.MkdirTemp("", "kubeapiserver"); apiErr != nil {

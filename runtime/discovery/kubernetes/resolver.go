@@ -30,12 +30,18 @@ func init() {
 // grpc.WithResolvers; importing the package registers one already.
 func NewBuilder() resolver.Builder { return discovery.NewBuilder(Scheme, parse) }
 
-func parse(u *url.URL) (discovery.Spec, error) {
+func parse(u *url.URL) (discovery.Spec, error) { return parseWith(u, "") }
+
+// parseWith is parse for a builder whose watches are its own (options,
+// in the watch's Key): tests' cold starts.
+func parseWith(u *url.URL, options string) (discovery.Spec, error) {
 	t, err := parseTarget(u)
 	if err != nil {
 		return discovery.Spec{}, err
 	}
-	return t.spec(), nil
+	spec := t.spec()
+	spec.Key.Options = options
+	return spec, nil
 }
 
 // Spec returns the watch of service (the registry name, used when
