@@ -237,12 +237,23 @@ func TestTopologyMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	waitCalled(t, ctx, c) // one call: the channel is up
-	m := collect(t, reader)
-	m.checkLabels(t, "")
-	if got := m.byLabel("lb.locality.share", "lb.locality.level"); got["zone"] != 100 || got["region"] != 0 {
-		t.Errorf("lb.locality.share by level = %v, want zone 100, region 0", got)
+	// Both levels' instances connect (the channel is READY with the
+	// first): then the client's zone takes every call.
+	var m metrics
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		m = collect(t, reader)
+		if got := m.byLabel("lb.locality.share", "lb.locality.level"); got["zone"] == 100 && got["region"] == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("lb.locality.share by level = %v, want zone 100, region 0", m.byLabel("lb.locality.share", "lb.locality.level"))
+		case <-tick.C:
+		}
 	}
+	m.checkLabels(t, "")
 	// One of each zone: a subset of 1 per level.
 	if got := m.sum("lb.subset.size"); got != 2 {
 		t.Errorf("lb.subset.size = %v, want 2 (one per level)", got)
