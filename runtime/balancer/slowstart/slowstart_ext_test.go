@@ -154,8 +154,8 @@ func TestRamp(t *testing.T) {
 		{child: "round_robin", calls: 1000, exact: true},
 		{child: "lb_random", calls: 1500, exact: true},
 		{child: "lb_weighted_round_robin", calls: 1000, weight: 2, exact: true},
-		{child: "lb_least_request", calls: 1000},
-		{child: "lb_p2c_ewma", calls: 1000},
+		{child: "lb_least_request", calls: 500},
+		{child: "lb_p2c_ewma", calls: 500},
 	} {
 		t.Run(tc.child, func(t *testing.T) {
 			t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
