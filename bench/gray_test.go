@@ -41,15 +41,11 @@ const (
 type grayScenario struct {
 	name string
 	fail failure
-	// extra are policies measured in this scenario only.
-	extra []policy
 }
 
 var grayScenarios = []grayScenario{
 	{name: "fail100", fail: failure{percent: 100, codes: []codes.Code{codes.Unavailable}}},
-	{name: "fail30", fail: failure{percent: 30, codes: []codes.Code{codes.Unavailable, codes.Internal}}, extra: []policy{
-		{label: "lb_outlier_fp20>round_robin", name: "lb_outlier", config: `{"failurePercentage":{"threshold":20},"childPolicy":[{"round_robin":{}}]}`, ours: true},
-	}},
+	{name: "fail30", fail: failure{percent: 30, codes: []codes.Code{codes.Unavailable, codes.Internal}}},
 }
 
 // grayPolicies are the policies BenchmarkGray compares in every scenario.
@@ -69,11 +65,12 @@ var grayPolicies = []policy{
 
 // grayFailed is each scenario's failed calls per second, by policy label,
 // in the order the policies ran: what -gray.out writes.
-var grayFailed = map[string][]grayColumn{}
+var grayFailed = map[string][]column{}
 
-type grayColumn struct {
+// column is one policy's numbers in a CSV of a column per policy.
+type column struct {
 	label  string
-	perSec []int
+	values []int
 }
 
 // BenchmarkGray sends unary calls to ten gRPC backends on loopback, open
@@ -98,7 +95,7 @@ func BenchmarkGray(b *testing.B) {
 					bad = be
 				}
 			})
-			for _, p := range append(grayPolicies[:len(grayPolicies):len(grayPolicies)], sc.extra...) {
+			for _, p := range grayPolicies {
 				b.Run("policy="+p.label, func(b *testing.B) {
 					r := runGray(b, p, addrs, bad, sc.fail)
 					b.ReportMetric(0, "ns/op") // one run whatever b.N: meaningless
@@ -107,8 +104,8 @@ func BenchmarkGray(b *testing.B) {
 					b.ReportMetric(r.ejectMS, "eject-ms")
 					b.ReportMetric(float64(r.badAfter), "bad-after")
 					if *grayOut != "" {
-						grayFailed[sc.name] = append(grayFailed[sc.name], grayColumn{p.label, r.failedPerSec})
-						if err := writeGrayCSV(filepath.Join(*grayOut, sc.name+".csv"), grayFailed[sc.name]); err != nil {
+						grayFailed[sc.name] = append(grayFailed[sc.name], column{p.label, r.failedPerSec})
+						if err := writeColumns(filepath.Join(*grayOut, sc.name+".csv"), "second", grayFailed[sc.name]); err != nil {
 							b.Fatal(err)
 						}
 					}
@@ -184,26 +181,27 @@ func runGray(b *testing.B, p policy, addrs []string, bad *backend, f failure) gr
 	return r
 }
 
-// writeGrayCSV writes cols to path as CSV: "second,<label>,..." and a row
-// per second since the onset, the failed calls of that second.
-func writeGrayCSV(path string, cols []grayColumn) error {
+// writeColumns writes cols to path as CSV: a header "<key>,<label>,...",
+// then row k holds each column's value k (BenchmarkGray: key "second",
+// the failed calls of second k since the onset).
+func writeColumns(path, key string, cols []column) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	var sb strings.Builder
-	sb.WriteString("second")
+	sb.WriteString(key)
 	rows := 0
 	for _, c := range cols {
 		sb.WriteString("," + c.label)
-		rows = max(rows, len(c.perSec))
+		rows = max(rows, len(c.values))
 	}
 	sb.WriteString("\n")
-	for s := range rows {
-		sb.WriteString(strconv.Itoa(s))
+	for k := range rows {
+		sb.WriteString(strconv.Itoa(k))
 		for _, c := range cols {
 			sb.WriteString(",")
-			if s < len(c.perSec) {
-				sb.WriteString(strconv.Itoa(c.perSec[s]))
+			if k < len(c.values) {
+				sb.WriteString(strconv.Itoa(c.values[k]))
 			}
 		}
 		sb.WriteString("\n")
