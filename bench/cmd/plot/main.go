@@ -13,13 +13,19 @@
 //   - gray.svg: BenchmarkGray's failed calls per second over time, from the
 //     CSVs written with -gray.out, a panel per scenario, a line per policy,
 //     on a log(1+n) y axis so that a handful of failures still shows;
-//   - summary.md: the same numbers as Markdown tables.
+//   - subset.svg: BenchmarkSubset's connections per instance, from the CSV
+//     written with -subset.out, a line per policy, the instances from the
+//     most connected to the least;
+//   - summary.md: the same numbers as Markdown tables, with
+//     BenchmarkSubset's and BenchmarkCrossZone's.
 //
 // Usage (make bench runs it):
 //
 //	go run ./cmd/plot -pick ../docs/bench/pick.txt -tail ../docs/bench/tail.txt -hist ../docs/bench/tail \
 //		-tail-churn ../docs/bench/tail-churn.txt -hist-churn ../docs/bench/tail-churn \
-//		-gray ../docs/bench/gray.txt -gray-csv ../docs/bench/gray -out ../docs/bench
+//		-gray ../docs/bench/gray.txt -gray-csv ../docs/bench/gray \
+//		-subset ../docs/bench/subset.txt -subset-csv ../docs/bench/subset.csv \
+//		-crosszone ../docs/bench/crosszone.txt -out ../docs/bench
 package main
 
 import (
@@ -47,16 +53,28 @@ func main() {
 	churnHistDir := flag.String("hist-churn", "", "directory of the <policy>.csv histograms of BenchmarkTail with -tail.churn")
 	grayFile := flag.String("gray", "", "go test -bench output of BenchmarkGray")
 	grayDir := flag.String("gray-csv", "", "directory of BenchmarkGray's <scenario>.csv failed calls per second")
-	out := flag.String("out", ".", "directory to write pick.svg, tail.svg, tail-churn.svg, gray.svg and summary.md to")
+	subsetFile := flag.String("subset", "", "go test -bench output of BenchmarkSubset")
+	subsetCSV := flag.String("subset-csv", "", "BenchmarkSubset's connections per instance, the CSV of -subset.out")
+	crossFile := flag.String("crosszone", "", "go test -bench output of BenchmarkCrossZone")
+	out := flag.String("out", ".", "directory to write pick.svg, tail.svg, tail-churn.svg, gray.svg, subset.svg and summary.md to")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("plot: ")
-	if err := run(*pickFile, *tailFile, *histDir, *churnFile, *churnHistDir, *grayFile, *grayDir, *out); err != nil {
+	in := inputs{*pickFile, *tailFile, *histDir, *churnFile, *churnHistDir, *grayFile, *grayDir, *subsetFile, *subsetCSV, *crossFile}
+	if err := run(in, *out); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(pickFile, tailFile, histDir, churnFile, churnHistDir, grayFile, grayDir, out string) error {
+// inputs are the files and directories of the flags above; "": not given.
+type inputs struct {
+	pickFile, tailFile, histDir, churnFile, churnHistDir string
+	grayFile, grayDir                                    string
+	subsetFile, subsetCSV, crossFile                     string
+}
+
+func run(in inputs, out string) error {
+	pickFile, tailFile, histDir, churnFile, churnHistDir, grayFile, grayDir := in.pickFile, in.tailFile, in.histDir, in.churnFile, in.churnHistDir, in.grayFile, in.grayDir
 	var summary strings.Builder
 	if pickFile != "" {
 		res, err := readBench(pickFile)
@@ -105,6 +123,29 @@ func run(pickFile, tailFile, histDir, churnFile, churnHistDir, grayFile, grayDir
 		if err := os.WriteFile(filepath.Join(out, "gray.svg"), graySVG(series), 0o644); err != nil {
 			return err
 		}
+	}
+	if in.subsetFile != "" {
+		res, err := readBench(in.subsetFile)
+		if err != nil {
+			return err
+		}
+		subsetSummary(&summary, res)
+	}
+	if in.subsetCSV != "" {
+		cols, err := readColumns(in.subsetCSV)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(out, "subset.svg"), subsetSVG(cols), 0o644); err != nil {
+			return err
+		}
+	}
+	if in.crossFile != "" {
+		res, err := readBench(in.crossFile)
+		if err != nil {
+			return err
+		}
+		crossZoneSummary(&summary, res)
 	}
 	return os.WriteFile(filepath.Join(out, "summary.md"), []byte(summary.String()), 0o644)
 }
@@ -623,35 +664,50 @@ func readGray(dir string) ([]graySeries, error) {
 	slices.SortFunc(paths, func(a, b string) int { return failPercent(b) - failPercent(a) })
 	var all []graySeries
 	for _, path := range paths {
-		f, err := os.Open(path)
+		cols, err := readColumns(path)
 		if err != nil {
 			return nil, err
 		}
-		rows, err := csv.NewReader(f).ReadAll()
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		if len(rows) < 2 {
-			return nil, fmt.Errorf("%s: no rows", path)
-		}
-		g := graySeries{scenario: strings.TrimSuffix(filepath.Base(path), ".csv"), policies: rows[0][1:]}
-		g.perSec = make([][]float64, len(g.policies))
-		for _, row := range rows[1:] {
-			for i, cell := range row[1:] {
-				if cell == "" {
-					continue
-				}
-				v, err := strconv.ParseFloat(cell, 64)
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", path, err)
-				}
-				g.perSec[i] = append(g.perSec[i], v)
-			}
-		}
-		all = append(all, g)
+		all = append(all, graySeries{scenario: strings.TrimSuffix(filepath.Base(path), ".csv"), policies: cols.policies, perSec: cols.values})
 	}
 	return all, nil
+}
+
+// columns is a CSV of the bench module's writeColumns: a column per
+// policy after the first (the row's number), each a value per row.
+type columns struct {
+	policies []string
+	values   [][]float64 // [policy][row]; a column may end early
+}
+
+func readColumns(path string) (columns, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return columns{}, err
+	}
+	rows, err := csv.NewReader(f).ReadAll()
+	f.Close()
+	if err != nil {
+		return columns{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(rows) < 2 {
+		return columns{}, fmt.Errorf("%s: no rows", path)
+	}
+	c := columns{policies: rows[0][1:]}
+	c.values = make([][]float64, len(c.policies))
+	for _, row := range rows[1:] {
+		for i, cell := range row[1:] {
+			if cell == "" {
+				continue
+			}
+			v, err := strconv.ParseFloat(cell, 64)
+			if err != nil {
+				return columns{}, fmt.Errorf("%s: %w", path, err)
+			}
+			c.values[i] = append(c.values[i], v)
+		}
+	}
+	return c, nil
 }
 
 // failPercent is N of a path ending failN.csv, or 0.
@@ -733,5 +789,105 @@ func graySVG(all []graySeries) []byte {
 		s.text(left+w+46, y, "start", p, weight)
 	}
 	s.text(left+w+15, top+10+20*float64(len(policies))+10, "start", "y: log(1+n) scale; ours in bold", `fill="#444"`)
+	return s.bytes()
+}
+
+// subsetSummary writes BenchmarkSubset's results: balance, and each
+// change's connections moved against those it needs.
+func subsetSummary(w io.Writer, r *results) {
+	fmt.Fprintf(w, "\n## BenchmarkSubset\n\n300 clients, 300 instances, subsets of 10; then one instance leaves, then one joins.\n\n")
+	fmt.Fprintf(w, "| policy | max/mean | min/mean | leave: moved | leave: needed | join: moved | join: needed |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, p := range r.distinct("policy") {
+		b := r.find(map[string]string{"policy": p})
+		fmt.Fprintf(w, "| %s |", p)
+		for _, u := range []string{"max/mean", "min/mean", "remove-moved", "remove-needed", "add-moved", "add-needed"} {
+			fmt.Fprintf(w, " %s |", num(b.median(u)))
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// crossZoneSummary writes BenchmarkCrossZone's share of calls out of the
+// client's zone, a column per number of its zone's instances down.
+func crossZoneSummary(w io.Writer, r *results) {
+	downs := r.distinct("down")
+	fmt.Fprintf(w, "\n## BenchmarkCrossZone\n\n9 instances, 3 in each of 3 zones, the client in zone a: calls that leave zone a, %%.\n\n| policy |")
+	for _, d := range downs {
+		fmt.Fprintf(w, " %s of zone a down |", d)
+	}
+	fmt.Fprintf(w, "\n|---|%s\n", strings.Repeat("---:|", len(downs)))
+	for _, p := range r.distinct("policy") {
+		fmt.Fprintf(w, "| %s |", p)
+		for _, d := range downs {
+			fmt.Fprintf(w, " %s |", num(r.find(map[string]string{"policy": p, "down": d}).median("cross-zone-%")))
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// subsetSVG draws each policy's connections per instance, the instances
+// ranked from the most connected down, a line per policy, with the mean
+// dashed. Ours are drawn last, on top.
+func subsetSVG(c columns) []byte {
+	const left, top, w, h = 70.0, 50.0, 640.0, 300.0
+	n, hi := 1.0, 1.0
+	var sum, count float64
+	for _, vs := range c.values {
+		n = max(n, float64(len(vs)))
+		for _, v := range vs {
+			hi = max(hi, v)
+		}
+	}
+	if len(c.values) > 0 {
+		for _, v := range c.values[0] {
+			sum, count = sum+v, count+1
+		}
+	}
+	hi = math.Ceil(hi/5) * 5
+	x := func(rank float64) float64 { return left + w*rank/n }
+	y := func(v float64) float64 { return top + h - h*v/hi }
+	s := newSVG(int(left+w+280), int(top+h+60))
+	s.text(left+w/2, 22, "middle", "Connections per instance: 300 clients, 300 instances, subsets of 10", `font-size="15" font-weight="bold"`)
+	for v := 0.0; v <= hi; v += 5 {
+		s.line(left, y(v), left+w, y(v), "#ddd", 1, "")
+		s.text(left-6, y(v)+4, "end", num(v), `fill="#444"`)
+	}
+	for rank := 0.0; rank <= n; rank += 50 {
+		s.line(x(rank), top, x(rank), top+h, "#ddd", 1, "")
+		s.text(x(rank), top+h+16, "middle", num(rank), `fill="#444"`)
+	}
+	if count > 0 {
+		mean := sum / count
+		s.line(left, y(mean), left+w, y(mean), "#444", 1, "4,3")
+		s.text(left+w-4, y(mean)-4, "end", "mean "+num(mean), `fill="#444"`)
+	}
+	s.text(left+w/2, top+h+36, "middle", "instances, from the most connected to the least", "")
+	s.text(16, top+h/2, "middle", "client connections", fmt.Sprintf(`transform="rotate(-90 16 %.0f)"`, top+h/2))
+	order := make([]int, len(c.policies))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		return boolInt(strings.HasPrefix(c.policies[a], "lb_")) - boolInt(strings.HasPrefix(c.policies[b], "lb_"))
+	})
+	for _, i := range order {
+		var pts [][2]float64
+		for rank, v := range c.values[i] { // a step per instance
+			pts = append(pts, [2]float64{x(float64(rank)), y(v)}, [2]float64{x(float64(rank + 1)), y(v)})
+		}
+		s.polyline(pts, palette[i%len(palette)])
+	}
+	s.line(left, top+h, left+w, top+h, "#444", 1, "")
+	s.line(left, top, left, top+h, "#444", 1, "")
+	for i, p := range c.policies {
+		ly := top + 10 + 20*float64(i)
+		s.line(left+w+15, ly-4, left+w+40, ly-4, palette[i%len(palette)], 3, "")
+		weight := ""
+		if strings.HasPrefix(p, "lb_") {
+			weight = `font-weight="bold"`
+		}
+		s.text(left+w+46, ly, "start", p, weight)
+	}
+	s.text(left+w+15, top+10+20*float64(len(c.policies))+10, "start", "ours in bold", `fill="#444"`)
 	return s.bytes()
 }
