@@ -17,7 +17,9 @@ var endpointCounts = []int{3, 10, 100}
 // (op=pick_done), from one goroutine (mode=serial) and from GOMAXPROCS
 // goroutines at once (mode=parallel), of every policy over 3, 10 and 100
 // READY endpoints. Each balancer is built alone over a fake channel
-// (buildReady), so only its picker is measured.
+// (buildReady), so only its picker is measured. The endpoints are spread
+// over zones a, b and c; the lb_locality>... entries are a client in zone
+// a, whose picks go to zone a's (1 of 3, 4 of 10, 34 of 100).
 func BenchmarkPick(b *testing.B) {
 	for _, p := range policies {
 		for _, n := range endpointCounts {
@@ -69,8 +71,9 @@ func pick(p balancer.Picker, info balancer.PickInfo, done bool) error {
 }
 
 // TestPickersSpread checks that the benchmarks measure real picks: every
-// policy reaches every endpoint (pick_first: exactly one) with picks of the
-// fake channel's own subchannels. Calls done at once all take about as
+// policy reaches every endpoint (pick_first: exactly one; lb_locality>...:
+// every one of zone a, and no other) with picks of the fake channel's own
+// subchannels. Calls done at once all take about as
 // long, so latency-aware policies (the p2c ones) may shun an endpoint whose
 // one sample a preemption made long, until they force a pick of it (go-zero's
 // after 1 s, kratos's and ours after 3 s): picking goes on for up to 5 s.
@@ -80,9 +83,16 @@ func TestPickersSpread(t *testing.T) {
 			t.Run(fmt.Sprintf("policy=%s/endpoints=%d", p.label, n), func(t *testing.T) {
 				bt := buildReady(t, p, n)
 				picker, infos := bt.cc.latestPicker(), pickInfos(p)
+				local := map[string]bool{}
+				for i, ep := range endpoints(n) {
+					local[ep.Addresses[0].Addr] = zoneOf(i) == clientZone
+				}
 				want := n
-				if p.single {
+				switch {
+				case p.single:
 					want = 1
+				case p.local:
+					want = localCount(n)
 				}
 				hits := map[string]int{}
 				deadline := time.Now().Add(5 * time.Second)
@@ -97,6 +107,9 @@ func TestPickersSpread(t *testing.T) {
 						t.Fatalf("Pick #%d = SubConn %T, want one of the fake channel's", i, res.SubConn)
 					}
 					hits[sc.addr]++
+					if p.local && !local[sc.addr] {
+						t.Fatalf("Pick #%d = %s, outside zone %s", i, sc.addr, clientZone)
+					}
 					if res.Done != nil {
 						res.Done(sent)
 					}

@@ -38,5 +38,11 @@ echo 'picker and per-call accounting add, in the same run.'; echo
 for p in round_robin lb_least_request lb_p2c_ewma lb_weighted_round_robin; do
 	vs "$p, alone and under lb_outlier" "$p" "lb_outlier>$p"
 done
+echo "## Zone-aware routing's cost (Pick + Done)"; echo
+echo 'Each policy alone, then under `lb_locality` as a client in zone a (4 of 10 endpoints in'
+echo 'it): "vs base" is what choosing the level and unwrapping the subchannel add.'; echo
+for p in round_robin lb_p2c_ewma; do
+	vs "$p, alone and under lb_locality" "$p" "lb_locality>$p"
+done
 echo "## Every policy"; echo
 benchstat -table /op,/mode -row /policy,/endpoints

@@ -14,7 +14,6 @@ import (
 	"github.com/zeromicro/go-zero/core/logx"
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/experimental/balancer/weight"
 	estats "google.golang.org/grpc/experimental/stats"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
@@ -34,11 +33,13 @@ import (
 	// Ours.
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/consistenthash"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/leastrequest"
+	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/locality"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/outlier"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/p2cewma"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/pickfirst"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/random"
 	_ "github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/balancer/weighted"
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/runtime/discovery"
 )
 
 func init() {
@@ -62,6 +63,9 @@ type policy struct {
 	// withKey puts a call's hash key on its context (nil: calls have no
 	// key); pickInfos gives each call one of 1,024 keys.
 	withKey func(ctx context.Context, key string) context.Context
+	// local: the policy sends every call to the endpoints in the client's
+	// zone, zone a (lb_locality with every endpoint healthy).
+	local bool
 }
 
 // headerKey is the key as the hashHeader request header.
@@ -94,11 +98,14 @@ var policies = []policy{
 	withOutlier(policy{label: "lb_least_request", name: "lb_least_request", config: `{"choiceCount":2}`}),
 	withOutlier(policy{label: "lb_p2c_ewma", name: "lb_p2c_ewma", config: `{}`}),
 	withOutlier(policy{label: "lb_weighted_round_robin", name: "lb_weighted_round_robin", config: `{}`}),
+	withLocality(policy{label: "round_robin", name: "round_robin", config: `{}`}),
+	withLocality(policy{label: "lb_p2c_ewma", name: "lb_p2c_ewma", config: `{}`}),
 }
 
-// withOutlier is p under lb_outlier with its defaults (consecutive
-// failures), labelled lb_outlier>label: the same policy, with every pick
-// and Done passing through the outlier's picker and its accounting.
+// withOutlier is p under lb_outlier with its defaults (5 consecutive
+// failures; 20% failed of at least 50 calls an interval), labelled
+// lb_outlier>label: the same policy, with every pick and Done passing
+// through the outlier's picker and its accounting.
 func withOutlier(p policy) policy {
 	return policy{
 		label:   "lb_outlier>" + p.label,
@@ -110,16 +117,43 @@ func withOutlier(p policy) policy {
 	}
 }
 
+// withLocality is p under lb_locality, zone-aware routing, as a client in
+// zone a of region r, labelled lb_locality>label: with every endpoint
+// healthy, each pick chooses the zone level (the only one with a share),
+// then p picks among zone a's endpoints.
+func withLocality(p policy) policy {
+	return policy{
+		label:   "lb_locality>" + p.label,
+		name:    "lb_locality",
+		config:  fmt.Sprintf(`{"zone":%q,"region":"r","childPolicy":[{%q:%s}]}`, clientZone, p.name, p.config),
+		ours:    true,
+		single:  p.single,
+		withKey: p.withKey,
+		local:   true,
+	}
+}
+
+// clientZone is the zone of the lb_locality entries' client.
+const clientZone = "a"
+
+// zoneOf is the zone of endpoint i of endpoints: a, b, c, a, ... (10
+// endpoints: 4 in a, 3 in b, 3 in c), all of them in region r.
+func zoneOf(i int) string { return string(rune('a' + i%3)) }
+
 // endpoints returns n endpoints 10.0.0.1:50051 and on, weighing 1, 2, 3,
-// 1, ... for the policies that read registry weights.
+// 1, ... for the policies that read registry weights, in zones a, b, c,
+// a, ... of region r (discovery.Metadata, which only lb_locality reads).
 func endpoints(n int) []resolver.Endpoint {
 	eps := make([]resolver.Endpoint, n)
 	for i := range eps {
 		addr := fmt.Sprintf("10.0.%d.%d:50051", i/250, i%250+1)
-		eps[i] = weight.Set(resolver.Endpoint{Addresses: []resolver.Address{{Addr: addr}}}, weight.EndpointInfo{Weight: uint32(i%3 + 1)})
+		eps[i] = discovery.Endpoint(addr, discovery.Metadata{Weight: uint32(i%3 + 1), Zone: zoneOf(i), Region: "r"})
 	}
 	return eps
 }
+
+// localCount is how many of endpoints(n) are in the client's zone.
+func localCount(n int) int { return (n + 2) / 3 }
 
 // resolverState is eps with the Addresses list filled in too, as grpc-go's
 // channel and this module's discovery give it: balancers on grpc-go's base
@@ -183,8 +217,11 @@ func buildReadyOn(tb testing.TB, p policy, eps []resolver.Endpoint) *built {
 		tb.Fatalf("%s: UpdateClientConnState: %v", p.label, err)
 	}
 	want := n
-	if p.single {
+	switch {
+	case p.single:
 		want = 1
+	case p.local:
+		want = localCount(n)
 	}
 	infos := pickInfos(p)
 	deadline := time.Now().Add(10 * time.Second)
