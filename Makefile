@@ -66,16 +66,18 @@ update-golden: tools ## Rewrite the plugin's golden files (buf compiles the edit
 	BUF=$(BUF) LB_REQUIRE_TOOLS=1 go test ./cmd/protoc-gen-go-lb -run 'TestGolden' -update
 
 .PHONY: bench
-bench: ## Benchmark picks, tail latency, gray failures and hashing against grpc-go, go-zero, kratos into docs/bench (~45 min)
+bench: ## Benchmark picks, tail latency, gray failures, hashing, subsets and cross-zone calls against grpc-go, go-zero, kratos into docs/bench (~45 min)
 	@mkdir -p docs/bench/tail docs/bench/tail-churn docs/bench/gray && rm -f docs/bench/tail/*.csv docs/bench/tail-churn/*.csv docs/bench/gray/*.csv
-	@echo "runtime: $$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- runtime go.mod || echo '+dirty')" | tee docs/bench/pick.txt docs/bench/tail.txt docs/bench/tail-churn.txt > docs/bench/gray.txt
+	@echo "runtime: $$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- runtime go.mod || echo '+dirty')" | tee docs/bench/pick.txt docs/bench/tail.txt docs/bench/tail-churn.txt docs/bench/subset.txt docs/bench/crosszone.txt > docs/bench/gray.txt
 	cd bench && go test -run '^$$' -bench '^BenchmarkPick$$' -benchmem -benchtime 200ms -count 6 -timeout 60m . | tee -a ../docs/bench/pick.txt
 	cd bench && go test -run '^$$' -bench '^BenchmarkTail$$' -benchtime 1x -tail.rounds 3 -tail.duration 40s -tail.out ../docs/bench/tail -timeout 60m . | tee -a ../docs/bench/tail.txt
 	cd bench && go test -run '^$$' -bench '^BenchmarkTail$$/^policy=(gozero_p2c_ewma|kratos_p2c|lb_p2c_ewma)(#|$$)' -benchtime 1x -tail.rounds 3 -tail.duration 40s -tail.churn 5s -tail.out ../docs/bench/tail-churn -timeout 60m . | tee -a ../docs/bench/tail-churn.txt
 	cd bench && go test -run '^$$' -bench '^BenchmarkGray$$' -benchtime 1x -gray.duration 60s -gray.out ../docs/bench/gray -timeout 60m . | tee -a ../docs/bench/gray.txt
 	cd bench && go test -run '^$$' -bench '^BenchmarkHashing$$' -benchtime 1x -timeout 60m . | tee ../docs/bench/hashing.txt
+	cd bench && go test -run '^$$' -bench '^BenchmarkSubset$$' -benchtime 1x -subset.out ../docs/bench/subset.csv -timeout 60m . | tee -a ../docs/bench/subset.txt
+	cd bench && go test -run '^$$' -bench '^BenchmarkCrossZone$$' -benchtime 1x -timeout 60m . | tee -a ../docs/bench/crosszone.txt
 	cd bench && ./pickmd.sh ../docs/bench/pick.txt > ../docs/bench/pick.md
-	cd bench && go run ./cmd/plot -pick ../docs/bench/pick.txt -tail ../docs/bench/tail.txt -hist ../docs/bench/tail -tail-churn ../docs/bench/tail-churn.txt -hist-churn ../docs/bench/tail-churn -gray ../docs/bench/gray.txt -gray-csv ../docs/bench/gray -out ../docs/bench
+	cd bench && go run ./cmd/plot -pick ../docs/bench/pick.txt -tail ../docs/bench/tail.txt -hist ../docs/bench/tail -tail-churn ../docs/bench/tail-churn.txt -hist-churn ../docs/bench/tail-churn -gray ../docs/bench/gray.txt -gray-csv ../docs/bench/gray -subset ../docs/bench/subset.txt -subset-csv ../docs/bench/subset.csv -crosszone ../docs/bench/crosszone.txt -out ../docs/bench
 
 .PHONY: bench-check
 bench-check: ## Vet the bench module and run each benchmark once, briefly (~2 min)
