@@ -887,10 +887,9 @@ func (x *OutlierEjection) GetDisableFailurePercentage() bool {
 	return false
 }
 
-// FailurePercentage ejects an instance whose share of failed calls in an
-// interval reaches a threshold. An instance is judged each time its calls
-// in the interval reach a multiple of `minimum_requests`, and at the
-// interval's end.
+// FailurePercentage ejects an instance whose share of failed calls reaches
+// a threshold: in each block of `minimum_requests` calls, judged alone as
+// it ends, and in all its calls of an interval, at the interval's end.
 type FailurePercentage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The share of failed calls, in percent, at which an instance is

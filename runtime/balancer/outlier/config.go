@@ -70,10 +70,10 @@ type Config struct {
 	// in a row. 0 means DefaultConsecutiveFailures; -1 turns the mode off
 	// (FailurePercentage must be set then).
 	ConsecutiveFailures int
-	// FailurePercentage ejects by the share of failed calls in an
-	// interval; nil: its defaults. An instance is judged each time its
-	// calls in the interval reach a multiple of MinimumRequests, and at
-	// the interval's end.
+	// FailurePercentage ejects by the share of failed calls; nil: its
+	// defaults. Each block of MinimumRequests calls of an instance is
+	// judged alone as it ends, and all its calls of an interval at the
+	// interval's end.
 	FailurePercentage *FailurePercentage
 	// DisableFailurePercentage turns the failure-percentage mode off.
 	DisableFailurePercentage bool

@@ -37,11 +37,11 @@
 //
 //   - Consecutive failures (default 5, Envoy's and Finagle's): the
 //     failure that completes the run ejects at once.
-//   - Failure percentage (on by default: 20% of at least 50 calls): an
-//     instance whose calls in the current Interval reach MinimumRequests
-//     (then each further multiple of it), Threshold% of them failed, is
-//     ejected at once; at the Interval's end, the same judgement on its
-//     count, which then starts again. It catches the gray instance that
+//   - Failure percentage (on by default: 20% of at least 50 calls): each
+//     block of MinimumRequests calls an instance ends is judged as it
+//     ends, and the instance ejected at once if Threshold% of the block
+//     failed; at the Interval's end, the same judgement on all its calls
+//     in the interval, whose count then starts again. It catches the gray instance that
 //     fails a share of its calls but seldom 5 in a row (grpc-go's A50
 //     failure-percentage check is off by default, and waits for the
 //     interval's end).
@@ -223,6 +223,9 @@ type instance struct {
 	streak   atomic.Int64  // failures in a row
 	calls    atomic.Int64  // calls that ended this interval (percentage mode)
 	failures atomic.Int64  // of which failed
+	// blockStart is failures when the current block of MinimumRequests
+	// calls began.
+	blockStart atomic.Int64
 
 	// Guarded by b.mu.
 	until     time.Time // when the ejection ends; zero while in
@@ -403,6 +406,7 @@ func (b *outlierBalancer) tick() {
 			in.streak.Store(0)
 			in.calls.Store(0)
 			in.failures.Store(0)
+			in.blockStart.Store(0)
 			in.out.Store(false)
 			b.ejectedNow.Add(-1)
 			b.changed = true
@@ -449,6 +453,7 @@ func (b *outlierBalancer) sweepLocked(now time.Time) {
 	fp := b.cfg.FailurePercentage
 	for _, in := range b.unique() {
 		calls, failures := in.calls.Swap(0), in.failures.Swap(0)
+		in.blockStart.Store(0)
 		if in.out.Load() {
 			continue
 		}
@@ -545,10 +550,14 @@ func (in *instance) record(di balancer.DoneInfo) {
 			f = in.failures.Add(1)
 		}
 		if n := in.calls.Add(1); n%st.minimum == 0 {
+			// A block of MinimumRequests calls ended: judge its own
+			// failures, so that the calls before a failure began do not
+			// dilute it.
 			if !failed {
 				f = in.failures.Load()
 			}
-			if f*100 >= st.threshold*n && !in.out.Load() {
+			block := f - in.blockStart.Swap(f)
+			if block*100 >= st.threshold*st.minimum && !in.out.Load() {
 				in.b.failedTooOften(in)
 			}
 		}

@@ -117,6 +117,36 @@ func TestJudgedAtTheMinimum(t *testing.T) {
 	}
 }
 
+// TestBlocksAreJudgedAlone: the calls before a failure began do not
+// dilute it: after 100 good calls, a block of 50 with 15 failures ejects
+// at its end (a judgement of all 150 calls would see 10%).
+func TestBlocksAreJudgedAlone(t *testing.T) {
+	fail := balancer.DoneInfo{Err: status.Error(codes.Internal, "x")}
+	ok := balancer.DoneInfo{BytesSent: true, BytesReceived: true}
+	in, _ := testInstance()
+	b := in.b
+	b.cfg = &Config{}
+	*b.cfg = b.cfg.withDefaults()
+	b.instances[in.name] = in
+	b.count = 10
+	for range 100 {
+		in.record(ok)
+	}
+	for i := range 50 {
+		if in.out.Load() {
+			t.Fatalf("ejected after %d calls of the failing block, want at its end (50)", i)
+		}
+		if i%10 < 3 {
+			in.record(fail)
+		} else {
+			in.record(ok)
+		}
+	}
+	if !in.out.Load() {
+		t.Error("a block of 50 calls with 15 failures after 100 good ones did not eject")
+	}
+}
+
 func TestOrdinal(t *testing.T) {
 	for n, want := range map[int]string{1: "1st", 2: "2nd", 3: "3rd", 4: "4th", 11: "11th", 12: "12th", 13: "13th", 21: "21st", 22: "22nd"} {
 		if got := ordinal(n); got != want {
