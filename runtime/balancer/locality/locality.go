@@ -39,7 +39,8 @@
 // Spread the service's instances like its callers, or leave zone-aware
 // routing off for that service.
 //
-// A pick allocates nothing: one random number chooses the level.
+// A pick allocates nothing: one random number chooses the level, none
+// when one level takes every call (the client's zone, healthy).
 package locality
 
 import (
@@ -448,10 +449,12 @@ func (p *picker) add(child balancer.Picker, share float64) {
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	r := uint64(fastrand.Uint32())
 	i := 0
-	for i < p.n-1 && r >= p.bounds[i] {
-		i++
+	if p.n > 1 { // one level with every call, the usual case: no draw
+		r := uint64(fastrand.Uint32())
+		for i < p.n-1 && r >= p.bounds[i] {
+			i++
+		}
 	}
 	res, err := p.pickers[i].Pick(info)
 	if sc, ok := res.SubConn.(*subConn); ok {
