@@ -74,3 +74,36 @@ func TestTargetRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// FuzzTarget: parseTarget never panics, a password in the target never
+// shows in its error, and what it accepts makes a target that reads back
+// the same.
+func FuzzTarget(f *testing.F) {
+	for _, s := range []string{"kubernetes:///greeter", "kubernetes:///greeter.prod:grpc", "kubernetes://prod/greeter:50051",
+		"kubernetes:///greeter.prod.svc.cluster.local:grpc?kubeconfig=/k&context=c", "kubernetes://u:hunter2@prod/greeter", "kubernetes:///a:b:c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := url.Parse(s)
+		if err != nil {
+			return
+		}
+		rest := *u
+		rest.User = nil
+		got, err := parseTarget(u)
+		if err != nil {
+			if p, ok := u.User.Password(); ok && p != "" && strings.Contains(err.Error(), p) && !strings.Contains(rest.String(), p) {
+				t.Fatalf("parseTarget(%q): the error %q shows the password", s, err)
+			}
+			return
+		}
+		back, err := url.Parse(got.url().String())
+		if err != nil {
+			t.Fatalf("target %q of %q does not parse: %v", got.url(), s, err)
+		}
+		again, err := parseTarget(back)
+		if err != nil || again != got {
+			t.Fatalf("parseTarget(%q) = %+v, its target %q reads back as %+v, %v", s, got, back, again, err)
+		}
+	})
+}
