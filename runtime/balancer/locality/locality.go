@@ -173,6 +173,7 @@ type level struct {
 // knows of its health.
 type subConn struct {
 	balancer.SubConn
+	b         *localityBalancer
 	addr      string
 	level     *level
 	conn      connectivity.State
@@ -473,7 +474,7 @@ type levelCC struct {
 // NewSubConn wraps the subchannel, to follow its health.
 func (c *levelCC) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
 	b := c.b
-	sc := &subConn{level: c.l, conn: connectivity.Idle}
+	sc := &subConn{b: b, level: c.l, conn: connectivity.Idle}
 	if len(addrs) > 0 {
 		sc.addr = parent.BaseAddr(addrs[0].Addr)
 	}
@@ -519,13 +520,8 @@ func (sc *subConn) RegisterHealthListener(l func(balancer.SubConnState)) {
 		st := s.ConnectivityState
 		sc.health = &st
 		l(s)
-		sc.owner().regen()
+		sc.b.regen()
 	})
-}
-
-// owner is the balancer of the subchannel's level.
-func (sc *subConn) owner() *localityBalancer {
-	return sc.level.child.CC.(*levelCC).b
 }
 
 // UpdateState notes the level's state and publishes the parent's.

@@ -244,11 +244,10 @@ type subConn struct {
 	listening atomic.Bool             // the child listens for its health
 
 	// Guarded by b.childMu.
-	listener  func(balancer.SubConnState) // the child's health listener
-	gen       int                         // counts RegisterHealthListener calls
-	health    *balancer.SubConnState      // the last health the parent told; nil before any
-	shownOut  bool                        // the child was told TRANSIENT_FAILURE for an ejection
-	lastState connectivity.State
+	listener func(balancer.SubConnState) // the child's health listener
+	gen      int                         // counts RegisterHealthListener calls
+	health   *balancer.SubConnState      // the last health the parent told; nil before any
+	shownOut bool                        // the child was told TRANSIENT_FAILURE for an ejection
 }
 
 // errEjected is the connection error an ejected subchannel reports.
@@ -634,7 +633,6 @@ func (w *wrapper) NewSubConn(addrs []resolver.Address, opts balancer.NewSubConnO
 	opts.StateListener = func(s balancer.SubConnState) {
 		b.childMu.Lock()
 		defer b.childMu.Unlock()
-		sc.lastState = s.ConnectivityState
 		if l != nil {
 			l(s)
 		} else {
