@@ -19,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/toolcache"
 )
 
 // Version is the Consul version the project builds and tests against.
@@ -32,12 +34,8 @@ var ErrNoBinary = errors.New("consulagent: no consul binary: run make tools or s
 
 // Binary returns the path of the consul binary.
 func Binary() (string, error) {
-	if p := os.Getenv("LB_CONSUL"); p != "" {
-		return p, nil
-	}
-	home, _ := os.UserHomeDir()
-	p := filepath.Join(home, ".cache", "protoc-gen-go-lb", "consul-"+Version, "consul")
-	if _, err := os.Stat(p); err != nil {
+	p, ok := toolcache.Find("LB_CONSUL", "consul", Version)
+	if !ok {
 		return "", ErrNoBinary
 	}
 	return p, nil

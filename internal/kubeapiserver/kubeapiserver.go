@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/etcdserver"
+
+	"github.com/protoc-gen-go-lb/protoc-gen-go-lb/internal/toolcache"
 )
 
 // Version is the Kubernetes version the project builds and tests against.
@@ -49,12 +51,8 @@ var ErrNoBinary = errors.New("kubeapiserver: no kube-apiserver binary: run make 
 
 // Binary returns the path of the kube-apiserver binary.
 func Binary() (string, error) {
-	if p := os.Getenv("LB_KUBE_APISERVER"); p != "" {
-		return p, nil
-	}
-	home, _ := os.UserHomeDir()
-	p := filepath.Join(home, ".cache", "protoc-gen-go-lb", "kube-apiserver-"+Version, "kube-apiserver")
-	if _, err := os.Stat(p); err != nil {
+	p, ok := toolcache.Find("LB_KUBE_APISERVER", "kube-apiserver", Version)
+	if !ok {
 		return "", ErrNoBinary
 	}
 	return p, nil
